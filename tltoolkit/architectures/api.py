@@ -1,0 +1,60 @@
+"""`build()`: an architecture id (or a keras.applications name) to a plain Functional keras.Model."""
+
+from __future__ import annotations
+
+import keras
+
+from tltoolkit.architectures.registry import ArchitectureError, close_matches, get_spec
+
+KERAS_PREFIX = "keras:"
+
+
+def build(arch: str, weights=None, include_top: bool = True, num_classes: int | None = None,
+          input_shape=None, pooling=None, **options) -> keras.Model:
+    """Builds `arch` with the Functional API.
+
+    Args:
+      arch: a registry id (`tltoolkit.list_architectures()`), or `keras:NAME` for any
+        keras.applications model (e.g. `keras:EfficientNetB0`).
+      weights: None (random init), "imagenet" (the official keras.applications file, downloaded
+        once through `keras.utils.get_file` and checked against its published hash) or the path of
+        a weights file (`.h5` legacy, `.weights.h5`, `.keras`).
+      include_top: keep the classifier; with `num_classes` other than the weights' own, the base is
+        loaded and the new classifier is freshly initialised.
+      num_classes: classifier size; defaults to the architecture's reference (1000 for ImageNet).
+      input_shape: (height, width, channels); defaults to the architecture's default size.
+      pooling: without the top, None (the feature map), "avg" or "max".
+      **options: architecture options (`tltoolkit models` lists them), e.g. `batch_norm=True`.
+    """
+    if arch.startswith(KERAS_PREFIX):
+        return _build_keras_application(arch[len(KERAS_PREFIX):], weights, include_top, num_classes,
+                                        input_shape, pooling, options)
+    spec = get_spec(arch)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        allowed = ", ".join(spec.options) or "none"
+        raise ArchitectureError(f"{arch}: unknown option(s) {', '.join(unknown)}; options: {allowed}")
+    model = spec.builder(
+        include_top=include_top,
+        num_classes=spec.num_classes if num_classes is None else num_classes,
+        input_shape=input_shape,
+        pooling=pooling,
+        **options,
+    )
+    if weights is not None:
+        from tltoolkit.architectures.weights import load_weights
+
+        load_weights(model, spec, weights)
+    return model
+
+
+def _build_keras_application(name, weights, include_top, num_classes, input_shape, pooling, options):
+    import keras.applications as apps
+
+    public = [n for n in dir(apps) if n[:1].isupper()]
+    if name not in public:
+        raise ArchitectureError(f"unknown keras.applications model {name!r}; {close_matches(name, public)}")
+    kwargs = dict(include_top=include_top, weights=weights, input_shape=input_shape, pooling=pooling, **options)
+    if num_classes is not None:
+        kwargs["classes"] = num_classes
+    return getattr(apps, name)(**kwargs)
