@@ -15,6 +15,8 @@ import dataclasses
 import difflib
 from typing import Callable, Mapping
 
+from tltoolkit.errors import TltoolkitError
+
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "scale", "none")
 """How raw 0..255 RGB pixels become model input (keras.applications' `preprocess_input` modes):
 `caffe` RGB->BGR minus the ImageNet mean; `tf` x/127.5-1; `torch` x/255 minus mean, over std;
@@ -24,7 +26,7 @@ HEAD = "head"  # the pseudo-stage after the last stage: `freeze-until head` free
 NONE = "none"  # freeze nothing
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(TltoolkitError, ValueError):
     """An unknown architecture, stage or option; the message is one line naming what would work."""
 
 

@@ -10,6 +10,7 @@ before S.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras
 
@@ -26,11 +27,12 @@ class StageRange:
         return model.layers[self.start:self.stop]
 
 
-def stage_ranges(model: keras.Model, stages) -> list[StageRange]:
-    """Each (stage, first layer) resolved to its layer range; what follows the last stage is `head`.
+def stage_ranges(model: keras.Model, stages, base_output: str | None = None) -> list[StageRange]:
+    """Each (stage, first layer) resolved to its layer range, then the `head` range (maybe empty).
 
-    Layers before the first stage (the input, and any preprocessing a caller put in front) belong to
-    no stage and stay frozen whenever anything is frozen.
+    The last stage ends at `base_output` (the base's last layer); everything after it is the head.
+    Layers before the first stage (the input, and any preprocessing a caller put in front) belong
+    to no stage and stay frozen whenever anything is frozen.
     """
     index = {layer.name: i for i, layer in enumerate(model.layers)}
     starts = []
@@ -40,43 +42,46 @@ def stage_ranges(model: keras.Model, stages) -> list[StageRange]:
         starts.append(index[first])
     if starts != sorted(starts):
         raise ArchitectureError(f"stages of {model.name!r} are out of layer order: {list(zip(stages, starts))}")
-    names = [stage for stage, _ in stages]
-    ends = starts[1:] + [None]
-    ranges = [StageRange(n, s, e) for n, s, e in zip(names, starts, ends)]
-    # The last stage ends where the base ends: at its output layer if the model has a head.
-    return ranges
+    head_start = index[base_output] + 1 if base_output in index else len(model.layers)
+    ranges = [StageRange(stage, start, stop)
+              for (stage, _), start, stop in zip(stages, starts, starts[1:] + [head_start])]
+    return ranges + [StageRange(HEAD, head_start, len(model.layers))]
 
 
-def split_last_stage(model: keras.Model, ranges: list[StageRange], base_output: str) -> list[StageRange]:
-    """Closes the last stage at `base_output` and adds the `head` range (possibly empty)."""
-    index = {layer.name: i for i, layer in enumerate(model.layers)}
-    end = index[base_output] + 1 if base_output in index else len(model.layers)
-    last = ranges[-1]
-    return ranges[:-1] + [StageRange(last.name, last.start, end), StageRange(HEAD, end, len(model.layers))]
+def spec_stage_ranges(model: keras.Model, spec) -> list[StageRange]:
+    return stage_ranges(model, spec.stages, spec.base_output)
 
 
-def freeze_index(ranges: list[StageRange], until: str) -> int:
-    """Index of the first trainable layer for `--freeze-until until`."""
+def freeze_index(model: keras.Model, ranges: list[StageRange], until: str) -> int:
+    """Index of the first trainable layer for `--freeze-until until`.
+
+    `until` is a stage name, `head` (train only what follows the base), `none` (train everything)
+    or, for models without registered stages, the name of the first layer to train.
+    """
     if until == NONE:
         return 0
     for r in ranges:
         if r.name == until:
             return r.start
+    for i, layer in enumerate(model.layers):
+        if layer.name == until:
+            return i
     valid = [r.name for r in ranges] + [NONE]
     raise ArchitectureError(
-        f"unknown stage {until!r}; valid stages: {', '.join(valid)} ({close_matches(until, valid)})"
+        f"unknown stage {until!r}; valid stages: {', '.join(valid)} (or a layer name of {model.name!r}; "
+        f"{close_matches(until, valid + [layer.name for layer in model.layers])})"
     )
 
 
 def freeze_until(model: keras.Model, ranges: list[StageRange], until: str) -> int:
-    """Freezes every layer before stage `until`; that stage and all after it train.
+    """Freezes every layer before `until`; that stage and all after it train.
 
     Frozen BatchNormalization layers run in inference mode in Keras 3 (trainable=False implies it),
     so their moving statistics stay those of the pretrained weights. Keras applies `trainable`
     changes at the next `compile()`: callers must (re)compile after this. Returns the index of the
     first trainable layer.
     """
-    first = freeze_index(ranges, until)
+    first = freeze_index(model, ranges, until)
     model.trainable = True
     for i, layer in enumerate(model.layers):
         layer.trainable = i >= first
@@ -84,16 +89,16 @@ def freeze_until(model: keras.Model, ranges: list[StageRange], until: str) -> in
 
 
 def trainable_count(model: keras.Model) -> int:
-    return sum(int(v.numpy().size) for v in model.trainable_weights)
+    return sum(math.prod(v.shape) for v in model.trainable_weights)
 
 
 def trainable_counts_per_stage(model: keras.Model, ranges: list[StageRange]) -> dict[str, int]:
     """The trainable parameter count if frozen until each stage (and `none`), without touching the model.
 
-    Computed from per-layer trainable-variable counts: the count at stage S is the sum over layers
-    from S's first layer on.
+    The count at stage S is the sum of trainable variables over the layers from S's first layer on;
+    call it on a model as built (every layer trainable).
     """
-    per_layer = [sum(int(v.numpy().size) for v in layer.trainable_weights) for layer in model.layers]
+    per_layer = [sum(math.prod(v.shape) for v in layer.trainable_weights) for layer in model.layers]
     suffix = [0] * (len(per_layer) + 1)
     for i in range(len(per_layer) - 1, -1, -1):
         suffix[i] = suffix[i + 1] + per_layer[i]
