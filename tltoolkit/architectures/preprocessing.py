@@ -1,0 +1,57 @@
+"""The registry's preprocessing modes as a Keras layer that sits inside the model.
+
+Putting preprocessing in the model (not the input pipeline) means an exported model takes raw 0..255 RGB
+pixels, and the arithmetic runs on the accelerator. The layers are Keras core layers only, with fixed
+non-trainable constants, so a saved `.keras` model loads with `safe_mode=True` and no custom objects.
+Each mode matches `keras.applications.imagenet_utils.preprocess_input` for that mode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tltoolkit.architectures.registry import PREPROCESSING_MODES
+from tltoolkit.errors import TltoolkitError
+
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # torch mode, on 0..1 pixels
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # caffe mode, on 0..255 pixels
+
+
+def preprocessing_layer(mode: str, name: str = "preprocessing"):
+    """A `keras.Sequential` named `name` turning raw RGB pixels (uint8 or float, 0..255) into the input
+    the architecture was trained on; `mode` is one of `PREPROCESSING_MODES`."""
+    import keras
+
+    if mode not in PREPROCESSING_MODES:
+        raise TltoolkitError(f"unknown preprocessing mode {mode!r}; use one of {', '.join(PREPROCESSING_MODES)}")
+    inputs = keras.Input(shape=(None, None, 3), name=f"{name}_pixels")
+    if mode == "tf":
+        layers = [keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=f"{name}_rescale")]
+    elif mode == "scale":
+        layers = [keras.layers.Rescaling(1 / 255, name=f"{name}_rescale")]
+    elif mode == "torch":
+        # (x/255 - mean)/std folded into one per-channel scale and offset.
+        std = np.asarray(IMAGENET_STD_RGB)
+        scale = (1 / (255 * std)).tolist()
+        offset = (-np.asarray(IMAGENET_MEAN_RGB) / std).tolist()
+        layers = [keras.layers.Rescaling(scale, offset=offset, name=f"{name}_rescale")]
+    elif mode == "caffe":
+        layers = [keras.layers.Rescaling(1.0, name=f"{name}_to_float"), _rgb_to_bgr_minus_mean(name)]
+    else:
+        layers = [keras.layers.Identity(name=f"{name}_identity")]
+    return keras.Sequential([inputs, *layers], name=name)
+
+
+def _rgb_to_bgr_minus_mean(name: str):
+    """A frozen 1x1 convolution whose kernel reverses the channels and whose bias is minus the BGR mean.
+
+    It permutes before subtracting, so on raw integer pixels the result is exact even where the GPU
+    runs convolutions in TF32 (integers up to 2048 are exact there)."""
+    import keras
+
+    conv = keras.layers.Conv2D(3, 1, trainable=False, name=f"{name}_bgr_mean")
+    conv.build((None, None, None, 3))
+    conv.set_weights([np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3),
+                      -np.asarray(CAFFE_MEAN_BGR, dtype="float32")])
+    return conv
