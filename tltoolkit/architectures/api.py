@@ -14,8 +14,9 @@ def build(arch: str, weights=None, include_top: bool = True, num_classes: int | 
     """Builds `arch` with the Functional API.
 
     Args:
-      arch: a registry id (`tltoolkit.list_architectures()`), or `keras:NAME` for any
-        keras.applications model (e.g. `keras:EfficientNetB0`).
+      arch: a registry id (`tltoolkit.list_architectures()`), `keras:NAME` for any
+        keras.applications model (e.g. `keras:EfficientNetB0`), or the path of a saved `.keras`
+        model, returned as saved (its freeze points are its layer names).
       weights: None (random init), "imagenet" (the official keras.applications file, downloaded
         once through `keras.utils.get_file` and checked against its published hash) or the path of
         a weights file (`.h5` legacy, `.weights.h5`, `.keras`).
@@ -29,6 +30,8 @@ def build(arch: str, weights=None, include_top: bool = True, num_classes: int | 
     if arch.startswith(KERAS_PREFIX):
         return _build_keras_application(arch[len(KERAS_PREFIX):], weights, include_top, num_classes,
                                         input_shape, pooling, options)
+    if arch.endswith(".keras"):
+        return _load_saved_model(arch, weights, include_top, num_classes, input_shape, pooling, options)
     spec = get_spec(arch)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
@@ -58,3 +61,16 @@ def _build_keras_application(name, weights, include_top, num_classes, input_shap
     if num_classes is not None:
         kwargs["classes"] = num_classes
     return getattr(apps, name)(**kwargs)
+
+
+def _load_saved_model(path, weights, include_top, num_classes, input_shape, pooling, options):
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise ArchitectureError(f"saved model {path} does not exist; pass an existing .keras file or an architecture id")
+    changed = [name for name, value, default in (
+        ("weights", weights, None), ("include_top", include_top, True), ("num_classes", num_classes, None),
+        ("input_shape", input_shape, None), ("pooling", pooling, None)) if value != default] + list(options)
+    if changed:
+        raise ArchitectureError(f"a saved model is used as saved; drop {', '.join(changed)} (heads are added by finetune)")
+    return keras.models.load_model(path, compile=False)

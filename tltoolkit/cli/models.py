@@ -39,7 +39,7 @@ def models_table(family=None):
 
 def run(args) -> int:
     frame = models_table(args.family)
-    if args.format == "table":
+    if args.format in ("table", "markdown"):
         frame["params"] = frame["params"].map("{:,}".format)
     print_table(frame, args.format)
     return 0
