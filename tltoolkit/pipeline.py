@@ -1,0 +1,207 @@
+"""The tf.data input pipeline: a scanned table of image files -> batches of raw RGB pixels.
+
+What runs where:
+- On the host CPU, inside tf.data (parallel, AUTOTUNE): read the file, decode it, resize it to the
+  model's input size, batch, prefetch. Files the scan marked `decoder="pil"` (EXIF orientation, CMYK,
+  16-bit, alpha, palette) decode through PIL in a `tf.numpy_function`; all others stay in TF ops, which
+  run without the GIL.
+- On the accelerator, inside the model: augmentation (`tltoolkit.augment`, training only) and the
+  architecture's preprocessing (`tltoolkit.architectures.preprocessing`). So the pipeline's output is
+  raw 0..255 pixels, and an exported model takes raw images.
+- With a visible GPU, batches are prefetched to it (`prefetch_to_device`), overlapping the host-to-device
+  copy with compute.
+
+Large JPEGs are decoded at a reduced DCT scale (1/2, 1/4, 1/8) when the result still covers the target
+size: a 4000x3000 photo bound for 224x224 decodes ~8x faster, and the DCT scaling is itself a clean
+downsample. The final resize is antialiased.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tltoolkit.errors import TltoolkitError
+
+RESIZE_POLICIES = ("center_crop", "stretch", "pad")
+DECODERS = ("tf", "pil")
+DTYPES = ("uint8", "float32")
+JPEG_SCALES = (8, 4, 2)  # the DCT scale denominators libjpeg supports (besides 1)
+
+
+def image_dataset(table, image_size, batch_size: int = 32, resize: str = "center_crop", shuffle: bool = False,
+                  seed: int | None = None, deterministic: bool = False, repeat: bool = False,
+                  dtype: str = "uint8", with_labels: bool = True, drop_remainder: bool = False):
+    """A `tf.data.Dataset` of `(images, label_ids)` batches (or images alone with `with_labels=False`).
+
+    `table` is the scan's DataFrame; it needs `path` and `label_id` (`label_id` only with labels), and
+    `decoder` (`tf` or `pil`, default `tf`). Images are `[B, H, W, 3]` in `dtype` (`uint8`, or `float32`
+    still in 0..255), label ids `int32`. `resize`: `center_crop` (shorter side to the target, then the
+    centre; what pretrained nets expect), `stretch` (ignore the aspect ratio) or `pad` (fit inside,
+    black borders). `deterministic=True` keeps the table's order (or the seeded shuffle's order) at
+    some cost in throughput; otherwise parallel decoding may deliver elements out of order.
+    """
+    import tensorflow as tf
+
+    size = _image_size(image_size)
+    _check_choice("resize", resize, RESIZE_POLICIES)
+    _check_choice("dtype", dtype, DTYPES)
+    if batch_size < 1:
+        raise TltoolkitError(f"batch_size must be at least 1, got {batch_size}")
+    paths, use_pil, labels = _columns(table, with_labels)
+
+    dataset = tf.data.Dataset.from_tensor_slices((paths, use_pil, labels))
+    if shuffle:
+        # Shuffling the file names (not the decoded images) keeps the buffer tiny: the whole table fits.
+        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    any_pil = bool(use_pil.any())
+
+    def load(path, pil, label):
+        image = _decode(path, pil, size, any_pil)
+        image = tf.clip_by_value(_resize(image, size, resize), 0.0, 255.0)  # resampling can overshoot
+        if dtype == "uint8":
+            image = tf.cast(tf.round(image), tf.uint8)
+        return (image, label) if with_labels else image
+
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=deterministic)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    dataset = dataset.with_options(options)
+    if tf.config.list_logical_devices("GPU"):
+        # Must be the last transformation; the buffer size is tuned by tf.data.
+        return dataset.apply(tf.data.experimental.prefetch_to_device("/gpu:0"))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def decode_image_file(path, decoder: str = "tf") -> np.ndarray:
+    """One image file as a `[H, W, 3]` uint8 RGB array, decoded the way the pipeline decodes it."""
+    _check_choice("decoder", decoder, DECODERS)
+    if decoder == "pil":
+        return _pil_rgb(str(path))
+    import tensorflow as tf
+
+    return _decode_tf(tf.io.read_file(str(path)), None).numpy()
+
+
+def _image_size(image_size) -> tuple[int, int]:
+    size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size):
+        raise TltoolkitError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _check_choice(name, value, choices) -> None:
+    if value not in choices:
+        raise TltoolkitError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
+
+
+def _columns(table, with_labels: bool):
+    """The table's paths, a per-row `needs PIL` flag and the int32 label ids, validated."""
+    required = ["path"] + (["label_id"] if with_labels else [])
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise TltoolkitError(f"the image table lacks column(s) {', '.join(missing)}; pass the scan's table "
+                             f"(columns path, label_id, decoder)")
+    if len(table) == 0:
+        raise TltoolkitError("the image table is empty: there are no images to load")
+    decoders = table["decoder"].fillna("tf") if "decoder" in table.columns else None
+    if decoders is not None:
+        bad = sorted(set(decoders) - set(DECODERS))
+        if bad:
+            raise TltoolkitError(f"unknown decoder(s) {', '.join(map(repr, bad))} in the table; use tf or pil")
+    use_pil = np.zeros(len(table), bool) if decoders is None else (decoders == "pil").to_numpy()
+    labels = (table["label_id"].to_numpy().astype("int32") if with_labels else np.zeros(len(table), "int32"))
+    return table["path"].astype(str).to_numpy(), use_pil, labels
+
+
+def _decode(path, use_pil, size, any_pil):
+    """uint8 [h, w, 3] from TF's decoders, or from PIL for the rows that need it."""
+    import tensorflow as tf
+
+    def from_tf():
+        return _decode_tf(tf.io.read_file(path), size)
+
+    def from_pil():
+        # PIL's JPEG draft mode gives the same DCT-scale speed-up as `_decode_tf`.
+        image = tf.numpy_function(lambda p: _pil_rgb(p.decode(), min_side=max(size)), [path], tf.uint8,
+                                  stateful=False)
+        image.set_shape([None, None, 3])
+        return image
+
+    if not any_pil:  # keep the graph free of Python (and the GIL) when no row needs PIL
+        return from_tf()
+    return tf.cond(use_pil, from_pil, from_tf)
+
+
+def _decode_tf(data, size):
+    """Decodes with TF: any format TF knows (GIF: first frame), as 3-channel uint8; a JPEG larger than
+    `size` in both sides at a reduced DCT scale."""
+    import tensorflow as tf
+
+    def any_format():
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return image
+
+    if size is None:
+        return any_format()
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(data)
+        fits = [(tf.logical_and(shape[0] // s >= size[0], shape[1] // s >= size[1]),
+                 lambda s=s: tf.io.decode_jpeg(data, channels=3, ratio=s)) for s in JPEG_SCALES]
+        return tf.case(fits, default=lambda: tf.io.decode_jpeg(data, channels=3))
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg, any_format)
+
+
+def _resize(image, size, policy):
+    """float32 [H, W, 3] in 0..255 from a uint8 image of any size, by `policy`."""
+    import tensorflow as tf
+
+    if policy == "pad":
+        return tf.image.resize_with_pad(image, size[0], size[1], antialias=True)
+    if policy == "center_crop":
+        # The largest centred window with the target's aspect ratio, then one resize: the same geometry
+        # as resizing the shorter side and cropping, with fewer pixels to resize.
+        shape = tf.shape(image)
+        height, width = shape[0], shape[1]
+        crop_h = tf.minimum(height, tf.cast(tf.round(tf.cast(width * size[0], tf.float32) / size[1]), tf.int32))
+        crop_w = tf.minimum(width, tf.cast(tf.round(tf.cast(height * size[1], tf.float32) / size[0]), tf.int32))
+        crop_h, crop_w = tf.maximum(crop_h, 1), tf.maximum(crop_w, 1)
+        image = tf.image.crop_to_bounding_box(image, (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w)
+    image = tf.image.resize(image, size, antialias=True)
+    image.set_shape([size[0], size[1], 3])
+    return image
+
+
+def _pil_rgb(path: str, min_side: int | None = None) -> np.ndarray:
+    """uint8 RGB pixels of a file TF's decoders get wrong: EXIF orientation applied, CMYK and palette
+    converted, 16-bit scaled to 8-bit, transparency composited on white. `min_side` lets a JPEG decode
+    at a reduced DCT scale that still has at least that many pixels on each side."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        if min_side:
+            image.draft(None, (min_side, min_side))
+        image = ImageOps.exif_transpose(image)
+        return np.asarray(_to_rgb8(image))
+
+
+def _to_rgb8(image):
+    from PIL import Image
+
+    if image.mode.startswith("I;16"):
+        # Pillow's convert("L") clips 16-bit values instead of scaling them.
+        gray = np.round(np.asarray(image).astype("float32") * (255.0 / 65535.0)).astype("uint8")
+        return Image.fromarray(gray, "L").convert("RGB")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
