@@ -69,8 +69,8 @@ def test_failed_load_leaves_the_model_as_it_was(tmp_path):
     reference = keras.applications.VGG16(weights=None, include_top=False, input_shape=SHAPE)
     path = write_legacy_h5(reference, tmp_path / "damaged.h5")
     with h5py.File(path, "r+") as f:  # the last conv's kernel no longer fits: fails after 12 layers loaded
-        del f["block5_conv3/block5_conv3/kernel:0"]
-        f["block5_conv3/block5_conv3/kernel:0"] = np.zeros((3, 3, 512, 7), "float32")
+        del f["block5_conv3/block5_conv3/kernel"]
+        f["block5_conv3/block5_conv3/kernel"] = np.zeros((3, 3, 512, 7), "float32")
     model = build("vgg16", include_top=False, input_shape=SHAPE)
     before = model.get_weights()
     with pytest.raises(WeightsError, match="does not fit vgg16"):

@@ -83,10 +83,15 @@ def fetch(spec: ArchSpec, tag: str, with_top: bool) -> Path:
                 f"it is damaged or another file; replace it with the file from {url}"
             )
         return target
+    # get_file falls back to /tmp/.keras when the folder is missing; create it so the file lands
+    # where the error messages say.
+    folder.mkdir(parents=True, exist_ok=True)
     try:
         path = keras.utils.get_file(fname, origin=url, file_hash=file_hash, cache_subdir="models",
                                     cache_dir=str(folder.parent))
     except Exception as error:  # get_file raises bare Exceptions for network failures
+        # A download that failed its hash check stays behind in get_file; it was not there before.
+        target.unlink(missing_ok=True)
         raise WeightsError(
             f"could not download {fname} ({_one_line(error)}); download {url} and put it in {folder}/ "
             f"(or pass the file's path as the weights)"
