@@ -1,0 +1,171 @@
+"""One image file: its content hash, whether it decodes, what it needs to become 8-bit RGB, and which
+decoder the pipeline should use for it.
+
+Speed: a file is read once; the SHA-256 and the decode work on the same bytes. JPEGs are decoded in
+Pillow's draft mode (libjpeg's DCT scaling to 1/8 size): every byte of the entropy-coded data is
+still read, so a truncated file still fails, at a fraction of a full decode's cost. Results are
+cached by the scan (path, size, mtime), so a file is probed again only when it changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import io
+import os
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Extensions a scan looks at; any other file (and any hidden file) is ignored. HEIC/AVIF are listed so
+# that phone photos are reported as `unsupported format` instead of silently skipped.
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+    ".heic", ".heif", ".avif",
+})
+
+# What tf.io.decode_image(channels=3, expand_animations=False) decodes to the right pixels, checked
+# per mode by tests/test_data.py::test_tf_rows_decode_with_tensorflow_like_pil.
+_TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}
+_ORIENTATION = 0x0112
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_HIGH_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+_SNIFFED = {b"ftypheic": "HEIC", b"ftypheix": "HEIC", b"ftypmif1": "HEIF", b"ftypavif": "AVIF"}
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
+
+
+def _tf_decodes_webp() -> bool:
+    """tf.io.decode_image reads WebP from TensorFlow 2.18 on; older versions go through Pillow."""
+    try:
+        major, minor = importlib.metadata.version("tensorflow").split(".")[:2]
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return (int(major), int(minor)) >= (2, 18)
+
+
+TF_DECODES_WEBP = _tf_decodes_webp()
+
+
+def quarantined(reason: str, detail: str = "", size: int = 0, sha256: str = "") -> dict:
+    return {"sha256": sha256, "size": size, "status": "quarantined", "reason": reason, "detail": detail,
+            "decoder": "", "format": "", "width": 0, "height": 0}
+
+
+def probe_file(path: str) -> dict:
+    """The scan's facts about one file, as a dict of table columns; never raises for a bad file."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        return quarantined("missing", "file not found")
+    except OSError as error:
+        return quarantined("unreadable", error.strerror or str(error))
+    return probe_bytes(data)
+
+
+def probe_bytes(data: bytes) -> dict:
+    if not data:
+        return quarantined("empty", "0 bytes")
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        sniffed = _SNIFFED.get(data[4:12])
+        if sniffed:
+            return quarantined("unsupported format", f"{sniffed} (convert to JPEG or PNG)", len(data), sha256)
+        if data.startswith(_IMAGE_MAGIC):
+            return quarantined("unreadable", "image header is damaged", len(data), sha256)
+        return quarantined("not an image", "no known image signature", len(data), sha256)
+    except Exception as error:  # Pillow raises many types for hostile headers
+        return quarantined("unreadable", _one_line(error), len(data), sha256)
+    try:
+        conversions, needs_pil = _plan(image, data)
+        width, height = image.size if _orientation(image) < 5 else image.size[::-1]  # before draft shrinks it
+        if image.format in ("JPEG", "MPO"):
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
+        if _has_transparency(image):
+            conversions.append("alpha-composited")
+            needs_pil = True
+        if needs_pil:
+            to_rgb(image)  # the pipeline will do this; prove it works now
+    except Exception as error:
+        message = _one_line(error)
+        reason = "truncated" if "truncated" in message or "broken data stream" in message else "unreadable"
+        return quarantined(reason, message, len(data), sha256)
+    return {"sha256": sha256, "size": len(data), "status": "converted" if conversions else "ok",
+            "reason": ",".join(conversions), "detail": "", "decoder": "pil" if needs_pil else "tf",
+            "format": image.format or "", "width": width, "height": height}
+
+
+def _plan(image: Image.Image, data: bytes) -> tuple[list[str], bool]:
+    """The conversions an image needs to become 8-bit RGB, and whether TensorFlow's decoder would get
+    them wrong (so the pipeline must use Pillow)."""
+    mode, fmt = image.mode, image.format
+    conversions: list[str] = []
+    needs_pil = fmt not in _TF_FORMATS or (fmt == "WEBP" and not TF_DECODES_WEBP)
+    if _orientation(image) in range(2, 9):
+        conversions.append("exif-rotated")  # TF's decoders ignore EXIF
+        needs_pil = True
+    if mode == "CMYK":
+        conversions.append("cmyk")  # Adobe's inverted CMYK needs Pillow's handling
+        needs_pil = True
+    elif mode in ("L", "LA", "1") or mode in _HIGH_BIT_MODES:
+        conversions.append("grayscale")
+    elif mode in ("P", "PA"):
+        conversions.append("palette")
+        needs_pil |= fmt == "BMP"  # TF's BMP decoder reads palette indices as grey levels
+    elif mode not in ("RGB", "RGBA"):
+        conversions.append(f"mode {mode}")
+        needs_pil = True
+    if mode in _HIGH_BIT_MODES or (fmt == "PNG" and data[24:25] == b"\x10"):  # IHDR bit depth
+        conversions.append("16-bit")  # TF scales 16-bit PNGs to 8 bits itself; Pillow reads RGB ones as 8
+        needs_pil |= fmt != "PNG"
+    if fmt == "BMP" and mode not in ("RGB", "P"):
+        needs_pil = True
+    if getattr(image, "is_animated", False):
+        conversions.append("first-frame")
+    return conversions, needs_pil
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_ORIENTATION, 1))
+    except Exception:  # a damaged EXIF block: show the pixels as stored
+        return 1
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    if image.mode in _ALPHA_MODES:
+        return image.getchannel("A").getextrema()[0] < 255
+    return "transparency" in image.info
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB, upright: EXIF orientation applied, 16-bit scaled (not clipped), CMYK and palette
+    converted, transparency composited on white."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _HIGH_BIT_MODES:
+        array = np.asarray(image, dtype=np.float64)
+        if image.mode != "F":
+            array = array / 257.0  # 0..65535 -> 0..255
+        image = Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_rgb(path) -> np.ndarray:
+    """The pixels of an image file as the pipeline should see them: uint8, (height, width, 3), upright.
+    The pipeline calls this (in a tf.numpy_function) for rows whose `decoder` is `pil`."""
+    if isinstance(path, bytes):  # tf.numpy_function passes strings as bytes
+        path = os.fsdecode(path)
+    with Image.open(path) as image:
+        return np.asarray(to_rgb(image))
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:200]
