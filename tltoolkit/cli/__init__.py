@@ -14,7 +14,7 @@ import sys
 
 from tltoolkit.errors import TltoolkitError
 
-COMMANDS = ["models", "layers"]
+COMMANDS = ["models", "layers", "augment", "scan"]
 
 
 def _quiet_native_logs() -> None:
