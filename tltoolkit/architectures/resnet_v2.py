@@ -1,1 +1,173 @@
-"""Placeholder: this family module is being written; it registers no architecture yet."""
+"""Pre-activation ResNet (He et al. 2016, Identity Mappings), laid out as keras.applications does.
+
+Layer names, weight shapes and their order are those of keras.applications ResNet50V2/101V2/152V2,
+so its ImageNet `.h5` files load unchanged. Like keras.applications (and unlike the paper's v1
+layout), each stage downsamples in its last block, on the 3x3 convolution, with a
+`MaxPooling2D(1, strides=2)` identity shortcut; that pooling layer, auto-named in keras.applications,
+is named here `convS_blockB_0_pool` (it carries no weights).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+from keras import layers
+
+from tltoolkit.architectures import common
+from tltoolkit.architectures.registry import (
+    ArchitectureError,
+    ArchSpec,
+    Reference,
+    WeightsFile,
+    get_spec,
+    register,
+)
+
+PAPER = "He et al. 2016, Identity Mappings in Deep Residual Networks, arXiv:1603.05027"
+STOCHASTIC_DEPTH_PAPER = "Huang et al. 2016, Deep Networks with Stochastic Depth, arXiv:1603.09382"
+# Bottleneck blocks per stage (conv2..conv5).
+BLOCKS = {
+    "resnet50v2": (3, 4, 6, 3),
+    "resnet101v2": (3, 4, 23, 3),
+    "resnet152v2": (3, 8, 36, 3),
+}
+STAGE_NAMES = ("conv2", "conv3", "conv4", "conv5")
+FILTERS = (64, 128, 256, 512)  # bottleneck width; blocks output 4x
+LAST_STRIDES = (2, 2, 2, 1)  # stride of each stage's last block
+BN_EPSILON = 1.001e-5
+STAGES = (("conv1", "conv1_pad"),
+          *((stage, f"{stage}_block1_preact_bn") for stage in STAGE_NAMES),
+          ("post", "post_bn"))
+
+KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+KERAS_IO = "keras.io/api/applications"
+
+
+def _bn(name: str):
+    return layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
+
+
+def residual_merge(shortcut, residual, drop_rate: float, name: str):
+    """shortcut + residual; with drop_rate > 0, stochastic depth on the residual branch."""
+    if drop_rate:
+        # keras_cv is imported only when asked for: it is slow to import and most models don't need it.
+        from keras_cv.layers import StochasticDepth
+
+        return StochasticDepth(drop_rate, name=name)([shortcut, residual])
+    return layers.Add(name=name)([shortcut, residual])
+
+
+def residual_block_v2(x, filters: int, stride: int = 1, conv_shortcut: bool = False,
+                      drop_rate: float = 0.0, name: str = ""):
+    """Pre-activation bottleneck: BN-ReLU, then 1x1 -> 3x3 (stride) -> 1x1 (4 x filters)."""
+    preact = _bn(f"{name}_preact_bn")(x)
+    preact = layers.Activation("relu", name=f"{name}_preact_relu")(preact)
+    if conv_shortcut:
+        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(preact)
+    elif stride > 1:
+        shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
+    else:
+        shortcut = x
+    y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_1_conv")(preact)
+    y = _bn(f"{name}_1_bn")(y)
+    y = layers.Activation("relu", name=f"{name}_1_relu")(y)
+    y = layers.ZeroPadding2D(1, name=f"{name}_2_pad")(y)
+    y = layers.Conv2D(filters, 3, strides=stride, use_bias=False, name=f"{name}_2_conv")(y)
+    y = _bn(f"{name}_2_bn")(y)
+    y = layers.Activation("relu", name=f"{name}_2_relu")(y)
+    y = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(y)
+    return residual_merge(shortcut, y, drop_rate, name=f"{name}_out")
+
+
+def residual_stack_v2(x, filters: int, blocks: int, last_stride: int, drop_rates, name: str):
+    """`blocks` blocks: a projection shortcut in the first, the stride in the last."""
+    for b in range(1, blocks + 1):
+        x = residual_block_v2(
+            x, filters,
+            stride=last_stride if b == blocks else 1,
+            conv_shortcut=b == 1,
+            drop_rate=drop_rates[b - 1],
+            name=f"{name}_block{b}",
+        )
+    return x
+
+
+def _is_rate(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+
+
+def drop_path_rates(total_blocks: int, drop_path_rate: float) -> list[float]:
+    """Stochastic depth's linear decay rule: block l of L drops with probability l/L x the rate."""
+    return [drop_path_rate * b / total_blocks for b in range(1, total_blocks + 1)]
+
+
+def resnet_v2(arch_id: str, include_top: bool = True, num_classes: int = 1000, input_shape=None,
+              pooling=None, drop_path_rate: float = 0.0) -> keras.Model:
+    """Pre-activation ResNet with stages `BLOCKS[arch_id]` (He et al. 2016, arXiv:1603.05027).
+
+    Options:
+      drop_path_rate: stochastic depth (Huang et al. 2016, arXiv:1603.09382): the residual branch of
+        block l of L is dropped for the whole batch with probability l/L x drop_path_rate while
+        training and scaled by its survival probability at inference. The merge layer keeps the
+        name of the Add it replaces, so the ImageNet weights still load.
+    """
+    spec = get_spec(arch_id)
+    common.check_pooling(spec, pooling)
+    if not _is_rate(drop_path_rate):
+        raise ArchitectureError(f"{arch_id}: drop_path_rate must be in [0, 1); received {drop_path_rate!r}")
+    blocks = BLOCKS[arch_id]
+    rates = drop_path_rates(sum(blocks), drop_path_rate)
+    inputs = common.model_input(spec, input_shape)
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+    x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)  # no BN: the first block pre-activates
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    first = 0
+    for stage, n, filters, stride in zip(STAGE_NAMES, blocks, FILTERS, LAST_STRIDES):
+        x = residual_stack_v2(x, filters, n, stride, rates[first:first + n], name=stage)
+        first += n
+    x = _bn("post_bn")(x)
+    x = layers.Activation("relu", name="post_relu")(x)
+    x = common.pooled_head(x, include_top, num_classes, pooling)
+    return keras.Model(inputs, x, name=arch_id)
+
+
+def _register(arch_id: str, params: int, trainable_params: int, macs: float,
+              reference_params: Reference, file_hash: str, notop_hash: str, top1: float,
+              keras_application: str) -> None:
+    base = f"{KERAS_WEIGHTS}{arch_id}_weights_tf_dim_ordering_tf_kernels"
+    register(ArchSpec(
+        id=arch_id,
+        family="resnet_v2",
+        builder=functools.partial(resnet_v2, arch_id),
+        stages=STAGES,
+        base_output="post_relu",
+        penultimate="avg_pool",
+        default_size=224,
+        min_size=32,
+        preprocessing="tf",
+        params=params,
+        trainable_params=trainable_params,
+        macs=macs,
+        reference_params=reference_params,
+        weights={"imagenet": WeightsFile(f"{base}.h5", file_hash, f"{base}_notop.h5", notop_hash,
+                                         top1=top1, source=KERAS_IO)},
+        keras_application=keras_application,
+        paper=PAPER,
+        options=("drop_path_rate",),
+    ))
+
+
+_register("resnet50v2", params=25_613_800, trainable_params=25_568_360, macs=3.4823,
+          reference_params=Reference(25_613_800, "total", "keras.applications ResNet50V2 (keras.io/api/applications)"),
+          file_hash="3ef43a0b657b3be2300d5770ece849e0", notop_hash="fac2f116257151a9d068a22e544a4917",
+          top1=0.760, keras_application="ResNet50V2")
+_register("resnet101v2", params=44_675_560, trainable_params=44_577_896, macs=7.1945,
+          reference_params=Reference(44_675_560, "total", "keras.applications ResNet101V2 (keras.io/api/applications)"),
+          file_hash="6343647c601c52e1368623803854d971", notop_hash="c0ed64b8031c3730f411d2eb4eea35b5",
+          top1=0.772, keras_application="ResNet101V2")
+_register("resnet152v2", params=60_380_648, trainable_params=60_236_904, macs=10.9067,
+          reference_params=Reference(60_380_648, "total", "keras.applications ResNet152V2 (keras.io/api/applications)"),
+          file_hash="a49b44d1979771252814e80f8ec446f9", notop_hash="ed17cf2e0169df9d443503ef94b23b33",
+          top1=0.780, keras_application="ResNet152V2")
