@@ -1,1 +1,370 @@
-"""Placeholder: this family module is being written; it registers no architecture yet."""
+"""ResNet v1 and its direct descendants: ResNeXt, Wide ResNet, SE-ResNet.
+
+One family builder, `resnet`, driven by the depth table of He et al. 2015 (Table 1), builds every
+variant; the public builders only say which depth, which weights lineage and which widths.
+
+Three lineages build the same architecture slightly differently, and each must be copied exactly
+for its weights to mean anything:
+  * `KERAS`: keras.applications ResNet50/101/152 (He et al.'s Caffe models): every conv has a bias,
+    the stride sits on the bottleneck's first 1x1 conv, BN epsilon 1.001e-5. Layer names, weight
+    shapes and weighted-layer order equal keras.applications, so its `.h5` files load unchanged.
+  * `TORCHVISION`: torchvision's ResNet ("v1.5"): no conv biases, the stride on the 3x3 conv,
+    BN epsilon 1e-5. resnet18/34, ResNeXt and Wide ResNet follow it (their references are
+    torchvision's counts).
+  * `SENET_CAFFE`: SENet's Caffe models: no conv biases, the stride on the 1x1 conv, BN epsilon 1e-5.
+
+Layer names follow keras.applications everywhere: `conv1_{pad,conv,bn,relu}`, `pool1_{pad,pool}`,
+`convS_blockB_{0_conv,0_bn,1_conv,1_bn,1_relu,2_conv,...,add,out}`; a strided conv wider than 1x1
+is preceded by an explicit `..._pad` (torchvision's symmetric padding, which Keras' "same" is not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+from keras import layers
+
+from tltoolkit.architectures import common
+from tltoolkit.architectures.registry import (
+    ArchitectureError,
+    ArchSpec,
+    Reference,
+    WeightsFile,
+    get_spec,
+    register,
+)
+
+FAMILY = "resnet"
+OPTIONS = ("groups", "width_per_group", "se_ratio", "drop_path_rate")
+
+STAGES = ("conv2", "conv3", "conv4", "conv5")
+STAGE_FILTERS = (64, 128, 256, 512)  # "planes": a bottleneck block outputs 4x this
+EXPANSION = {"basic": 1, "bottleneck": 4}
+FIRST_KERNEL = {"basic": 3, "bottleneck": 1}  # kernel of a block's first conv, `_1_conv`
+
+# depth -> (block kind, blocks per stage conv2..conv5); He et al. 2015, Table 1.
+DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Convention:
+    """How one weights lineage builds the architecture (see the module docstring)."""
+
+    conv_bias: bool
+    stride_on_3x3: bool
+    bn_epsilon: float
+
+
+KERAS = Convention(conv_bias=True, stride_on_3x3=False, bn_epsilon=1.001e-5)
+TORCHVISION = Convention(conv_bias=False, stride_on_3x3=True, bn_epsilon=1e-5)
+SENET_CAFFE = Convention(conv_bias=False, stride_on_3x3=False, bn_epsilon=1e-5)
+
+KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+KERAS_IO = "keras.io/api/applications"
+
+
+def _keras_weights(name: str, file_hash: str, notop_hash: str, top1: float) -> dict[str, WeightsFile]:
+    return {"imagenet": WeightsFile(
+        url=f"{KERAS_WEIGHTS}{name}_weights_tf_dim_ordering_tf_kernels.h5",
+        file_hash=file_hash,
+        notop_url=f"{KERAS_WEIGHTS}{name}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        notop_hash=notop_hash,
+        top1=top1,
+        source=KERAS_IO,
+    )}
+
+
+def _padded(kernel_size: int, stride: int) -> bool:
+    return kernel_size > 1 and stride > 1
+
+
+def _block_stride(stage_index: int, block: int) -> int:
+    """conv2 keeps the pooled resolution; conv3..conv5 halve it in their first block."""
+    return 2 if block == 1 and stage_index > 0 else 1
+
+
+def conv_bn(x, filters, kernel_size, stride=1, groups=1, relu=True, convention=KERAS, name=None):
+    """Conv -> BN [-> ReLU], named `{name}_conv`, `{name}_bn`, `{name}_relu`."""
+    if _padded(kernel_size, stride):
+        x = layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
+        padding = "valid"
+    else:
+        padding = "same"
+    x = layers.Conv2D(filters, kernel_size, strides=stride, padding=padding, groups=groups,
+                      use_bias=convention.conv_bias, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(epsilon=convention.bn_epsilon, name=f"{name}_bn")(x)
+    if relu:
+        x = layers.Activation("relu", name=f"{name}_relu")(x)
+    return x
+
+
+def squeeze_excite(x, ratio, name=None):
+    """Channel gating of Hu et al. 2018: global pool -> 1x1 reduce -> ReLU -> 1x1 expand -> sigmoid -> scale."""
+    channels = x.shape[-1]
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_squeeze")(x)
+    s = layers.Conv2D(max(1, int(channels * ratio)), 1, activation="relu", name=f"{name}_se_reduce")(s)
+    s = layers.Conv2D(channels, 1, activation="sigmoid", name=f"{name}_se_expand")(s)
+    return layers.Multiply(name=f"{name}_se_excite")([x, s])
+
+
+def _shortcut(x, filters, stride, convention, name):
+    if stride == 1 and x.shape[-1] == filters:
+        return x
+    return conv_bn(x, filters, 1, stride, relu=False, convention=convention, name=f"{name}_0")
+
+
+def _merge(shortcut, residual, se_ratio, drop_rate, name):
+    if se_ratio:
+        residual = squeeze_excite(residual, se_ratio, name=name)
+    if drop_rate:
+        # Imported only when asked for: keras_cv is slow to import. Named as the Add it replaces,
+        # and weightless, so layer order and weights stay those of the plain network.
+        from keras_cv.layers import StochasticDepth
+
+        x = StochasticDepth(drop_rate, name=f"{name}_add")([shortcut, residual])
+    else:
+        # [shortcut, residual], as keras.applications: the input order fixes the weighted-layer order.
+        x = layers.Add(name=f"{name}_add")([shortcut, residual])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def basic_block(x, filters, stride=1, se_ratio=0.0, drop_rate=0.0, convention=TORCHVISION, name=None):
+    """Two 3x3 convs (ResNet-18/34)."""
+    shortcut = _shortcut(x, filters, stride, convention, name)
+    y = conv_bn(x, filters, 3, stride, convention=convention, name=f"{name}_1")
+    y = conv_bn(y, filters, 3, relu=False, convention=convention, name=f"{name}_2")
+    return _merge(shortcut, y, se_ratio, drop_rate, name)
+
+
+def bottleneck_block(x, filters, stride=1, groups=1, width_per_group=64, se_ratio=0.0, drop_rate=0.0,
+                     convention=KERAS, name=None):
+    """1x1 reduce -> 3x3 (grouped for ResNeXt) -> 1x1 expand to 4 x filters."""
+    width = int(filters * width_per_group / 64) * groups
+    stride_1, stride_2 = (1, stride) if convention.stride_on_3x3 else (stride, 1)
+    shortcut = _shortcut(x, 4 * filters, stride, convention, name)
+    y = conv_bn(x, width, 1, stride_1, convention=convention, name=f"{name}_1")
+    y = conv_bn(y, width, 3, stride_2, groups=groups, convention=convention, name=f"{name}_2")
+    y = conv_bn(y, 4 * filters, 1, relu=False, convention=convention, name=f"{name}_3")
+    return _merge(shortcut, y, se_ratio, drop_rate, name)
+
+
+BLOCKS = {"basic": basic_block, "bottleneck": bottleneck_block}
+
+
+def _check_options(spec, kind, groups, width_per_group, se_ratio, drop_path_rate):
+    for option, value in (("groups", groups), ("width_per_group", width_per_group)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArchitectureError(f"{spec.id}: {option} must be a positive integer; received {value!r}")
+    if kind == "basic" and (groups, width_per_group) != (1, 64):
+        raise ArchitectureError(
+            f"{spec.id}: basic blocks take no groups/width_per_group; received groups={groups}, "
+            f"width_per_group={width_per_group}; use a bottleneck depth (resnet50 and deeper)"
+        )
+    if not _is_number(se_ratio) or not 0 <= se_ratio <= 1:
+        raise ArchitectureError(
+            f"{spec.id}: se_ratio must be in [0, 1] (0: no SE; Hu et al. use 1/16); received {se_ratio!r}"
+        )
+    if not _is_number(drop_path_rate) or not 0 <= drop_path_rate < 1:
+        raise ArchitectureError(f"{spec.id}: drop_path_rate must be in [0, 1); received {drop_path_rate!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def resnet(arch_id, depth, convention, include_top=True, num_classes=1000, input_shape=None, pooling=None,
+           groups=1, width_per_group=64, se_ratio=0.0, drop_path_rate=0.0) -> keras.Model:
+    """The ResNet v1 family builder (He et al. 2015, arXiv:1512.03385).
+
+    Args:
+      arch_id: the registry id; the model's name and the spec its input is checked against.
+      depth: a key of `DEPTHS`.
+      convention: `KERAS`, `TORCHVISION` or `SENET_CAFFE` (see the module docstring).
+      groups, width_per_group: the bottleneck's 3x3 conv has `filters * width_per_group / 64 * groups`
+        channels in `groups` groups (ResNeXt: 32 x 4; Wide ResNet-50-2: 1 x 128).
+      se_ratio: squeeze-and-excitation on every block's residual, reducing channels by this ratio
+        (Hu et al. 2018 use 1/16); 0 for none.
+      drop_path_rate: stochastic depth (Huang et al. 2016, arXiv:1603.09382): block l of L drops its
+        residual branch with probability drop_path_rate * l / L during training, and scales it by
+        the survival probability at inference.
+    """
+    spec = get_spec(arch_id)
+    kind, blocks_per_stage = DEPTHS[depth]
+    common.check_pooling(spec, pooling)
+    _check_options(spec, kind, groups, width_per_group, se_ratio, drop_path_rate)
+    block = BLOCKS[kind]
+    widths = dict(groups=groups, width_per_group=width_per_group) if kind == "bottleneck" else {}
+    total_blocks = sum(blocks_per_stage)
+
+    inputs = common.model_input(spec, input_shape)
+    x = conv_bn(inputs, 64, 7, 2, convention=convention, name="conv1")
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    index = 0
+    for stage_index, (stage, filters, blocks) in enumerate(zip(STAGES, STAGE_FILTERS, blocks_per_stage)):
+        for b in range(1, blocks + 1):
+            index += 1
+            x = block(x, filters, stride=_block_stride(stage_index, b), se_ratio=se_ratio,
+                      drop_rate=drop_path_rate * index / total_blocks, convention=convention,
+                      name=f"{stage}_block{b}", **widths)
+    outputs = common.pooled_head(x, include_top, num_classes, pooling)
+    return keras.Model(inputs, outputs, name=arch_id)
+
+
+def _stages(depth: int) -> tuple[tuple[str, str], ...]:
+    """(stage, first layer): a stage starts with its first block's main path (longer than the shortcut)."""
+    kind, _ = DEPTHS[depth]
+    stages = [("conv1", "conv1_pad")]
+    for stage_index, stage in enumerate(STAGES):
+        first = "pad" if _padded(FIRST_KERNEL[kind], _block_stride(stage_index, 1)) else "conv"
+        stages.append((stage, f"{stage}_block1_1_{first}"))
+    return tuple(stages)
+
+
+def resnet18(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """ResNet-18 (He et al. 2015, arXiv:1512.03385), as torchvision builds it."""
+    return resnet("resnet18", 18, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+
+
+def resnet34(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """ResNet-34 (He et al. 2015, arXiv:1512.03385), as torchvision builds it."""
+    return resnet("resnet34", 34, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+
+
+def resnet50(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """ResNet-50 (He et al. 2015, arXiv:1512.03385), layer for layer keras.applications.ResNet50."""
+    return resnet("resnet50", 50, KERAS, include_top, num_classes, input_shape, pooling, **options)
+
+
+def resnet101(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """ResNet-101 (He et al. 2015, arXiv:1512.03385), layer for layer keras.applications.ResNet101."""
+    return resnet("resnet101", 101, KERAS, include_top, num_classes, input_shape, pooling, **options)
+
+
+def resnet152(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """ResNet-152 (He et al. 2015, arXiv:1512.03385), layer for layer keras.applications.ResNet152."""
+    return resnet("resnet152", 152, KERAS, include_top, num_classes, input_shape, pooling, **options)
+
+
+def resnext50_32x4d(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """ResNeXt-50 32x4d (Xie et al. 2017, arXiv:1611.05431), as torchvision builds it."""
+    options = {"groups": 32, "width_per_group": 4, **options}
+    return resnet("resnext50_32x4d", 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+
+
+def resnext101_32x8d(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """ResNeXt-101 32x8d (Xie et al. 2017, arXiv:1611.05431), as torchvision builds it."""
+    options = {"groups": 32, "width_per_group": 8, **options}
+    return resnet("resnext101_32x8d", 101, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+
+
+def wide_resnet50_2(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """Wide ResNet-50-2 (Zagoruyko & Komodakis 2016, arXiv:1605.07146), as torchvision builds it.
+
+    ResNet-50 with every bottleneck's inner width doubled.
+    """
+    options = {"width_per_group": 128, **options}
+    return resnet("wide_resnet50_2", 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+
+
+def wide_resnet101_2(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """Wide ResNet-101-2 (Zagoruyko & Komodakis 2016, arXiv:1605.07146), as torchvision builds it.
+
+    ResNet-101 with every bottleneck's inner width doubled.
+    """
+    options = {"width_per_group": 128, **options}
+    return resnet("wide_resnet101_2", 101, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+
+
+def se_resnet50(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """SE-ResNet-50 (Hu et al. 2018, Squeeze-and-Excitation Networks, arXiv:1709.01507), as SENet's Caffe models.
+
+    ResNet-50 with a squeeze-and-excitation gate (reduction r = 16) on every residual branch.
+    """
+    options = {"se_ratio": 1 / 16, **options}
+    return resnet("se_resnet50", 50, SENET_CAFFE, include_top, num_classes, input_shape, pooling, **options)
+
+
+HE_2015 = "He et al. 2015, Deep Residual Learning for Image Recognition, arXiv:1512.03385"
+XIE_2017 = "Xie et al. 2017, Aggregated Residual Transformations for Deep Neural Networks (ResNeXt), arXiv:1611.05431"
+ZAGORUYKO_2016 = "Zagoruyko & Komodakis 2016, Wide Residual Networks, arXiv:1605.07146"
+HU_2018 = "Hu et al. 2018, Squeeze-and-Excitation Networks, arXiv:1709.01507"
+KERAS_MACS = "keras.applications measured; He et al. 2015 Table 1: 3.8/7.6/11.3"
+
+
+def _register(arch_id, builder, depth, *, params, trainable_params, macs, reference_params,
+              reference_macs, preprocessing, paper, weights=None, keras_application=None):
+    register(ArchSpec(
+        id=arch_id,
+        family=FAMILY,
+        builder=builder,
+        stages=_stages(depth),
+        base_output=f"{STAGES[-1]}_block{DEPTHS[depth][1][-1]}_out",
+        penultimate="avg_pool",
+        default_size=224,
+        min_size=32,
+        preprocessing=preprocessing,
+        params=params,
+        trainable_params=trainable_params,
+        macs=macs,
+        reference_params=reference_params,
+        reference_macs=reference_macs,
+        weights=weights or {},
+        keras_application=keras_application,
+        paper=paper,
+        options=OPTIONS,
+    ))
+
+
+def _torchvision(arch_id, builder, depth, *, params, trainable_params, macs, num_params, ops, weights_enum, paper):
+    source = f"torchvision {weights_enum}.IMAGENET1K_V1 meta"
+    _register(arch_id, builder, depth, params=params, trainable_params=trainable_params, macs=macs,
+              reference_params=Reference(num_params, "trainable", f"{source} num_params"),
+              reference_macs=Reference(ops, "gmacs", f"{source} _ops"),
+              preprocessing="torch", paper=paper)
+
+
+_torchvision("resnet18", resnet18, 18, params=11_699_112, trainable_params=11_689_512, macs=1.8141,
+             num_params=11_689_512, ops=1.814, weights_enum="ResNet18_Weights", paper=HE_2015)
+_torchvision("resnet34", resnet34, 34, params=21_814_696, trainable_params=21_797_672, macs=3.6638,
+             num_params=21_797_672, ops=3.664, weights_enum="ResNet34_Weights", paper=HE_2015)
+_register("resnet50", resnet50, 50, params=25_636_712, trainable_params=25_583_592, macs=3.8580,
+          reference_params=Reference(25_636_712, "total", "keras.applications ResNet50 (keras.io applications table)"),
+          reference_macs=Reference(3.858, "gmacs", KERAS_MACS), preprocessing="caffe", paper=HE_2015,
+          weights=_keras_weights("resnet50", "2cb95161c43110f7111970584f804107",
+                                 "4d473c1dd8becc155b73f8504c6f6626", top1=0.749),
+          keras_application="ResNet50")
+_register("resnet101", resnet101, 101, params=44_707_176, trainable_params=44_601_832, macs=7.5702,
+          reference_params=Reference(44_707_176, "total", "keras.applications ResNet101 (keras.io applications table)"),
+          reference_macs=Reference(7.570, "gmacs", KERAS_MACS), preprocessing="caffe", paper=HE_2015,
+          weights=_keras_weights("resnet101", "f1aeb4b969a6efcfb50fad2f0c20cfc5",
+                                 "88cf7a10940856eca736dc7b7e228a21", top1=0.764),
+          keras_application="ResNet101")
+_register("resnet152", resnet152, 152, params=60_419_944, trainable_params=60_268_520, macs=11.2824,
+          reference_params=Reference(60_419_944, "total", "keras.applications ResNet152 (keras.io applications table)"),
+          reference_macs=Reference(11.282, "gmacs", KERAS_MACS), preprocessing="caffe", paper=HE_2015,
+          weights=_keras_weights("resnet152", "100835be76be38e30d865e96f2aaae62",
+                                 "ee4c566cf9a93f14d82f913c2dc6dd0c", top1=0.766),
+          keras_application="ResNet152")
+_torchvision("resnext50_32x4d", resnext50_32x4d, 50, params=25_097_128, trainable_params=25_028_904, macs=4.2305,
+             num_params=25_028_904, ops=4.23, weights_enum="ResNeXt50_32X4D_Weights", paper=XIE_2017)
+_torchvision("resnext101_32x8d", resnext101_32x8d, 101, params=88_994_216, trainable_params=88_791_336, macs=16.4140,
+             num_params=88_791_336, ops=16.414, weights_enum="ResNeXt101_32X8D_Weights", paper=XIE_2017)
+_torchvision("wide_resnet50_2", wide_resnet50_2, 50, params=68_951_464, trainable_params=68_883_240, macs=11.3980,
+             num_params=68_883_240, ops=11.398, weights_enum="Wide_ResNet50_2_Weights", paper=ZAGORUYKO_2016)
+_torchvision("wide_resnet101_2", wide_resnet101_2, 101, params=127_024_552, trainable_params=126_886_696, macs=22.7531,
+             num_params=126_886_696, ops=22.753, weights_enum="Wide_ResNet101_2_Weights", paper=ZAGORUYKO_2016)
+_register("se_resnet50", se_resnet50, 50, params=28_141_144, trainable_params=28_088_024, macs=3.8605,
+          reference_params=Reference(28.1e6, "approx", "Hu et al. 2018 §4 (~25M + ~2.5M); timm seresnet50 28.1M"),
+          # Hu et al. 2018 Table 2 gives 3.87: it also counts the SE pooling and scaling (+0.011 G), which
+          # count_macs leaves out, as it does BN and pooling everywhere.
+          reference_macs=Reference(3.8605, "gmacs", "reference/architectures.md derived rebuild (same counter); "
+                                                     "Hu et al. 2018 Table 2: 3.87 with SE pooling and scaling"),
+          preprocessing="torch", paper=HU_2018)
