@@ -1,0 +1,180 @@
+"""Inception family specifics: keras.applications equivalence, aux heads, stage cuts, Inception-v4 shapes.
+
+Generic checks (parameter and MAC counts, stage names resolving, forward shapes) are in test_registry.py.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from tltoolkit.architectures import ArchitectureError, build, get_spec
+from tltoolkit.architectures.inception import ResidualScale
+
+KERAS_APPS = {"inception_v3": "InceptionV3", "inception_resnet_v2": "InceptionResNetV2"}
+SMALL = (75, 75, 3)  # keras.applications' minimum for both
+
+
+def _batch(shape, n=2, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, *shape)).astype("float32")
+
+
+def _weighted_names(model):
+    return [layer.name for layer in model.layers if layer.weights]
+
+
+def _randomize_batchnorm(model, seed=1):
+    """Non-trivial BN statistics, so a BN loaded into the wrong layer changes the output."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.path
+                else rng.normal(0, 0.1, w.shape).astype("float32")
+                for w in layer.weights
+            ])
+
+
+@pytest.mark.parametrize("include_top", [True, False], ids=["top", "notop"])
+@pytest.mark.parametrize("arch", sorted(KERAS_APPS))
+def test_same_model_as_keras_applications(arch, include_top):
+    keras.backend.clear_session()  # keras' layers get their fresh-session names
+    theirs = getattr(keras.applications, KERAS_APPS[arch])(
+        weights=None, include_top=include_top, input_shape=SMALL)
+    _randomize_batchnorm(theirs)
+    # Built after keras' model in the same session: our names are explicit, not counter-made.
+    ours = build(arch, include_top=include_top, input_shape=SMALL)
+
+    assert [layer.name for layer in ours.layers[1:]] == [layer.name for layer in theirs.layers[1:]]
+    assert _weighted_names(ours) == _weighted_names(theirs)
+    ours.set_weights(theirs.get_weights())  # same shapes in the same order
+
+    # Softmax outputs are tiny, so the base's feature map is compared as well.
+    base = get_spec(arch).base_output
+    x = _batch(SMALL)
+    ours_out, theirs_out = (_outputs(m, base, x) for m in (ours, theirs))
+    for mine, expected in zip(ours_out, theirs_out, strict=True):
+        np.testing.assert_allclose(mine, expected, atol=1e-4)
+
+
+def _outputs(model, layer_name, x):
+    probe = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.outputs[0]])
+    return [np.asarray(y) for y in probe([x])]
+
+
+def test_inception_v3_loads_a_legacy_keras_h5_file(tmp_path):
+    """The keras.applications files are legacy `.h5`, loaded topologically: write one and load it.
+
+    The official files were written by Keras 2, whose counters started at `conv2d_1`; the file here
+    is written with names shifted the same way, so the load cannot be by name.
+    """
+    keras.backend.clear_session()
+    keras.layers.Conv2D(1, 1)  # takes the name `conv2d`: keras' model gets conv2d_1, conv2d_2, ...
+    theirs = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=SMALL)
+    _randomize_batchnorm(theirs)
+    assert _weighted_names(theirs)[0] == "conv2d_1"
+    path = str(tmp_path / "inception_v3_notop.h5")
+    theirs.save(path)
+    ours = build("inception_v3", include_top=False, input_shape=SMALL)
+    ours.load_weights(path)
+    assert _weighted_names(ours)[0] == "conv2d"
+
+    for mine, expected in zip(ours.weights, theirs.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), expected.numpy())
+    x = _batch(SMALL)
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(theirs(x)), atol=1e-4)
+
+
+def _inbound(layer):
+    return {t._keras_history.operation.name for node in layer._inbound_nodes for t in node.input_tensors}
+
+
+# The single layer each stage reads from the stages before it: where a feature cache can cut.
+STAGE_INPUTS = {
+    "googlenet": ["input", "pool1", "pool2", "inception3a", "pool3", "inception4a", "inception4b",
+                  "inception4c", "inception4d", "pool4", "inception5a"],
+    "inception_v3": ["input", "max_pooling2d_1"] + [f"mixed{i}" for i in range(10)],
+    "inception_v4": ["input", "mixed_5a", "mixed_5e", "mixed_6a", "mixed_6h", "mixed_7a"],
+    "inception_resnet_v2": ["input", "max_pooling2d_1", "mixed_5b", "block35_10_ac", "mixed_6a",
+                            "block17_20_ac", "mixed_7a", "custom_scale_layer_39"],
+}
+
+
+@pytest.mark.parametrize("arch", sorted(STAGE_INPUTS))
+def test_every_stage_boundary_is_a_single_tensor_cut(arch):
+    """Layers from a stage's first layer on read the earlier layers only through one tensor, so
+    freezing `layers[:first]` freezes exactly the earlier stages and caching that tensor suffices."""
+    spec = get_spec(arch)
+    model = build(arch, include_top=False, input_shape=(spec.min_size, spec.min_size, 3))
+    index = {layer.name: i for i, layer in enumerate(model.layers)}
+    cuts = []
+    for _, first in spec.stages:
+        start = index[first]
+        crossing = set().union(*(_inbound(layer) for layer in model.layers[start:]))
+        cuts.append(sorted(name for name in crossing if index[name] < start))
+    assert cuts == [[name] for name in STAGE_INPUTS[arch]]
+    assert model.layers[-1].name == spec.base_output
+
+
+def test_googlenet_matches_torchvision_map_sizes():
+    model = build("googlenet", include_top=False)
+    sizes = {name: model.get_layer(name).output.shape[1:] for name in
+             ("conv1_relu", "pool1", "pool2", "inception3b", "pool3", "inception4e", "pool4", "inception5b")}
+    assert sizes == {"conv1_relu": (112, 112, 64), "pool1": (56, 56, 64), "pool2": (28, 28, 192),
+                     "inception3b": (28, 28, 480), "pool3": (14, 14, 480), "inception4e": (14, 14, 832),
+                     "pool4": (7, 7, 832), "inception5b": (7, 7, 1024)}
+    # torchvision's "5x5" branch is a 3x3 conv
+    assert model.get_layer("inception3a_branch3_1_conv").kernel_size == (3, 3)
+
+
+def test_googlenet_aux_logits():
+    plain = build("googlenet", input_shape=(64, 64, 3))
+    model = build("googlenet", input_shape=(64, 64, 3), aux_logits=True)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    assert trainable == 13_004_888  # torchvision's 6,624,904 plus its two InceptionAux heads
+    assert model.count_params() - plain.count_params() == 13_004_888 - 6_624_904 + 2 * 128 * 2
+    outputs = model(_batch((64, 64, 3)))
+    assert [tuple(o.shape) for o in outputs] == [(2, 1000)] * 3
+    assert model.output_names == ["predictions", "aux1_predictions", "aux2_predictions"]
+
+    with pytest.raises(ArchitectureError, match="include_top"):
+        build("googlenet", include_top=False, aux_logits=True)
+
+
+def test_inception_v3_aux_logits():
+    model = build("inception_v3", aux_logits=True, num_classes=10)
+    assert [tuple(t.shape) for t in model.outputs] == [(None, 10), (None, 10)]
+    assert model.output_names == ["predictions", "aux_predictions"]
+    default = build("inception_v3", aux_logits=True)
+    trainable = sum(int(np.prod(v.shape)) for v in default.trainable_weights)
+    gammas = sum(layer.weights[0].shape[0] for layer in default.layers
+                 if isinstance(layer, keras.layers.BatchNormalization))
+    # torchvision's count (27,161,264, AuxLogits included) has BN gammas; keras' BNs have none
+    assert trainable + gammas == 27_161_264
+    assert default.count_params() == 27_179_376
+
+    with pytest.raises(ArchitectureError, match="at least 299"):
+        build("inception_v3", aux_logits=True, input_shape=SMALL)
+    with pytest.raises(ArchitectureError, match="include_top"):
+        build("inception_v3", include_top=False, aux_logits=True)
+
+
+def test_inception_v4_shapes_at_minimum_size():
+    model = build("inception_v4", include_top=False, input_shape=SMALL)
+    widths = {name: model.get_layer(name).output.shape[-1] for name in
+              ("mixed_5a", "mixed_5e", "mixed_6a", "mixed_6h", "mixed_7a", "mixed_7d")}
+    assert widths == {"mixed_5a": 384, "mixed_5e": 384, "mixed_6a": 1024, "mixed_6h": 1024,
+                      "mixed_7a": 1536, "mixed_7d": 1536}  # paper, Figure 9
+    assert tuple(model(_batch(SMALL)).shape) == (2, 1, 1, 1536)
+
+    top = build("inception_v4", input_shape=SMALL, num_classes=10)
+    assert [layer.name for layer in top.layers[-3:]] == ["avg_pool", "top_dropout", "predictions"]
+    assert top.get_layer("top_dropout").rate == 0.2
+    assert tuple(top(_batch(SMALL)).shape) == (2, 10)
+
+
+def test_residual_scale_round_trips_through_keras_serialization():
+    layer = ResidualScale(0.17, name="custom_scale_layer")
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(restored, ResidualScale) and restored.scale == 0.17
+    a, b = np.ones((1, 2, 2, 3), "float32"), np.full((1, 2, 2, 3), 2.0, "float32")
+    np.testing.assert_allclose(np.asarray(restored([a, b])), 1.34)
