@@ -38,18 +38,18 @@ def run(args) -> int:
     if args.report:
         result.write_report(args.report, overwrite=args.force)
     summary = result.summary()
-    totals = summary[summary["id"] >= 0].drop(columns=["class", "id"]).sum()
-    summary.loc[len(summary)] = ["total", "", *totals.reindex(summary.columns[2:]).fillna(0).astype(int)]
-    print_table(summary, args.format)
+    table = summary.copy()
+    table.loc[len(table)] = ["total", "", *summary.drop(columns=["class", "id"]).sum()]
+    print_table(table, args.format)
     # Notes go to stdout for people, to stderr when stdout is CSV/JSON for a program.
     notes = sys.stdout if args.format == "table" else sys.stderr
-    for line in _notes(result, args.show, args.report):
+    for line in _notes(result, summary, args.show, args.report):
         print(line, file=notes)
     result.check()
     return 0
 
 
-def _notes(result, show: int, report) -> list[str]:
+def _notes(result, summary, show: int, report) -> list[str]:
     lines = []
     quarantined = result.quarantined
     if len(quarantined):
@@ -63,15 +63,14 @@ def _notes(result, show: int, report) -> list[str]:
         kinds = ", ".join(f"{kind} {n}" for kind, n in converted.value_counts().items())
         lines.append(f"converted {(result.table['status'] == 'converted').sum()} files on load ({kinds})")
     if len(result.duplicates):
-        lines.append(f"{len(result.duplicates)} duplicate files (same bytes as another file) counted once")
+        lines.append(f"duplicates: {len(result.duplicates)} files have the same bytes as another file and are counted once")
     if len(result.conflicts):
         lines.append(f"{result.conflicts['sha256'].nunique()} images appear under two or more labels: quarantined as 'label conflict'")
-    no_train = [name for name, n in zip(result.summary()["class"], result.summary()["train"]) if n == 0]
-    usable = result.summary().set_index("class")["usable"]
-    no_train = [name for name in no_train if usable.get(name, 0) > 0]
+    no_train = summary.loc[(summary["train"] == 0) & (summary["usable"] > 0), "class"].tolist()
     if no_train:
         lines.append(f"warning: no training images in class {', '.join(map(repr, no_train))}: add images or lower --val-split")
     if result.ignored:
         lines.append(f"ignored {len(result.ignored)} hidden or non-image files")
-    lines.append(f"read {result.files_read} files, {len(result.table) - result.files_read} unchanged files from the cache" if result.files_read < len(result.table) else f"read {result.files_read} files")
+    cached = len(result.table) - result.files_read
+    lines.append(f"read {result.files_read} files" + (f", {cached} unchanged files from the cache" if cached > 0 else ""))
     return lines

@@ -114,15 +114,14 @@ def _plan(image: Image.Image, data: bytes) -> tuple[list[str], bool]:
         conversions.append("grayscale")
     elif mode in ("P", "PA"):
         conversions.append("palette")
-        needs_pil |= fmt == "BMP"  # TF's BMP decoder reads palette indices as grey levels
     elif mode not in ("RGB", "RGBA"):
         conversions.append(f"mode {mode}")
         needs_pil = True
     if mode in _HIGH_BIT_MODES or (fmt == "PNG" and data[24:25] == b"\x10"):  # IHDR bit depth
         conversions.append("16-bit")  # TF scales 16-bit PNGs to 8 bits itself; Pillow reads RGB ones as 8
         needs_pil |= fmt != "PNG"
-    if fmt == "BMP" and mode not in ("RGB", "P"):
-        needs_pil = True
+    if fmt == "BMP" and mode != "RGB":
+        needs_pil = True  # TF's BMP decoder reads palette indices as grey levels
     if getattr(image, "is_animated", False):
         conversions.append("first-frame")
     return conversions, needs_pil

@@ -38,7 +38,7 @@ class Listing:
     rows: pd.DataFrame
     classes: list[str]  # every class the source declares, even one without images
     ignored: list[str]  # hidden and non-image files
-    root: str  # the folder the source lives in (names the scan cache)
+    location: str  # the source's absolute path: names its scan-cache file
 
 
 def list_source(source, data_dir=None, cache_dir=None) -> Listing:
@@ -125,7 +125,7 @@ def list_manifest(manifest: Path) -> Listing:
             raise TltoolkitError(f"manifest {manifest.name} row {number}: path {path!r} is outside the manifest's folder {base}; keep images under it (or move the manifest up)")
         rows.append((full, label, _SPLIT_NAMES.get(split, ""), "" if label else "no label"))
     classes = sorted({label for label in labels if label})
-    return Listing(_frame(rows), classes, [], base)
+    return Listing(_frame(rows), classes, [], str(manifest))
 
 
 def list_tfds(spec: str, data_dir=None, cache_dir=None) -> Listing:
