@@ -1,1 +1,507 @@
-"""Placeholder: this family module is being written; it registers no architecture yet."""
+"""The classic small CNNs of the lineage: LeNet-5, AlexNet, ZFNet and Network in Network.
+
+None has published Keras weights. Layer names follow VGG's keras.applications layout (`blockN_conv`,
+`blockN_pool`, `fc1`, `fc2`, `predictions`), so the stages are `block1...`. Where the papers give
+the layout only as Caffe prototxt (two-tower AlexNet, ZFNet, NiN), max pooling rounds up like
+Caffe's, so the feature maps have the sizes the papers print.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from tltoolkit.architectures import common
+from tltoolkit.architectures.registry import ArchitectureError, ArchSpec, Reference, get_spec, register
+
+LENET_PAPER = ("LeCun, Bottou, Bengio & Haffner 1998, Gradient-Based Learning Applied to Document "
+               "Recognition, Proc. IEEE 86(11):2278-2324")
+ALEXNET_PAPER = ("Krizhevsky, Sutskever & Hinton 2012, ImageNet Classification with Deep Convolutional "
+                 "Neural Networks, NIPS 2012")
+ZFNET_PAPER = "Zeiler & Fergus 2013, Visualizing and Understanding Convolutional Networks, arXiv:1311.2901"
+NIN_PAPER = "Lin, Chen & Yan 2013, Network In Network, arXiv:1312.4400"
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers the papers use and Keras lacks. Registered, so saved models load in safe mode.
+
+@keras.saving.register_keras_serializable(package="tltoolkit")
+class LocalResponseNormalization(layers.Layer):
+    """AlexNet's response normalization across channels (Krizhevsky et al. 2012, §3.3):
+    `a / (k + alpha * sum of a^2 over the n nearest channels)^beta`, paper values k=2, n=5,
+    alpha=1e-4, beta=0.75 (`depth_radius` is (n - 1) / 2)."""
+
+    def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
+        super().__init__(**kwargs)
+        self.depth_radius = depth_radius
+        self.bias = bias
+        self.alpha = alpha
+        self.beta = beta
+
+    def call(self, inputs):
+        return tf.nn.local_response_normalization(
+            inputs, depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha, beta=self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
+                "alpha": self.alpha, "beta": self.beta}
+
+
+@keras.saving.register_keras_serializable(package="tltoolkit")
+class ChannelGather(layers.Layer):
+    """The channels `indices` of the input, in that order (repeats allowed)."""
+
+    def __init__(self, indices, **kwargs):
+        super().__init__(**kwargs)
+        self.indices = tuple(int(i) for i in indices)
+
+    def call(self, inputs):
+        return keras.ops.take(inputs, list(self.indices), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], len(self.indices))
+
+    def get_config(self):
+        return {**super().get_config(), "indices": list(self.indices)}
+
+
+@keras.saving.register_keras_serializable(package="tltoolkit")
+class AdaptiveAveragePooling(layers.Layer):
+    """torch.nn.AdaptiveAvgPool2d: output cell i averages input rows floor(i*H/out) up to
+    ceil((i+1)*H/out), and likewise for columns, so maps smaller than the output are repeated.
+    (keras.layers.AdaptiveAveragePooling2D fails on maps smaller than its output.)"""
+
+    def __init__(self, output_size, **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = int(output_size)
+
+    @staticmethod
+    def _bins(size: int, out: int) -> np.ndarray:
+        weights = np.zeros((out, size), "float32")
+        for i in range(out):
+            start, stop = i * size // out, -(-(i + 1) * size // out)
+            weights[i, start:stop] = 1.0 / (stop - start)
+        return weights
+
+    def call(self, inputs):
+        rows = keras.ops.convert_to_tensor(self._bins(inputs.shape[1], self.output_size), inputs.dtype)
+        cols = keras.ops.convert_to_tensor(self._bins(inputs.shape[2], self.output_size), inputs.dtype)
+        return keras.ops.einsum("ih,bhwc,jw->bijc", rows, inputs, cols)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_size, self.output_size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size}
+
+
+@keras.saving.register_keras_serializable(package="tltoolkit")
+def lecun_tanh(x):
+    """LeNet-5's squashing function `1.7159 tanh(2x/3)` (LeCun et al. 1998, Appendix A)."""
+    return 1.7159 * keras.ops.tanh(x * (2.0 / 3.0))
+
+
+def _random_signs(shape, dtype=None):
+    return keras.ops.sign(keras.random.uniform(shape, -1.0, 1.0, dtype=dtype))
+
+
+@keras.saving.register_keras_serializable(package="tltoolkit")
+class EuclideanRBF(layers.Layer):
+    """LeNet-5's output layer: unit i's penalty is the squared distance of the input to a fixed
+    prototype code (`sum_j (x_j - w_ij)^2`, LeCun et al. 1998 eq. 7). The paper's prototypes are
+    hand-drawn +-1 bitmaps, kept fixed; these are random +-1 codes, not trained. The output is the
+    softmax of the negated penalties, so the usual cross-entropy is the paper's MAP criterion
+    (eq. 9) without its rubbish-class term."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.prototypes = self.add_weight(shape=(input_shape[-1], self.units), initializer=_random_signs,
+                                          trainable=False, name="prototypes")
+
+    def call(self, inputs):
+        w = keras.ops.cast(self.prototypes, inputs.dtype)
+        penalties = (keras.ops.sum(keras.ops.square(inputs), axis=-1, keepdims=True)
+                     - 2.0 * keras.ops.matmul(inputs, w)
+                     + keras.ops.sum(keras.ops.square(w), axis=0))
+        return keras.ops.softmax(-penalties, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+# ---------------------------------------------------------------------------------------------
+# LeNet-5
+
+# C3's connection table (LeCun et al. 1998, Table I): the S2 maps each C3 map reads.
+C3_TABLE = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)
+LENET_VARIANTS = ("1998", "modern")
+
+
+def partially_connected_conv(x, table, kernel_size: int, activation, name: str):
+    """A convolution whose output map i reads only the input channels `table[i]`.
+
+    Consecutive maps reading equally many channels become one grouped convolution over the
+    gathered channels, so weights and MACs are exactly the table's. The pieces sit in one nested
+    model named `name`: C3 stays a single layer (`block2_conv` in either LeNet variant, so the
+    stages do not depend on the variant), and `count_macs` still sees its convolutions.
+    """
+    inputs = keras.Input(shape=x.shape[1:], name=f"{name}_input")
+    maps = []
+    for run, (_, group) in enumerate(itertools.groupby(table, len), start=1):
+        group = list(group)
+        gathered = ChannelGather([c for channels in group for c in channels], name=f"{name}_gather{run}")(inputs)
+        maps.append(layers.Conv2D(len(group), kernel_size, groups=len(group), activation=activation,
+                                  name=f"{name}_conv{run}")(gathered))
+    outputs = layers.Concatenate(name=f"{name}_concat")(maps) if len(maps) > 1 else maps[0]
+    return keras.Model(inputs, outputs, name=name)(x)
+
+
+def lenet5(include_top: bool = True, num_classes: int = 10, input_shape=None, pooling=None,
+           variant: str = "1998") -> keras.Model:
+    """LeNet-5 (LeCun et al. 1998, Proc. IEEE 86(11), §II-B) on 32x32 grey images.
+
+    variant:
+      "1998" (default): the paper's network. C1 and C3 convolutions, S2 and S4 subsampling (2x2
+        average times a trainable coefficient plus a bias per map: `blockN_pool` then a 1x1
+        depthwise `blockN_subsample`), C3 partially connected by Table I, C5 a 5x5 convolution to
+        120 maps, F6 84 units (`fc1`), the scaled tanh everywhere, and Euclidean RBF output units
+        with fixed +-1 prototypes (`predictions`). 60,000 trainable parameters, as the paper
+        counts, plus the 840 fixed prototypes.
+      "modern": the usual re-implementation: ReLU, 2x2 max pooling without parameters, C3 fully
+        connected and a softmax Dense output (61,706 parameters).
+
+    Without the top the model ends at C5 (`block3_conv`, 1x1x120 at 32x32); with it, F6 (`fc1`)
+    is the feature layer.
+    """
+    spec = get_spec("lenet5")
+    common.check_pooling(spec, pooling)
+    if variant not in LENET_VARIANTS:
+        raise ArchitectureError(f"lenet5: variant must be one of {', '.join(LENET_VARIANTS)}; received {variant!r}")
+    paper = variant == "1998"
+    activation = lecun_tanh if paper else "relu"
+    inputs = common.model_input(spec, input_shape)
+    x = layers.Conv2D(6, 5, activation=activation, name="block1_conv")(inputs)
+    x = _lenet_pool(x, paper, "block1")
+    if paper:
+        x = partially_connected_conv(x, C3_TABLE, 5, activation, name="block2_conv")
+    else:
+        x = layers.Conv2D(16, 5, activation=activation, name="block2_conv")(x)
+    x = _lenet_pool(x, paper, "block2")
+    x = layers.Conv2D(120, 5, activation=activation, name="block3_conv")(x)
+    if include_top:
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(84, activation=activation, name="fc1")(x)
+        if paper:
+            x = EuclideanRBF(num_classes, name="predictions")(x)
+        else:
+            x = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    else:
+        x = common.pooled_head(x, False, num_classes, pooling)
+    return keras.Model(inputs, x, name="lenet5")
+
+
+def _lenet_pool(x, paper: bool, name: str):
+    if not paper:
+        return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    x = layers.AveragePooling2D(2, name=f"{name}_pool")(x)
+    return layers.DepthwiseConv2D(1, activation=lecun_tanh, name=f"{name}_subsample")(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# AlexNet and ZFNet: five convolutions, three max pools, three fully connected layers
+
+
+class ConvBlock(NamedTuple):
+    filters: int
+    kernel_size: int
+    strides: int = 1
+    padding: int | None = None  # zeros on each side; None: kernel_size // 2 ("same" at stride 1)
+    groups: int = 1
+    pool: bool = False
+    norm: str | None = None  # LRN "before" or "after" the pool
+
+
+class AlexNetLayout(NamedTuple):
+    blocks: tuple[ConvBlock, ...]
+    default_size: int
+    min_size: int
+    caffe_pooling: bool  # round pooled sizes up, as Caffe does
+    dropout_after_fc: bool  # Caffe drops fc outputs; torchvision drops fc inputs
+
+
+ALEXNET_LAYOUTS = {
+    # torchvision's one-tower AlexNet (the "one weird trick" widths, arXiv:1404.5997).
+    "alexnet": AlexNetLayout((
+        ConvBlock(64, 11, 4, padding=2, pool=True),
+        ConvBlock(192, 5, pool=True),
+        ConvBlock(384, 3),
+        ConvBlock(256, 3),
+        ConvBlock(256, 3, pool=True),
+    ), default_size=224, min_size=63, caffe_pooling=False, dropout_after_fc=False),
+    # The paper's two GPU towers as groups=2 (Fig. 2; Caffe's bvlc_alexnet at 227).
+    "alexnet_two_tower": AlexNetLayout((
+        ConvBlock(96, 11, 4, padding=0, pool=True, norm="before"),
+        ConvBlock(256, 5, groups=2, pool=True, norm="before"),
+        ConvBlock(384, 3),
+        ConvBlock(384, 3, groups=2),
+        ConvBlock(256, 3, groups=2, pool=True),
+    ), default_size=227, min_size=67, caffe_pooling=True, dropout_after_fc=True),
+    # Zeiler & Fergus 2013, Fig. 3: 110, 55, 26, 13, 13, 13, 6.
+    "zfnet": AlexNetLayout((
+        ConvBlock(96, 7, 2, padding=1, pool=True, norm="after"),
+        ConvBlock(256, 5, 2, padding=0, pool=True, norm="after"),
+        ConvBlock(384, 3),
+        ConvBlock(384, 3),
+        ConvBlock(256, 3, pool=True),
+    ), default_size=224, min_size=51, caffe_pooling=True, dropout_after_fc=True),
+}
+FC_UNITS = 4096
+FC_GRID = 6  # the fc layers read a 6x6 map, whatever the input size
+
+
+def max_pool(x, caffe: bool, name: str):
+    """3x3 stride-2 max pooling; `caffe` rounds the output size up (Caffe's pooling), otherwise
+    down (torchvision's). Rounding up pads the bottom/right with zeros: the input is post-ReLU."""
+    if caffe:
+        pads = [(0, 1 if d is not None and d % 2 == 0 else 0) for d in x.shape[1:3]]
+        if any(after for _, after in pads):
+            x = layers.ZeroPadding2D(pads, name=f"{name}_pad")(x)
+    return layers.MaxPooling2D(3, strides=2, name=name)(x)
+
+
+def conv_block(x, block: ConvBlock, caffe_pooling: bool, name: str):
+    padding = block.kernel_size // 2 if block.padding is None else block.padding
+    if block.strides == 1 and 2 * padding == block.kernel_size - 1:
+        mode = "same"
+    else:
+        mode = "valid"
+        if padding:
+            x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+    x = layers.Conv2D(block.filters, block.kernel_size, strides=block.strides, padding=mode,
+                      groups=block.groups, activation="relu", name=f"{name}_conv")(x)
+    if block.norm == "before":
+        x = LocalResponseNormalization(name=f"{name}_norm")(x)
+    if block.pool:
+        x = max_pool(x, caffe_pooling, name=f"{name}_pool")
+    if block.norm == "after":
+        x = LocalResponseNormalization(name=f"{name}_norm")(x)
+    return x
+
+
+def fc_classifier(x, num_classes: int, dropout_after_fc: bool):
+    # torchvision's AdaptiveAvgPool2d((6, 6)): the identity at the default size; elsewhere it
+    # keeps fc1 at 9216 inputs.
+    x = AdaptiveAveragePooling(FC_GRID, name="fc_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for fc in ("fc1", "fc2"):
+        if not dropout_after_fc:
+            x = layers.Dropout(0.5, name=f"{fc}_dropout")(x)
+        x = layers.Dense(FC_UNITS, activation="relu", name=fc)(x)
+        if dropout_after_fc:
+            x = layers.Dropout(0.5, name=f"{fc}_dropout")(x)
+    return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+
+
+def alexnet_family(arch_id: str, layout: AlexNetLayout, include_top: bool, num_classes: int,
+                   input_shape, pooling) -> keras.Model:
+    spec = get_spec(arch_id)
+    common.check_pooling(spec, pooling)
+    if input_shape is None:
+        input_shape = (layout.default_size, layout.default_size, spec.channels)
+    if any(d is not None and d < layout.min_size for d in tuple(input_shape)[:2]):
+        raise ArchitectureError(
+            f"{arch_id}: this layout needs inputs of at least {layout.min_size}x{layout.min_size}; "
+            f"received {tuple(input_shape)}")
+    inputs = common.model_input(spec, input_shape)
+    x = inputs
+    for i, block in enumerate(layout.blocks, start=1):
+        x = conv_block(x, block, layout.caffe_pooling, name=f"block{i}")
+    if include_top:
+        x = fc_classifier(x, num_classes, layout.dropout_after_fc)
+    else:
+        x = common.pooled_head(x, False, num_classes, pooling)
+    return keras.Model(inputs, x, name=arch_id)
+
+
+def alexnet(include_top: bool = True, num_classes: int = 1000, input_shape=None, pooling=None,
+            two_tower: bool = False) -> keras.Model:
+    """AlexNet (Krizhevsky et al. 2012, NIPS).
+
+    Default: torchvision's one-tower layout at 224 (64/192/384/256/256 filters, no response
+    normalization, dropout 0.5 on the inputs of fc1 and fc2; 61,100,840 parameters). Inputs other
+    than 224 reach fc1 through an adaptive average pool to 6x6 (`fc_pool`), as torchvision's do;
+    the minimum is 63x63.
+
+    two_tower=True: the paper's network as Caffe's bvlc_alexnet lays it out, at 227x227
+    (at least 67): 96/256/384/384/256 filters, conv2, conv4 and conv5 grouped in two towers
+    (`groups=2`), local response normalization (k=2, n=5, alpha=1e-4, beta=0.75) after the first
+    two convolutions, Caffe's rounded-up pooling, dropout on the outputs of fc1 and fc2
+    (60,965,224 parameters). Its first stage begins at `block1_conv`: it has no `block1_pad`.
+    """
+    if not isinstance(two_tower, bool):
+        raise ArchitectureError(f"alexnet: two_tower must be True or False; received {two_tower!r}")
+    layout = ALEXNET_LAYOUTS["alexnet_two_tower" if two_tower else "alexnet"]
+    return alexnet_family("alexnet", layout, include_top, num_classes, input_shape, pooling)
+
+
+def zfnet(include_top: bool = True, num_classes: int = 1000, input_shape=None, pooling=None) -> keras.Model:
+    """ZFNet (Zeiler & Fergus 2013, arXiv:1311.2901, Fig. 3) at 224x224.
+
+    Conv 7x7/2 (96) and 5x5/2 (256), each followed by 3x3/2 max pooling and contrast normalization
+    across feature maps (here AlexNet's response normalization with its constants; the paper gives
+    none), then three 3x3 convolutions (384, 384, 256), a last pool and AlexNet's classifier
+    (dropout 0.5 after fc1 and fc2). Padding reproduces the figure's map sizes 110, 55, 26, 13, 6.
+    Other input sizes (at least 51) reach fc1 through an adaptive average pool to 6x6.
+    """
+    return alexnet_family("zfnet", ALEXNET_LAYOUTS["zfnet"], include_top, num_classes, input_shape, pooling)
+
+
+# ---------------------------------------------------------------------------------------------
+# Network in Network
+
+# (filters, kernel, strides) of each mlpconv block's first convolution; two 1x1 convolutions follow.
+NIN_BLOCKS = ((96, 11, 4), (256, 5, 1), (384, 3, 1), (1024, 3, 1))
+NIN_DROPOUT = 0.5  # after block3's pool, as in the Caffe model
+
+
+def mlpconv_block(x, filters: int, kernel_size: int, strides: int, name: str, mlp_filters=None):
+    """A convolution and two 1x1 convolutions (the "micro network"), all with ReLU."""
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="valid" if strides > 1 else "same",
+                      activation="relu", name=f"{name}_conv")(x)
+    for i, units in enumerate(mlp_filters or (filters, filters), start=1):
+        x = layers.Conv2D(units, 1, activation="relu", name=f"{name}_mlp{i}")(x)
+    return x
+
+
+def nin(include_top: bool = True, num_classes: int = 1000, input_shape=None, pooling=None) -> keras.Model:
+    """Network in Network (Lin et al. 2013, arXiv:1312.4400): the ImageNet model of the Caffe
+    model zoo (gist mavenlin/d802a5849de39225bcc6) at 224x224.
+
+    Four mlpconv blocks (11x11/4 96, 5x5 256, 3x3 384, 3x3 1024, each followed by two 1x1
+    convolutions), 3x3/2 max pooling rounded up as in Caffe (maps 54, 27, 13, 6) and dropout 0.5
+    after block3. The classifier is the paper's global average pooling: the last 1x1 convolution
+    has one channel per class (`conv_preds`, with ReLU as in the Caffe model), then `avg_pool` and
+    a softmax (`predictions`). So the top is that convolution and the pooling, and without the
+    top the model ends at the 1024-channel `block4_mlp1`, which is also the feature layer
+    (`penultimate`) of the full model.
+    """
+    spec = get_spec("nin")
+    common.check_pooling(spec, pooling)
+    inputs = common.model_input(spec, input_shape)
+    x = inputs
+    last = len(NIN_BLOCKS)
+    for i, (filters, kernel_size, strides) in enumerate(NIN_BLOCKS, start=1):
+        x = mlpconv_block(x, filters, kernel_size, strides, name=f"block{i}",
+                          mlp_filters=(filters,) if i == last else None)
+        if i < last:
+            x = max_pool(x, caffe=True, name=f"block{i}_pool")
+        if i == last - 1:
+            x = layers.Dropout(NIN_DROPOUT, name=f"block{i}_dropout")(x)
+    if include_top:
+        x = layers.Conv2D(num_classes, 1, activation="relu", name="conv_preds")(x)
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Activation("softmax", name="predictions")(x)
+    else:
+        x = common.pooled_head(x, False, num_classes, pooling)
+    return keras.Model(inputs, x, name="nin")
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _blocks(n: int, first_layers: dict | None = None):
+    first_layers = first_layers or {}
+    return tuple((f"block{b}", first_layers.get(b, f"block{b}_conv")) for b in range(1, n + 1))
+
+
+register(ArchSpec(
+    id="lenet5",
+    family="classic",
+    builder=lenet5,
+    stages=_blocks(3),
+    base_output="block3_conv",
+    penultimate="fc1",
+    default_size=32,
+    min_size=32,
+    preprocessing="scale",
+    params=60_840,
+    trainable_params=60_000,
+    macs=0.0003,
+    reference_params=Reference(60_000, "trainable", "LeCun et al. 1998, Proc. IEEE 86(11), §II-B"),
+    channels=1,
+    num_classes=10,
+    paper=LENET_PAPER,
+    options=("variant",),
+))
+register(ArchSpec(
+    id="alexnet",
+    family="classic",
+    builder=alexnet,
+    stages=_blocks(5, {1: "block1_pad"}),
+    base_output="block5_pool",
+    penultimate="fc2",
+    default_size=224,
+    min_size=63,
+    preprocessing="torch",
+    params=61_100_840,
+    trainable_params=61_100_840,
+    macs=0.7142,
+    reference_params=Reference(61_100_840, "trainable", "torchvision alexnet.py AlexNet_Weights"),
+    reference_macs=Reference(0.714, "gmacs", "torchvision alexnet.py AlexNet_Weights"),
+    paper=ALEXNET_PAPER,
+    options=("two_tower",),
+))
+register(ArchSpec(
+    id="zfnet",
+    family="classic",
+    builder=zfnet,
+    stages=_blocks(5, {1: "block1_pad"}),
+    base_output="block5_pool",
+    penultimate="fc2",
+    default_size=224,
+    min_size=51,
+    preprocessing="torch",
+    params=62_357_608,
+    trainable_params=62_357_608,
+    macs=1.1680,
+    # The paper gives no parameter count: this is the count its Fig. 3 implies.
+    reference_params=Reference(62_357_608, "total", "derived from Zeiler & Fergus 2013, Fig. 3"),
+    paper=ZFNET_PAPER,
+))
+register(ArchSpec(
+    id="nin",
+    family="classic",
+    builder=nin,
+    stages=_blocks(4),
+    base_output="block4_mlp1",
+    penultimate="block4_mlp1",
+    default_size=224,
+    min_size=59,
+    preprocessing="torch",
+    params=7_595_176,
+    trainable_params=7_595_176,
+    macs=1.1002,
+    # The paper gives no ImageNet parameter count (only the 29 MB model): this is the count of the
+    # Caffe model it links.
+    reference_params=Reference(7_595_176, "total", "derived from the Caffe model zoo prototxt, "
+                                                   "gist mavenlin/d802a5849de39225bcc6"),
+    paper=NIN_PAPER,
+))

@@ -1,1 +1,259 @@
-"""Placeholder: this family module is being written; it registers no architecture yet."""
+"""ResNets for 32x32 images: He et al.'s CIFAR-10 ResNet-20...110 and Wide ResNet-28-10.
+
+Layer names follow keras.applications' ResNet (`conv3_block2_1_conv`, `conv3_block2_out`), so the
+stages are `conv1` (the stem), `conv2`, `conv3`, `conv4` (16, 32 and 64 channels times the width)
+and, for the pre-activation WRN, `post` (the final BN-ReLU).
+
+Convolutions have no bias and BatchNormalization uses eps 1e-5 and momentum 0.9, as the Torch code
+these results come from. A strided 3x3 convolution pads one pixel on every side (not TensorFlow's
+"same", which pads only bottom/right), so its outputs stay centred on the pixels that the strided
+shortcut keeps.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+from keras import layers
+
+from tltoolkit.architectures import common
+from tltoolkit.architectures.registry import ArchitectureError, ArchSpec, Reference, get_spec, register
+
+RESNET_PAPER = "He, Zhang, Ren & Sun 2015, Deep Residual Learning for Image Recognition, arXiv:1512.03385"
+WRN_PAPER = "Zagoruyko & Komodakis 2016, Wide Residual Networks, arXiv:1605.07146"
+WIDTHS = (16, 32, 64)
+STRIDES = (1, 2, 2)  # of each stage's first block
+STEM_WIDTH = 16
+SHORTCUTS = ("A", "B")
+
+
+@keras.saving.register_keras_serializable(package="tltoolkit")
+class SubsampleZeroPad(layers.Layer):
+    """He et al.'s option-A shortcut: every `strides`-th pixel, with zero channels appended up to
+    `filters` (no parameters)."""
+
+    def __init__(self, filters, strides=2, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+
+    def call(self, inputs):
+        x = inputs[:, ::self.strides, ::self.strides, :]
+        extra = self.filters - inputs.shape[-1]
+        return keras.ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
+
+    def compute_output_shape(self, input_shape):
+        def sub(d):
+            return None if d is None else -(-d // self.strides)
+        return (input_shape[0], sub(input_shape[1]), sub(input_shape[2]), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides}
+
+
+def batch_norm(name: str):
+    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
+
+
+def conv3x3(x, filters: int, strides: int, name: str):
+    """`{name}_conv`, 3x3 without bias; strided ones after a symmetric `{name}_pad`."""
+    if strides == 1:
+        return layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+    return layers.Conv2D(filters, 3, strides=strides, use_bias=False, name=f"{name}_conv")(x)
+
+
+def residual_add(shortcut, residual, drop_rate: float, name: str):
+    """`shortcut + residual`; with stochastic depth (Huang et al. 2016, arXiv:1603.09382) the
+    residual branch is dropped with probability `drop_rate` while training."""
+    if drop_rate:
+        from keras_cv.layers import StochasticDepth
+
+        return StochasticDepth(drop_rate, name=name)([shortcut, residual])
+    return layers.Add(name=name)([shortcut, residual])
+
+
+def basic_block(x, filters: int, strides: int, shortcut: str | None, drop_rate: float, name: str):
+    """He et al.'s basic block: 3x3 conv-BN-ReLU, 3x3 conv-BN, the shortcut added, ReLU.
+
+    shortcut: "A" (strided subsample, zero-padded channels) or "B" (1x1 conv-BN projection) where
+    the shape changes, identity elsewhere; None: no shortcut (the paper's plain nets).
+    """
+    if shortcut is None:
+        skip = None
+    elif strides == 1 and x.shape[-1] == filters:
+        skip = x
+    elif shortcut == "A":
+        skip = SubsampleZeroPad(filters, strides, name=f"{name}_0_pad")(x)
+    else:
+        skip = layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_0_conv")(x)
+        skip = batch_norm(f"{name}_0_bn")(skip)
+    y = conv3x3(x, filters, strides, name=f"{name}_1")
+    y = batch_norm(f"{name}_1_bn")(y)
+    y = layers.Activation("relu", name=f"{name}_1_relu")(y)
+    y = conv3x3(y, filters, 1, name=f"{name}_2")
+    y = batch_norm(f"{name}_2_bn")(y)
+    if skip is not None:
+        y = residual_add(skip, y, drop_rate, name=f"{name}_add")
+    return layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def wide_block(x, filters: int, strides: int, dropout: float, drop_rate: float, name: str):
+    """Zagoruyko & Komodakis' pre-activation block: BN-ReLU, 3x3 conv, BN-ReLU, [dropout], 3x3
+    conv, plus the input, or a 1x1 conv of the pre-activated input where the shape changes."""
+    preact = batch_norm(f"{name}_preact_bn")(x)
+    preact = layers.Activation("relu", name=f"{name}_preact_relu")(preact)
+    if strides == 1 and x.shape[-1] == filters:
+        skip = x
+    else:
+        skip = layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_0_conv")(preact)
+    y = conv3x3(preact, filters, strides, name=f"{name}_1")
+    y = batch_norm(f"{name}_1_bn")(y)
+    y = layers.Activation("relu", name=f"{name}_1_relu")(y)
+    if dropout:
+        y = layers.Dropout(dropout, name=f"{name}_dropout")(y)
+    y = conv3x3(y, filters, 1, name=f"{name}_2")
+    return residual_add(skip, y, drop_rate, name=f"{name}_out")
+
+
+def drop_rates(drop_path_rate: float, blocks: int) -> list[float]:
+    """Huang et al.'s linear decay rule: block l of L is dropped with probability l/L * rate."""
+    return [drop_path_rate * b / blocks for b in range(1, blocks + 1)]
+
+
+def _check_rate(arch_id: str, option: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ArchitectureError(f"{arch_id}: {option} must be a rate in [0, 1); received {value!r}")
+
+
+def resnet_cifar(arch_id: str, depth: int, include_top: bool = True, num_classes: int = 10,
+                 input_shape=None, pooling=None, shortcut: str = "A", plain: bool = False,
+                 drop_path_rate: float = 0.0) -> keras.Model:
+    """ResNet-`depth` for CIFAR-10 (He et al. 2015, arXiv:1512.03385, §4.2).
+
+    A 3x3 conv (16), then three stages of n = (depth - 2) / 6 basic blocks with 16, 32 and 64
+    filters on 32, 16 and 8 pixel maps (the first block of conv3 and conv4 strides), global
+    average pooling and the classifier.
+
+    Options:
+      shortcut: "A" (default, the paper's CIFAR choice: subsample and zero-pad channels, no
+        parameters) or "B" (1x1 convolution and BN where the shape changes).
+      plain: no shortcuts at all, the plain nets of the paper's Fig. 6 (same parameters as "A").
+      drop_path_rate: stochastic depth; block l of L is skipped with probability
+        l/L * drop_path_rate while training (keras_cv StochasticDepth named `..._add`).
+    """
+    spec = get_spec(arch_id)
+    common.check_pooling(spec, pooling)
+    if shortcut not in SHORTCUTS:
+        raise ArchitectureError(f"{arch_id}: shortcut must be one of {', '.join(SHORTCUTS)}; received {shortcut!r}")
+    if not isinstance(plain, bool):
+        raise ArchitectureError(f"{arch_id}: plain must be True or False; received {plain!r}")
+    _check_rate(arch_id, "drop_path_rate", drop_path_rate)
+    if plain and (shortcut != "A" or drop_path_rate):
+        raise ArchitectureError(f"{arch_id}: a plain net has no shortcuts; drop shortcut/drop_path_rate "
+                                f"or plain=True")
+    n = (depth - 2) // 6
+    rates = drop_rates(drop_path_rate, n * len(WIDTHS))
+    inputs = common.model_input(spec, input_shape)
+    x = conv3x3(inputs, STEM_WIDTH, 1, name="conv1")
+    x = batch_norm("conv1_bn")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    for stage, (filters, stage_strides) in enumerate(zip(WIDTHS, STRIDES)):
+        for block in range(1, n + 1):
+            strides = stage_strides if block == 1 else 1
+            x = basic_block(x, filters, strides, None if plain else shortcut, rates[stage * n + block - 1],
+                            name=f"conv{stage + 2}_block{block}")
+    x = common.pooled_head(x, include_top, num_classes, pooling)
+    return keras.Model(inputs, x, name=arch_id)
+
+
+def wide_resnet_cifar(arch_id: str, depth: int, width: int, include_top: bool = True, num_classes: int = 10,
+                      input_shape=None, pooling=None, dropout: float = 0.0,
+                      drop_path_rate: float = 0.0) -> keras.Model:
+    """WRN-`depth`-`width` (Zagoruyko & Komodakis 2016, arXiv:1605.07146, Table 1).
+
+    A 3x3 conv (16), three stages of n = (depth - 4) / 6 pre-activation basic blocks of 16, 32 and
+    64 times `width` filters, a final BN-ReLU (`post`), global average pooling and the classifier.
+
+    Options:
+      dropout: rate of the dropout between each block's two convolutions (the paper uses 0.3).
+      drop_path_rate: stochastic depth, as for the CIFAR ResNets.
+    """
+    spec = get_spec(arch_id)
+    common.check_pooling(spec, pooling)
+    _check_rate(arch_id, "dropout", dropout)
+    _check_rate(arch_id, "drop_path_rate", drop_path_rate)
+    n = (depth - 4) // 6
+    rates = drop_rates(drop_path_rate, n * len(WIDTHS))
+    inputs = common.model_input(spec, input_shape)
+    x = conv3x3(inputs, STEM_WIDTH, 1, name="conv1")
+    for stage, (filters, stage_strides) in enumerate(zip(WIDTHS, STRIDES)):
+        for block in range(1, n + 1):
+            strides = stage_strides if block == 1 else 1
+            x = wide_block(x, filters * width, strides, dropout, rates[stage * n + block - 1],
+                           name=f"conv{stage + 2}_block{block}")
+    x = batch_norm("post_bn")(x)
+    x = layers.Activation("relu", name="post_relu")(x)
+    x = common.pooled_head(x, include_top, num_classes, pooling)
+    return keras.Model(inputs, x, name=arch_id)
+
+
+# id: (depth, Keras count_params, trainable, GMACs, Table 6's rounded count)
+RESNETS = {
+    "resnet20_cifar": (20, 271_098, 269_722, 0.0406, 0.27e6),
+    "resnet32_cifar": (32, 466_426, 464_154, 0.0689, 0.46e6),
+    "resnet44_cifar": (44, 661_754, 658_586, 0.0972, 0.66e6),
+    "resnet56_cifar": (56, 857_082, 853_018, 0.1255, 0.85e6),
+    "resnet110_cifar": (110, 1_736_058, 1_727_962, 0.2529, 1.7e6),
+}
+# id: (depth, width, Keras count_params, trainable, GMACs, the paper's rounded count)
+WIDE_RESNETS = {
+    "wrn28_10_cifar": (28, 10, 36_497_146, 36_479_194, 5.2433, 36.5e6),
+}
+
+
+def _stages(pre_activation: bool):
+    stages = [("conv1", "conv1_conv")]
+    for stage, strides in enumerate(STRIDES, start=2):
+        first = "preact_bn" if pre_activation else "1_conv" if strides == 1 else "1_pad"
+        stages.append((f"conv{stage}", f"conv{stage}_block1_{first}"))
+    if pre_activation:
+        stages.append(("post", "post_bn"))
+    return tuple(stages)
+
+
+def _register(arch_id, builder, blocks: int, pre_activation: bool, params, trainable, macs, reference,
+              paper, options):
+    last = f"conv{len(WIDTHS) + 1}_block{blocks}_out"
+    register(ArchSpec(
+        id=arch_id,
+        family="resnet_cifar",
+        builder=builder,
+        stages=_stages(pre_activation),
+        base_output="post_relu" if pre_activation else last,
+        penultimate="avg_pool",
+        default_size=32,
+        min_size=8,
+        preprocessing="torch",
+        params=params,
+        trainable_params=trainable,
+        macs=macs,
+        reference_params=reference,
+        num_classes=10,
+        paper=paper,
+        options=options,
+    ))
+
+
+for _id, (_depth, _params, _trainable, _macs, _published) in RESNETS.items():
+    _register(_id, functools.partial(resnet_cifar, _id, _depth), (_depth - 2) // 6, False,
+              _params, _trainable, _macs,
+              Reference(_published, "approx", "He et al. 2015, arXiv:1512.03385, Table 6"),
+              RESNET_PAPER, ("shortcut", "plain", "drop_path_rate"))
+
+for _id, (_depth, _width, _params, _trainable, _macs, _published) in WIDE_RESNETS.items():
+    _register(_id, functools.partial(wide_resnet_cifar, _id, _depth, _width), (_depth - 4) // 6, True,
+              _params, _trainable, _macs,
+              Reference(_published, "approx", "Zagoruyko & Komodakis 2016, arXiv:1605.07146 (WRN-28-10: 36.5M)"),
+              WRN_PAPER, ("dropout", "drop_path_rate"))
