@@ -72,6 +72,7 @@ def test_pil_rows_come_out_upright_rgb_and_white_behind_transparency(messy):
     assert gray16.shape == (32, 48, 3) and (gray16[..., 0] == gray16[..., 2]).all()
     assert gray16[0, 0, 0] == 255  # 65535 scales to 255, not clipped garbage
     assert load_rgb(os.fsencode(folder / "cats" / "cmyk.jpg")).shape == (32, 48, 3)  # bytes: tf.numpy_function
+    assert load_rgb(str(folder / "cats" / "exif_rotated.jpg"), min_side=8).shape == (8, 12, 3)  # DCT 1/4 scale
 
 
 def test_tf_rows_decode_with_tensorflow_like_pil_and_pil_rows_need_it(messy, tmp_path):

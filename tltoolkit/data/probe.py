@@ -156,12 +156,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(path) -> np.ndarray:
+def load_rgb(path, min_side: int | None = None) -> np.ndarray:
     """The pixels of an image file as the pipeline should see them: uint8, (height, width, 3), upright.
-    The pipeline calls this (in a tf.numpy_function) for rows whose `decoder` is `pil`."""
+    The pipeline calls this (in a tf.numpy_function) for rows whose `decoder` is `pil`. `min_side`
+    lets a JPEG decode at a reduced DCT scale that keeps at least that many pixels per side."""
     if isinstance(path, bytes):  # tf.numpy_function passes strings as bytes
         path = os.fsdecode(path)
     with Image.open(path) as image:
+        if min_side:
+            image.draft(image.mode, (min_side, min_side))
         return np.asarray(to_rgb(image))
 
 
