@@ -12,8 +12,6 @@ import zlib
 import numpy as np
 from PIL import Image
 
-WHITE = (255, 255, 255)
-
 
 def pattern(height=32, width=48, seed=0) -> np.ndarray:
     """A random RGB image whose top-left quadrant is pure red: a wrong orientation shows."""
