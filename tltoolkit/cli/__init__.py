@@ -14,7 +14,7 @@ import sys
 
 from tltoolkit.errors import TltoolkitError
 
-COMMANDS = ["models", "layers", "augment", "scan"]
+COMMANDS = ["models", "layers", "augment", "scan", "extract"]
 
 
 def _quiet_native_logs() -> None:

@@ -1,0 +1,308 @@
+"""The feature cache: the frozen part of a network computed once per image, stored on disk.
+
+A cache entry is a folder `<cache_dir>/<key>/`, where the key hashes everything the features depend
+on (`FeatureSpec`: architecture, weights file hash, input size, resize policy, preprocessing, cut
+layer, pooling, dtype, augmentation views). Change any of them and the key changes: a cache never
+serves stale features. Within a folder, images are identified by the SHA-256 of their bytes, so an
+edited file (same path, new bytes) is a miss and a renamed one is a hit.
+
+Layout of `<cache_dir>/<key>/`:
+- `spec.json`: the `FeatureSpec`, for people and tools.
+- `shard-<id>.npy`: up to `shard_size` feature rows, float16 or float32, `[rows, *feature_shape]`.
+- `parts/<id>.parquet`: the manifest rows of shard `<id>` (sha256, path, label, shard, row, view).
+- `manifest.parquet`: the parts merged (`compact()`).
+Every file is written to a temporary name in the same folder and renamed, and a shard is written
+before its manifest part: a part on disk commits its shard. So a job killed at any point (kill -9)
+leaves only complete shards that the manifest knows about, or orphan shards it ignores; a re-run
+computes what the manifest lacks. Concurrent runs never write the same file (ids are random); the
+merge into `manifest.parquet` and the reads take an `fcntl` lock. An image two runs both computed
+is stored twice and served once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tltoolkit.data.files import atomic_path, default_cache_dir as tltoolkit_cache_dir
+from tltoolkit.errors import TltoolkitError
+
+DTYPES = ("float16", "float32")
+DEFAULT_SHARD_SIZE = 1024
+MANIFEST_COLUMNS = ["sha256", "path", "label", "shard", "row", "view"]
+KEY_VERSION = 1  # bump when the meaning of stored features changes: every old key then misses
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/tltoolkit/features` (`~/.cache/tltoolkit/features` when unset)."""
+    return tltoolkit_cache_dir() / "features"
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """Everything stored features depend on; `key()` hashes it.
+
+    `weights` identifies the weights by content: `imagenet:<published file hash>`, `sha256:<hex>` of a
+    weights file, or `random-init:<seed>` for weights=None (the model is then built right after
+    `keras.utils.set_random_seed(seed)`, which makes the initialisation reproducible). `cut` is the
+    layer whose output is stored; `views` > 0 stores that many augmented views per image, drawn by
+    `augmentation` (an `tltoolkit.augment` policy) seeded with `seed`; 0 stores the image as is.
+    """
+
+    arch: str
+    weights: str
+    image_size: tuple[int, int]
+    resize: str
+    preprocessing: str
+    cut: str
+    pooling: str | None
+    dtype: str
+    views: int = 0
+    augmentation: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise TltoolkitError(f"unknown feature dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
+        if self.views < 0 or (self.views > 0) != (self.augmentation is not None):
+            raise TltoolkitError(f"views={self.views} with augmentation={self.augmentation!r}: augmented "
+                                 f"views need both a count >= 1 and an augmentation policy")
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "image_size": list(self.image_size), "key_version": KEY_VERSION}
+
+    def key(self) -> str:
+        text = json.dumps(self.to_json(), sort_keys=True)
+        return f"{self.arch}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+    @property
+    def view_count(self) -> int:
+        """Rows stored per image: the plain image counts as one view."""
+        return max(self.views, 1)
+
+
+class FeatureCache:
+    """One cache entry: the features of `spec`, for any number of images, under `root/<spec.key()>`."""
+
+    def __init__(self, spec: FeatureSpec, root=None, shard_size: int = DEFAULT_SHARD_SIZE):
+        if shard_size < 1:
+            raise TltoolkitError(f"shard_size must be at least 1, got {shard_size}")
+        self.spec = spec
+        self.root = Path(root).expanduser() if root else default_cache_dir()
+        self.folder = self.root / spec.key()
+        self.shard_size = shard_size
+        self._shards: dict[str, np.ndarray] = {}
+
+    # -- the manifest -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _lock(self, exclusive: bool):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read_manifest(self) -> tuple[pd.DataFrame, list[Path]]:
+        """The merged manifest and the part files it includes (call under the lock)."""
+        parts = sorted((self.folder / "parts").glob("*.parquet"))
+        frames = [pd.read_parquet(p) for p in [self.folder / "manifest.parquet", *parts] if p.exists()]
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+                MANIFEST_COLUMNS, ["str", "str", "str", "str", "int64", "int64"])}), parts
+        manifest = pd.concat(frames, ignore_index=True)
+        # Two runs may both have stored an image; serve the first copy.
+        return manifest.drop_duplicates(["sha256", "view"]).reset_index(drop=True), parts
+
+    def manifest(self) -> pd.DataFrame:
+        """Every stored row: sha256, path and label when extracted, shard file, row in it, view."""
+        if not self.folder.exists():
+            return self._read_manifest()[0]
+        with self._lock(exclusive=False):
+            return self._read_manifest()[0]
+
+    def compact(self) -> None:
+        """Merges the manifest parts into `manifest.parquet` (one atomic rename), then drops them."""
+        with self._lock(exclusive=True):
+            manifest, parts = self._read_manifest()
+            if not parts:
+                return
+            with atomic_path(self.folder / "manifest.parquet") as temporary:
+                manifest.to_parquet(temporary, index=False)
+            for part in parts:
+                part.unlink()
+
+    def missing(self, sha256s) -> list[str]:
+        """The distinct hashes of `sha256s` (in order) that lack any of their views."""
+        manifest = self.manifest()
+        counts = manifest.groupby("sha256").size()
+        complete = set(counts.index[counts >= self.spec.view_count])
+        return [h for h in dict.fromkeys(sha256s) if h not in complete]
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def writer(self) -> "ShardWriter":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        spec_file = self.folder / "spec.json"
+        if not spec_file.exists():
+            with atomic_path(spec_file) as temporary:
+                Path(temporary).write_text(json.dumps(self.spec.to_json(), indent=2) + "\n")
+        return ShardWriter(self)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def shard(self, name: str) -> np.ndarray:
+        """A shard, memory-mapped: rows are read from disk when used, so caches larger than RAM work."""
+        if name not in self._shards:
+            self._shards[name] = np.load(self.folder / name, mmap_mode="r")
+        return self._shards[name]
+
+    def locate(self, table: pd.DataFrame) -> pd.DataFrame:
+        """For each row of `table` (a scan's table: `sha256`, and the current `path`, `label`...), its
+        stored rows: `table`'s columns plus `shard`, `row`, `view`, ordered by table row then view.
+        Images not in `table` are not served (a removed image drops out); a row of `table` whose
+        image is not stored raises."""
+        if "sha256" not in table.columns:
+            raise TltoolkitError("the image table lacks column sha256; pass a scan's table")
+        stored = self.manifest()[["sha256", "shard", "row", "view"]]
+        located = table.reset_index(drop=True).rename_axis("_order").reset_index().merge(
+            stored, on="sha256", how="left")
+        absent = located["shard"].isna()
+        if absent.any():
+            count = located.loc[absent, "sha256"].nunique()
+            raise TltoolkitError(f"{count} image(s) are not in the feature cache {self.folder} (first: "
+                                 f"{located.loc[absent, 'path'].iloc[0] if 'path' in located else '?'}); "
+                                 f"extract them first (tltoolkit.extract.extract_features)")
+        located = located.sort_values(["_order", "view"], kind="stable").drop(columns="_order")
+        located["row"] = located["row"].astype("int64")
+        located["view"] = located["view"].astype("int64")
+        return located.reset_index(drop=True)
+
+    def gather(self, shards, rows) -> np.ndarray:
+        """The feature rows at (`shards[i]`, `rows[i]`), in that order, as one array."""
+        shards, rows = np.asarray(shards), np.asarray(rows)
+        if len(shards) == 0:
+            raise TltoolkitError("nothing to gather: no rows were asked for")
+        first = self.shard(shards[0])
+        out = np.empty((len(rows), *first.shape[1:]), first.dtype)
+        for name in np.unique(shards):
+            where = shards == name
+            out[where] = self.shard(name)[rows[where]]
+        return out
+
+    def features(self, table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """`locate(table)` and the features of its rows, in memory (for small tables and tests)."""
+        located = self.locate(table)
+        return located, self.gather(located["shard"], located["row"])
+
+
+class ShardWriter:
+    """Collects feature rows and writes them as fixed-size shards, each committed by its manifest part.
+
+    Use as a context manager: leaving it writes the last (partial) shard and merges the manifest.
+    """
+
+    def __init__(self, cache: FeatureCache):
+        self.cache = cache
+        self._rows: list[dict] = []
+        self._features: list[np.ndarray] = []
+        self._buffered = 0
+        self.written = 0  # rows written by this writer
+
+    def add(self, sha256s, paths, labels, features: np.ndarray, view: int = 0) -> None:
+        features = np.asarray(features, dtype=self.cache.spec.dtype)
+        if len(features) != len(sha256s):
+            raise ValueError(f"{len(sha256s)} hashes but {len(features)} feature rows")
+        self._rows.extend({"sha256": h, "path": p, "label": lab, "view": view}
+                          for h, p, lab in zip(sha256s, paths, labels))
+        self._features.append(features)
+        self._buffered += len(features)
+        while self._buffered >= self.cache.shard_size:
+            self._write(self.cache.shard_size)
+
+    def _write(self, count: int) -> None:
+        features = np.concatenate(self._features)
+        rows, self._rows = self._rows[:count], self._rows[count:]
+        self._features = [features[count:]] if count < len(features) else []
+        self._buffered -= count
+        shard_id = uuid.uuid4().hex[:16]
+        shard_name = f"shard-{shard_id}.npy"
+        folder = self.cache.folder
+        with atomic_path(folder / shard_name) as temporary:
+            with open(temporary, "wb") as handle:  # np.save on a name would append ".npy"
+                np.save(handle, features[:count])
+        part = pd.DataFrame(rows)
+        part["shard"] = shard_name
+        part["row"] = np.arange(count, dtype="int64")
+        part["label"] = part["label"].astype(str)
+        with atomic_path(folder / "parts" / f"{shard_id}.parquet") as temporary:
+            part[MANIFEST_COLUMNS].to_parquet(temporary, index=False)
+        self.written += count
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, error_type, error, traceback):
+        if error_type is None:
+            if self._buffered:
+                self._write(self._buffered)
+            self.cache.compact()
+        return False
+
+
+def cached_dataset(cache: FeatureCache, table: pd.DataFrame, batch_size: int = 32, shuffle: bool = True,
+                   seed: int | None = None, with_labels: bool = True, repeat: bool = False):
+    """A `tf.data.Dataset` of `(features, label_ids)` batches (features alone with `with_labels=False`)
+    for the images of `table`, streamed from the memory-mapped shards.
+
+    Features are float32, shaped like the stored features. With augmented views, every pass over the
+    data draws one of each image's views at random (seeded by `seed`, different in each epoch).
+    Only row indices live in memory, so a cache larger than RAM trains fine.
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise TltoolkitError(f"batch_size must be at least 1, got {batch_size}")
+    if with_labels and "label_id" not in table.columns:
+        raise TltoolkitError("the image table lacks column label_id; pass a scan's table or with_labels=False")
+    located = cache.locate(table)
+    views = cache.spec.view_count
+    # [images, views] tables of where each view lives; locate() orders rows by image, then view.
+    shard_names = np.asarray(sorted(located["shard"].unique()))
+    shard_index = np.searchsorted(shard_names, located["shard"].to_numpy()).reshape(-1, views)
+    row_index = located["row"].to_numpy().reshape(-1, views)
+    labels = table["label_id"].to_numpy().astype("int32") if with_labels else np.zeros(len(table), "int32")
+    first = cache.shard(shard_names[0])
+    feature_shape = first.shape[1:]
+
+    def load(images, draws):
+        view = draws % views
+        return (cache.gather(shard_names[shard_index[images, view]], row_index[images, view]).astype("float32"),
+                labels[images])
+
+    def load_tensors(images, draws):
+        features, label_ids = tf.numpy_function(load, [images, draws], (tf.float32, tf.int32), stateful=False)
+        features.set_shape([None, *feature_shape])
+        label_ids.set_shape([None])
+        return (features, label_ids) if with_labels else features
+
+    dataset = tf.data.Dataset.range(len(table))
+    if shuffle:
+        dataset = dataset.shuffle(len(table), seed=seed, reshuffle_each_iteration=True)
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    dataset = tf.data.Dataset.zip(dataset, draws)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size).map(load_tensors, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,72 @@
+"""`tltoolkit extract`: images to feature vectors on disk, the batch job.
+
+Writes `part-NNNNN.parquet` files (`path`, `label`, `sha256`, `features` as a fixed-size list) and
+`_extract.json` (model, weights hash, layer, preprocessing, feature shape, count) into --out. The
+local engine goes through the feature cache, so a re-run on a grown folder computes only the new
+images; `--engine ray` runs the same model on a Ray cluster (pip install 'tltoolkit[ray]').
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tltoolkit.errors import TltoolkitError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("extract", help="extract features of images to Parquet files",
+                                   description=__doc__)
+    parser.add_argument("--base", required=True, help="architecture id (see `tltoolkit models`)")
+    parser.add_argument("--weights", default="imagenet", help="imagenet (default), none (random init, "
+                        "seeded by --seed) or a weights file")
+    parser.add_argument("--data", required=True, help="class folders, a CSV/Parquet manifest or tfds:NAME")
+    parser.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
+    parser.add_argument("--layer", default="penultimate", help="penultimate (default) or a stage name: its output")
+    parser.add_argument("--pooling", choices=["avg", "max", "none"], default="none",
+                        help="pool a stage's feature map to a vector (default: none, keep the map)")
+    parser.add_argument("--dtype", choices=["float16", "float32"], default="float32")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, help="input size (default: the architecture's)")
+    parser.add_argument("--resize", choices=["center_crop", "stretch", "pad"], default="center_crop")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed with --weights none")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local")
+    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    parser.add_argument("--workers", type=int, help="Ray actors (default: one per CPU of the cluster)")
+    parser.add_argument("--cache-dir", help="feature cache folder (default: $XDG_CACHE_HOME/tltoolkit/features)")
+    parser.add_argument("--force", action="store_true", help="replace the extraction files in a non-empty --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from tltoolkit.data import scan
+    from tltoolkit.extract import (cache_chunks, check_output_folder, extract_features, extract_with_ray,
+                                   feature_extractor, output_metadata, write_output)
+
+    if args.batch_size < 1:
+        raise TltoolkitError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.address and args.engine != "ray":
+        raise TltoolkitError("--address joins a Ray cluster; add --engine ray")
+    out = check_output_folder(args.out, args.force)
+    result = scan(args.data, check=False)
+    table = result.usable()
+    quarantined = len(result.quarantined)
+    if quarantined:
+        print(f"{quarantined} file(s) quarantined and skipped (see `tltoolkit scan {args.data}`)", file=sys.stderr)
+    if table.empty:
+        raise TltoolkitError(f"no usable images in {args.data}; check the folder (tltoolkit scan {args.data})")
+    options = dict(arch=args.base, weights=None if args.weights == "none" else args.weights,
+                   image_size=args.image_size, layer=args.layer,
+                   pooling=None if args.pooling == "none" else args.pooling, dtype=args.dtype,
+                   resize=args.resize, seed=args.seed)
+    extractor = feature_extractor(**options)
+    if args.engine == "ray":
+        chunks = extract_with_ray(table, options, args.batch_size, args.address, args.workers)
+    else:
+        cache, stats = extract_features(table, extractor, args.cache_dir, args.batch_size, progress=not args.quiet)
+        print(f"computed {stats.computed} of {stats.images} image(s) ({stats.images - stats.computed} from the "
+              f"cache {cache.folder})", file=sys.stderr)
+        chunks = cache_chunks(cache, table)
+    count = write_output(out, chunks, output_metadata(extractor, args.engine, options["weights"], quarantined))
+    print(f"wrote {count} feature vector(s) {list(extractor.feature_shape)} to {out}")
+    return 0
