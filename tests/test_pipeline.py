@@ -124,6 +124,15 @@ def test_large_jpeg_decodes_at_reduced_scale_with_the_same_result(tmp_path):
     assert np.abs(images[0].astype(float) - full).mean() < 2
 
 
+def test_large_reductions_are_antialiased(tmp_path):
+    checkerboard = (np.indices((128, 128)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    path = str(tmp_path / "fine.png")
+    Image.fromarray(checkerboard).convert("RGB").save(path)
+    for policy in RESIZE_POLICIES:  # plain bilinear would sample the 0/255 pattern itself
+        images, _ = first_batch(table([path]), 20, resize=policy)
+        assert np.abs(images[0, 6:10].astype(int) - 128).max() <= 2, policy
+
+
 def test_deterministic_order_and_seeded_shuffle(tmp_path):
     paths = [solid(tmp_path / f"{i:02d}.png", (i * 10, 0, 0)) for i in range(20)]
     frame = table(paths)
