@@ -10,6 +10,8 @@ import pytest
 from tltoolkit.architectures import ArchitectureError, build, get_spec
 from tltoolkit.architectures.inception import ResidualScale
 
+from keras_parity import randomize_batch_norm, weighted_layer_names, write_legacy_h5
+
 KERAS_APPS = {"inception_v3": "InceptionV3", "inception_resnet_v2": "InceptionResNetV2"}
 SMALL = (75, 75, 3)  # keras.applications' minimum for both
 
@@ -18,34 +20,18 @@ def _batch(shape, n=2, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (n, *shape)).astype("float32")
 
 
-def _weighted_names(model):
-    return [layer.name for layer in model.layers if layer.weights]
-
-
-def _randomize_batchnorm(model, seed=1):
-    """Non-trivial BN statistics, so a BN loaded into the wrong layer changes the output."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.path
-                else rng.normal(0, 0.1, w.shape).astype("float32")
-                for w in layer.weights
-            ])
-
-
 @pytest.mark.parametrize("include_top", [True, False], ids=["top", "notop"])
 @pytest.mark.parametrize("arch", sorted(KERAS_APPS))
 def test_same_model_as_keras_applications(arch, include_top):
     keras.backend.clear_session()  # keras' layers get their fresh-session names
     theirs = getattr(keras.applications, KERAS_APPS[arch])(
         weights=None, include_top=include_top, input_shape=SMALL)
-    _randomize_batchnorm(theirs)
+    randomize_batch_norm(theirs)
     # Built after keras' model in the same session: our names are explicit, not counter-made.
     ours = build(arch, include_top=include_top, input_shape=SMALL)
 
     assert [layer.name for layer in ours.layers[1:]] == [layer.name for layer in theirs.layers[1:]]
-    assert _weighted_names(ours) == _weighted_names(theirs)
+    assert weighted_layer_names(ours) == weighted_layer_names(theirs)
     ours.set_weights(theirs.get_weights())  # same shapes in the same order
 
     # Softmax outputs are tiny, so the base's feature map is compared as well.
@@ -70,13 +56,13 @@ def test_inception_v3_loads_a_legacy_keras_h5_file(tmp_path):
     keras.backend.clear_session()
     keras.layers.Conv2D(1, 1)  # takes the name `conv2d`: keras' model gets conv2d_1, conv2d_2, ...
     theirs = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=SMALL)
-    _randomize_batchnorm(theirs)
-    assert _weighted_names(theirs)[0] == "conv2d_1"
-    path = str(tmp_path / "inception_v3_notop.h5")
-    theirs.save(path)
+    randomize_batch_norm(theirs)
+    assert weighted_layer_names(theirs)[0] == "conv2d_1"
+    path = tmp_path / "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    write_legacy_h5(theirs, path)
     ours = build("inception_v3", include_top=False, input_shape=SMALL)
-    ours.load_weights(path)
-    assert _weighted_names(ours)[0] == "conv2d"
+    ours.load_weights(str(path))
+    assert weighted_layer_names(ours)[0] == "conv2d"
 
     for mine, expected in zip(ours.weights, theirs.weights, strict=True):
         np.testing.assert_array_equal(mine.numpy(), expected.numpy())

@@ -8,8 +8,8 @@ carry exactly the names Keras gives them in a fresh session, but set explicitly,
 depend on what else the session has built.
 
 `googlenet` follows torchvision's layout (BN after every conv, a 3x3 conv where the paper has the
-5x5, a 2x2 `pool4`), whose parameter count it reproduces; `inception_v4` follows TF-slim's model
-(as ported by timm) with TF-slim's scope names in lower case (`mixed_5b`, `mixed_6a`, ...).
+5x5, a 2x2 `pool4`), whose parameter count it reproduces; `inception_v4` is TF-slim's model as timm
+ports it (timm's parameter count), with TF-slim's scope names in lower case (`mixed_5b`, ...).
 """
 
 from __future__ import annotations
@@ -298,10 +298,14 @@ def inception_v3(include_top=True, num_classes=1000, input_shape=None, pooling=N
 # Inception-v4 (TF-slim / timm)
 
 def v4_conv(x, filters, kernel_size, strides=1, padding="same", *, name):
-    """TF-slim's conv: no bias, BN without scale (eps 1e-3), ReLU."""
+    """timm's conv: no bias, BN (eps 1e-3), ReLU.
+
+    The BN has a scale, as in timm (whose 42.7M parameters count it); TF-slim's has none, and its
+    checkpoints load with the scales at one.
+    """
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False,
                       name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(scale=False, epsilon=1e-3, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -594,8 +598,8 @@ register(ArchSpec(
     default_size=299,
     min_size=75,
     preprocessing="tf",
-    params=42_711_400,
-    trainable_params=42_648_232,
+    params=42_742_984,
+    trainable_params=42_679_816,
     macs=12.2540,
     reference_params=Reference(42.7e6, "approx", "timm inception_v4.tf_in1k model card"),
     reference_macs=Reference(12.3, "gmacs", "timm inception_v4.tf_in1k model card"),
