@@ -166,3 +166,23 @@ def test_bad_arguments_are_one_line_errors(kwargs, message):
     size = kwargs.pop("size", 8)
     with pytest.raises(TltoolkitError, match=message):
         image_dataset(frame, size, **kwargs)
+
+
+def test_every_usable_file_of_a_scan_reaches_the_pipeline_upright_with_three_channels(tmp_path):
+    from images import write_every_kind, write_good_images
+
+    from tltoolkit.data import load_rgb, scan
+
+    write_every_kind(tmp_path / "cats" / "misty")
+    write_good_images(tmp_path / "cats" / "tigger", 4)
+    usable = scan(tmp_path / "cats", cache_dir=tmp_path / "cache").usable()
+    assert (usable["decoder"] == "pil").any() and (usable["decoder"] == "tf").any()
+    # The generated images are 32x48, so "stretch" to 32x48 leaves the decoded pixels as they are.
+    dataset = image_dataset(usable, (32, 48), batch_size=len(usable), resize="stretch", deterministic=True)
+    images, labels = (t.numpy() for t in next(iter(dataset)))
+    assert images.shape == (len(usable), 32, 48, 3)
+    assert list(labels) == list(usable["label_id"])
+    for image, path in zip(images, usable["path"]):
+        assert np.abs(image.astype(int) - load_rgb(path)).mean() < 3, path
+    upright = images[list(usable["path"].str.endswith("exif_rotated.jpg")).index(True)]
+    assert np.abs(upright[:12, :20].astype(int) - RED).max() < 40  # the pattern's red top-left quadrant

@@ -3,8 +3,8 @@
 What runs where:
 - On the host CPU, inside tf.data (parallel, AUTOTUNE): read the file, decode it, resize it to the
   model's input size, batch, prefetch. Files the scan marked `decoder="pil"` (EXIF orientation, CMYK,
-  16-bit, alpha, palette) decode through PIL in a `tf.numpy_function`; all others stay in TF ops, which
-  run without the GIL.
+  16-bit, alpha, palette) decode through `tltoolkit.data.load_rgb` (PIL) in a `tf.numpy_function`; all
+  others stay in TF ops, which run without the GIL.
 - On the accelerator, inside the model: augmentation (`tltoolkit.augment`, training only) and the
   architecture's preprocessing (`tltoolkit.architectures.preprocessing`). So the pipeline's output is
   raw 0..255 pixels, and an exported model takes raw images.
@@ -80,7 +80,9 @@ def decode_image_file(path, decoder: str = "tf") -> np.ndarray:
     """One image file as a `[H, W, 3]` uint8 RGB array, decoded the way the pipeline decodes it."""
     _check_choice("decoder", decoder, DECODERS)
     if decoder == "pil":
-        return _pil_rgb(str(path))
+        from tltoolkit.data import load_rgb
+
+        return load_rgb(str(path))
     import tensorflow as tf
 
     return _decode_tf(tf.io.read_file(str(path)), None).numpy()
@@ -125,9 +127,10 @@ def _decode(path, use_pil, size, any_pil):
         return _decode_tf(tf.io.read_file(path), size)
 
     def from_pil():
+        from tltoolkit.data import load_rgb
+
         # PIL's JPEG draft mode gives the same DCT-scale speed-up as `_decode_tf`.
-        image = tf.numpy_function(lambda p: _pil_rgb(p.decode(), min_side=max(size)), [path], tf.uint8,
-                                  stateful=False)
+        image = tf.numpy_function(lambda p: load_rgb(p, min_side=max(size)), [path], tf.uint8, stateful=False)
         image.set_shape([None, None, 3])
         return image
 
@@ -185,32 +188,3 @@ def _resize(image, size, policy):
                           lambda: tf.image.resize(image, size))
     resized.set_shape([size[0], size[1], 3])
     return resized
-
-
-def _pil_rgb(path: str, min_side: int | None = None) -> np.ndarray:
-    """uint8 RGB pixels of a file TF's decoders get wrong: EXIF orientation applied, CMYK and palette
-    converted, 16-bit scaled to 8-bit, transparency composited on white. `min_side` lets a JPEG decode
-    at a reduced DCT scale that still has at least that many pixels on each side."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        if min_side:
-            image.draft(None, (min_side, min_side))
-        image = ImageOps.exif_transpose(image)
-        return np.asarray(_to_rgb8(image))
-
-
-def _to_rgb8(image):
-    from PIL import Image
-
-    if image.mode.startswith("I;16"):
-        # Pillow's convert("L") clips 16-bit values instead of scaling them.
-        gray = np.round(np.asarray(image).astype("float32") * (255.0 / 65535.0)).astype("uint8")
-        return Image.fromarray(gray, "L").convert("RGB")
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        image.mode == "P" and "transparency" in image.info)
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
