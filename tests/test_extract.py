@@ -251,3 +251,35 @@ def test_cli_extract_writes_parquet_and_json_and_refuses_a_full_folder(tmp_path,
     assert "not empty" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0
     assert len(pd.read_parquet(out)) == 6
+
+
+def test_ray_engine_matches_the_local_engine_row_for_row(tmp_path, weights, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    data = write_classes(tmp_path / "data", per_class=4)
+    common = ["--base", ARCH, "--weights", weights, "--data", data, "--layer", "conv4", "--pooling", "max",
+              "--batch-size", "3", "--quiet"]
+    assert main(["extract", *common, "--out", str(tmp_path / "local"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main(["extract", *common, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"]) == 0
+    finally:
+        ray.shutdown()
+    local, distributed = pd.read_parquet(tmp_path / "local"), pd.read_parquet(tmp_path / "ray")
+    assert len(local) == 8
+    pd.testing.assert_frame_equal(local[["path", "label", "sha256"]], distributed[["path", "label", "sha256"]])
+    np.testing.assert_allclose(np.stack(local["features"].to_numpy()), np.stack(distributed["features"].to_numpy()),
+                               atol=1e-5)
+    meta = json.loads((tmp_path / "ray" / "_extract.json").read_text())
+    assert meta["engine"] == "ray" and meta["count"] == 8
+
+
+def test_ray_engine_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does where Ray is not installed
+    out = tmp_path / "out"
+    assert main(["extract", "--base", ARCH, "--data", str(tmp_path), "--out", str(out), "--engine", "ray"]) == 2
+    assert "pip install 'tltoolkit[ray]'" in capsys.readouterr().err
+    assert not out.exists()

@@ -372,30 +372,49 @@ class _RayWorker:
         return batch[["path", "label", "sha256"]].assign(features=list(features))
 
 
+def require_ray():
+    """The `ray` module, or a one-line error saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise TltoolkitError("the ray engine needs Ray: pip install 'tltoolkit[ray]' (or use --engine local)") from None
+    return ray
+
+
 def extract_with_ray(table: pd.DataFrame, options: dict, batch_size: int = 32, address: str | None = None,
                      workers: int | None = None, num_gpus: float | None = None, rows: int = 4096):
     """`(rows, features)` chunks of `table`'s features, computed by a Ray Data job: the table's rows
     -> `map_batches` over an actor pool (`workers` actors, one `feature_extractor(**options)` model
     each, `num_gpus` each; by default one GPU each where the cluster has GPUs). `address` joins a
     running cluster; otherwise a local Ray starts with `workers` CPUs. Yields rows in table order."""
-    try:
-        import ray
-    except ImportError:
-        raise TltoolkitError("the ray engine needs Ray: pip install 'tltoolkit[ray]' (or use --engine local)") from None
+    ray = require_ray()
     table = _prepared(table)
     if "decoder" not in table.columns:
         table = table.assign(decoder="tf")
-    if not ray.is_initialized():
+    started_here = not ray.is_initialized()
+    if started_here:
         ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
-    workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    if num_gpus is None:
-        num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False
-    dataset = ray.data.from_pandas(table[["path", "label", "sha256", "decoder"]]).map_batches(
-        _RayWorker, fn_constructor_kwargs={"options": options}, batch_size=batch_size, batch_format="pandas",
-        concurrency=workers, num_gpus=num_gpus, num_cpus=0 if num_gpus else 1)
-    for batch in dataset.iter_batches(batch_size=rows, batch_format="pandas"):
-        yield batch, np.stack(list(batch["features"]))
+    try:
+        resources = ray.cluster_resources()
+        workers = workers or max(1, int(resources.get("CPU", 1)))
+        if num_gpus is None:
+            num_gpus = 1 if resources.get("GPU", 0) else 0
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False
+        # Enough blocks for every actor to get work, and a few more to balance the load.
+        # (Split here: from_pandas(override_num_blocks=) fails on pandas 3 in Ray 2.60.)
+        block_rows = max(batch_size, -(-len(table) // (workers * 8)))
+        columns = table[["path", "label", "sha256", "decoder"]]
+        dataset = ray.data.from_pandas([columns.iloc[start:start + block_rows]
+                                        for start in range(0, len(columns), block_rows)])
+        dataset = dataset.map_batches(
+            _RayWorker, fn_constructor_kwargs={"options": options}, batch_size=batch_size, batch_format="pandas",
+            concurrency=workers, num_gpus=num_gpus, num_cpus=0 if num_gpus else 1)
+        for batch in dataset.iter_batches(batch_size=rows, batch_format="pandas"):
+            yield batch, np.stack(list(batch["features"]))
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -41,12 +41,14 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from tltoolkit.data import scan
     from tltoolkit.extract import (cache_chunks, check_output_folder, extract_features, extract_with_ray,
-                                   feature_extractor, output_metadata, write_output)
+                                   feature_extractor, output_metadata, require_ray, write_output)
 
     if args.batch_size < 1:
         raise TltoolkitError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.address and args.engine != "ray":
         raise TltoolkitError("--address joins a Ray cluster; add --engine ray")
+    if args.engine == "ray":
+        require_ray()
     out = check_output_folder(args.out, args.force)
     result = scan(args.data, check=False)
     table = result.usable()
