@@ -114,7 +114,7 @@ def test_lenet5_trains_and_round_trips(variant, tmp_path):
 
 def test_alexnet_two_tower_is_the_papers_grouped_layout():
     model = build("alexnet", two_tower=True)
-    assert model.input.shape[1:] == (227, 227, 3)
+    assert model.input.shape[1:] == (224, 224, 3)
     assert model.count_params() == 60_965_224
     assert round(count_macs(model) / 1e9, 4) == 0.7244
     # Towers: conv2, conv4 and conv5 see only their own GPU's half of the maps (Fig. 2).
@@ -126,11 +126,13 @@ def test_alexnet_two_tower_is_the_papers_grouped_layout():
     norms = [layer.name for layer in model.layers if isinstance(layer, LocalResponseNormalization)]
     assert norms == ["block1_norm", "block2_norm"]
     assert output_sizes(model, ["block1_conv", "block1_pool", "block2_pool", "block5_pool"]) == [55, 27, 13, 6]
+    stages = spec_stage_ranges(model, get_spec("alexnet"))
+    assert [r.name for r in stages] == ["block1", "block2", "block3", "block4", "block5", "head"]
 
 
 def test_alexnet_options_are_checked():
-    with pytest.raises(ArchitectureError, match="at least 67"):
-        build("alexnet", two_tower=True, input_shape=(64, 64, 3))
+    with pytest.raises(ArchitectureError, match="at least 63"):
+        build("alexnet", two_tower=True, input_shape=(60, 60, 3))
     with pytest.raises(ArchitectureError, match="two_tower"):
         build("alexnet", two_tower="yes")
     with pytest.raises(ArchitectureError, match="at least 63"):
@@ -198,8 +200,8 @@ def test_zfnet_reproduces_figure_3():
 
 
 def test_alexnet_two_tower_round_trips(tmp_path):
-    model = build("alexnet", two_tower=True, include_top=False, pooling="avg", input_shape=(67, 67, 3))
-    x = np.random.default_rng(3).uniform(0, 1, (2, 67, 67, 3)).astype("float32")
+    model = build("alexnet", two_tower=True, include_top=False, pooling="avg", input_shape=(63, 63, 3))
+    x = np.random.default_rng(3).uniform(0, 1, (2, 63, 63, 3)).astype("float32")
     assert_round_trip(model, tmp_path, x)
 
 

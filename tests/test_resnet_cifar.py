@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tltoolkit.architectures import ArchitectureError, build, get_spec
-from tltoolkit.architectures.resnet_cifar import RESNETS, SubsampleZeroPad, drop_rates
+from tltoolkit.architectures.common import StochasticDepth, drop_path_rates
+from tltoolkit.architectures.resnet_cifar import RESNETS, SubsampleZeroPad
 from tltoolkit.architectures.stages import spec_stage_ranges, trainable_count
 
 BATCH = np.random.default_rng(0).uniform(0, 1, (4, 32, 32, 3)).astype("float32")
@@ -76,14 +77,12 @@ def test_options_are_checked():
 
 
 def test_stochastic_depth_replaces_the_adds():
-    from keras_cv.layers import StochasticDepth
-
     model = build("resnet20_cifar", drop_path_rate=0.3)
     drops = layers_of(model, StochasticDepth)
     assert not layers_of(model, keras.layers.Add)
     assert [layer.name for layer in drops] == [f"conv{s}_block{b}_add" for s in (2, 3, 4) for b in (1, 2, 3)]
-    np.testing.assert_allclose([layer.rate for layer in drops], drop_rates(0.3, 9))
-    np.testing.assert_allclose(drop_rates(0.3, 9)[-1], 0.3)
+    np.testing.assert_allclose([layer.rate for layer in drops], drop_path_rates(0.3, 9))
+    np.testing.assert_allclose(drop_path_rates(0.3, 9)[-1], 0.3)
     assert model.count_params() == get_spec("resnet20_cifar").params
     assert np.isfinite(model(BATCH, training=True).numpy()).all()
 

@@ -18,7 +18,8 @@ from keras_parity import (
     write_legacy_h5,
 )
 from tltoolkit.architectures import ArchitectureError, build
-from tltoolkit.architectures.resnet_v2 import BLOCKS, drop_path_rates
+from tltoolkit.architectures.common import StochasticDepth, drop_path_rates
+from tltoolkit.architectures.resnet_v2 import BLOCKS
 
 SMALL = (32, 32, 3)
 KERAS_MODELS = {
@@ -59,15 +60,13 @@ def test_strided_shortcuts_are_named_and_in_keras_positions():
 
 
 def test_drop_path_rates_rise_linearly_to_the_rate():
-    rates = drop_path_rates(16, 0.2)
+    rates = drop_path_rates(0.2, 16)
     assert rates[-1] == pytest.approx(0.2)
     np.testing.assert_allclose(np.diff(rates), 0.2 / 16)
-    assert drop_path_rates(4, 0.0) == [0.0] * 4
+    assert drop_path_rates(0.0, 4) == [0.0] * 4
 
 
 def test_stochastic_depth_keeps_keras_weights(tmp_path):
-    from keras_cv.layers import StochasticDepth
-
     theirs = keras.applications.ResNet50V2(weights=None, include_top=False, input_shape=SMALL)
     model = build("resnet50v2", include_top=False, pooling="avg", input_shape=SMALL, drop_path_rate=0.5)
 
@@ -75,7 +74,7 @@ def test_stochastic_depth_keeps_keras_weights(tmp_path):
     names = [f"{stage}_block{b}_out" for stage, n in zip(("conv2", "conv3", "conv4", "conv5"), BLOCKS["resnet50v2"])
              for b in range(1, n + 1)]
     assert sorted(layer.name for layer in merges) == sorted(names)
-    assert [model.get_layer(n).rate for n in names] == pytest.approx(drop_path_rates(len(names), 0.5))
+    assert [model.get_layer(n).rate for n in names] == pytest.approx(drop_path_rates(0.5, len(names)))
     assert not any(isinstance(layer, layers.Add) for layer in model.layers)
 
     # The ImageNet files still load: same weighted layers in the same order.

@@ -257,14 +257,16 @@ ALEXNET_LAYOUTS = {
         ConvBlock(256, 3),
         ConvBlock(256, 3, pool=True),
     ), default_size=224, min_size=63, caffe_pooling=False, dropout_after_fc=False),
-    # The paper's two GPU towers as groups=2 (Fig. 2; Caffe's bvlc_alexnet at 227).
+    # The paper's two GPU towers as groups=2 (Fig. 2). The paper's 224 input only yields its 55x55
+    # first maps with 2 pixels of padding (Caffe's bvlc_alexnet uses 227 unpadded: the same maps),
+    # which also keeps `block1_pad` as the first layer, so both layouts share their stages.
     "alexnet_two_tower": AlexNetLayout((
-        ConvBlock(96, 11, 4, padding=0, pool=True, norm="before"),
+        ConvBlock(96, 11, 4, padding=2, pool=True, norm="before"),
         ConvBlock(256, 5, groups=2, pool=True, norm="before"),
         ConvBlock(384, 3),
         ConvBlock(384, 3, groups=2),
         ConvBlock(256, 3, groups=2, pool=True),
-    ), default_size=227, min_size=67, caffe_pooling=True, dropout_after_fc=True),
+    ), default_size=224, min_size=63, caffe_pooling=True, dropout_after_fc=True),
     # Zeiler & Fergus 2013, Fig. 3: 110, 55, 26, 13, 13, 13, 6.
     "zfnet": AlexNetLayout((
         ConvBlock(96, 7, 2, padding=1, pool=True, norm="after"),
@@ -351,11 +353,11 @@ def alexnet(include_top: bool = True, num_classes: int = 1000, input_shape=None,
     than 224 reach fc1 through an adaptive average pool to 6x6 (`fc_pool`), as torchvision's do;
     the minimum is 63x63.
 
-    two_tower=True: the paper's network as Caffe's bvlc_alexnet lays it out, at 227x227
-    (at least 67): 96/256/384/384/256 filters, conv2, conv4 and conv5 grouped in two towers
-    (`groups=2`), local response normalization (k=2, n=5, alpha=1e-4, beta=0.75) after the first
-    two convolutions, Caffe's rounded-up pooling, dropout on the outputs of fc1 and fc2
-    (60,965,224 parameters). Its first stage begins at `block1_conv`: it has no `block1_pad`.
+    two_tower=True: the paper's network, at the paper's 224x224 with 2 pixels of padding (the
+    same 55x55 maps as Caffe's bvlc_alexnet at 227 unpadded): 96/256/384/384/256 filters, conv2,
+    conv4 and conv5 grouped in two towers (`groups=2`), local response normalization (k=2, n=5,
+    alpha=1e-4, beta=0.75) after the first two convolutions, Caffe's rounded-up pooling, dropout
+    on the outputs of fc1 and fc2 (60,965,224 parameters, 0.7244 GMACs). Same stages as the default.
     """
     if not isinstance(two_tower, bool):
         raise ArchitectureError(f"alexnet: two_tower must be True or False; received {two_tower!r}")
@@ -483,7 +485,7 @@ register(ArchSpec(
     trainable_params=62_357_608,
     macs=1.1680,
     # The paper gives no parameter count: this is the count its Fig. 3 implies.
-    reference_params=Reference(62_357_608, "total", "derived from Zeiler & Fergus 2013, Fig. 3"),
+    reference_params=Reference(62_357_608, "derived", "derived from Zeiler & Fergus 2013, Fig. 3"),
     paper=ZFNET_PAPER,
 ))
 register(ArchSpec(
@@ -501,7 +503,7 @@ register(ArchSpec(
     macs=1.1002,
     # The paper gives no ImageNet parameter count (only the 29 MB model): this is the count of the
     # Caffe model it links.
-    reference_params=Reference(7_595_176, "total", "derived from the Caffe model zoo prototxt, "
+    reference_params=Reference(7_595_176, "derived", "derived from the Caffe model zoo prototxt, "
                                                    "gist mavenlin/d802a5849de39225bcc6"),
     paper=NIN_PAPER,
 ))

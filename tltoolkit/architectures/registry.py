@@ -36,7 +36,9 @@ class Reference:
 
     counts: `total` (Keras count_params, BN moving statistics included), `trainable` (torchvision's
     convention: no BN statistics), `approx` (a paper's rounded value, e.g. 0.85M: checked to the
-    digits given) or `gmacs` (multiply-accumulates, billions, checked to the digits given).
+    digits given), `derived` (no count is published: an exact count derived from the paper's layer
+    table, the source says how; checked against the total) or `gmacs` (multiply-accumulates,
+    billions, checked to the digits given).
     """
 
     value: float

@@ -123,15 +123,7 @@ def _shortcut(x, filters, stride, convention, name):
 def _merge(shortcut, residual, se_ratio, drop_rate, name):
     if se_ratio:
         residual = squeeze_excite(residual, se_ratio, name=name)
-    if drop_rate:
-        # Imported only when asked for: keras_cv is slow to import. Named as the Add it replaces,
-        # and weightless, so layer order and weights stay those of the plain network.
-        from keras_cv.layers import StochasticDepth
-
-        x = StochasticDepth(drop_rate, name=f"{name}_add")([shortcut, residual])
-    else:
-        # [shortcut, residual], as keras.applications: the input order fixes the weighted-layer order.
-        x = layers.Add(name=f"{name}_add")([shortcut, residual])
+    x = common.residual_add(shortcut, residual, drop_rate, name=f"{name}_add")
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 

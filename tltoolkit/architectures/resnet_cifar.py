@@ -64,16 +64,6 @@ def conv3x3(x, filters: int, strides: int, name: str):
     return layers.Conv2D(filters, 3, strides=strides, use_bias=False, name=f"{name}_conv")(x)
 
 
-def residual_add(shortcut, residual, drop_rate: float, name: str):
-    """`shortcut + residual`; with stochastic depth (Huang et al. 2016, arXiv:1603.09382) the
-    residual branch is dropped with probability `drop_rate` while training."""
-    if drop_rate:
-        from keras_cv.layers import StochasticDepth
-
-        return StochasticDepth(drop_rate, name=name)([shortcut, residual])
-    return layers.Add(name=name)([shortcut, residual])
-
-
 def basic_block(x, filters: int, strides: int, shortcut: str | None, drop_rate: float, name: str):
     """He et al.'s basic block: 3x3 conv-BN-ReLU, 3x3 conv-BN, the shortcut added, ReLU.
 
@@ -95,7 +85,7 @@ def basic_block(x, filters: int, strides: int, shortcut: str | None, drop_rate: 
     y = conv3x3(y, filters, 1, name=f"{name}_2")
     y = batch_norm(f"{name}_2_bn")(y)
     if skip is not None:
-        y = residual_add(skip, y, drop_rate, name=f"{name}_add")
+        y = common.residual_add(skip, y, drop_rate, name=f"{name}_add")
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
@@ -114,12 +104,7 @@ def wide_block(x, filters: int, strides: int, dropout: float, drop_rate: float, 
     if dropout:
         y = layers.Dropout(dropout, name=f"{name}_dropout")(y)
     y = conv3x3(y, filters, 1, name=f"{name}_2")
-    return residual_add(skip, y, drop_rate, name=f"{name}_out")
-
-
-def drop_rates(drop_path_rate: float, blocks: int) -> list[float]:
-    """Huang et al.'s linear decay rule: block l of L is dropped with probability l/L * rate."""
-    return [drop_path_rate * b / blocks for b in range(1, blocks + 1)]
+    return common.residual_add(skip, y, drop_rate, name=f"{name}_out")
 
 
 def _check_rate(arch_id: str, option: str, value) -> None:
@@ -141,7 +126,7 @@ def resnet_cifar(arch_id: str, depth: int, include_top: bool = True, num_classes
         parameters) or "B" (1x1 convolution and BN where the shape changes).
       plain: no shortcuts at all, the plain nets of the paper's Fig. 6 (same parameters as "A").
       drop_path_rate: stochastic depth; block l of L is skipped with probability
-        l/L * drop_path_rate while training (keras_cv StochasticDepth named `..._add`).
+        l/L * drop_path_rate while training (tltoolkit StochasticDepth named `..._add`).
     """
     spec = get_spec(arch_id)
     common.check_pooling(spec, pooling)
@@ -154,7 +139,7 @@ def resnet_cifar(arch_id: str, depth: int, include_top: bool = True, num_classes
         raise ArchitectureError(f"{arch_id}: a plain net has no shortcuts; drop shortcut/drop_path_rate "
                                 f"or plain=True")
     n = (depth - 2) // 6
-    rates = drop_rates(drop_path_rate, n * len(WIDTHS))
+    rates = common.drop_path_rates(drop_path_rate, n * len(WIDTHS))
     inputs = common.model_input(spec, input_shape)
     x = conv3x3(inputs, STEM_WIDTH, 1, name="conv1")
     x = batch_norm("conv1_bn")(x)
@@ -185,7 +170,7 @@ def wide_resnet_cifar(arch_id: str, depth: int, width: int, include_top: bool = 
     _check_rate(arch_id, "dropout", dropout)
     _check_rate(arch_id, "drop_path_rate", drop_path_rate)
     n = (depth - 4) // 6
-    rates = drop_rates(drop_path_rate, n * len(WIDTHS))
+    rates = common.drop_path_rates(drop_path_rate, n * len(WIDTHS))
     inputs = common.model_input(spec, input_shape)
     x = conv3x3(inputs, STEM_WIDTH, 1, name="conv1")
     for stage, (filters, stage_strides) in enumerate(zip(WIDTHS, STRIDES)):

@@ -48,16 +48,6 @@ def _bn(name: str):
     return layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
 
 
-def residual_merge(shortcut, residual, drop_rate: float, name: str):
-    """shortcut + residual; with drop_rate > 0, stochastic depth on the residual branch."""
-    if drop_rate:
-        # keras_cv is imported only when asked for: it is slow to import and most models don't need it.
-        from keras_cv.layers import StochasticDepth
-
-        return StochasticDepth(drop_rate, name=name)([shortcut, residual])
-    return layers.Add(name=name)([shortcut, residual])
-
-
 def residual_block_v2(x, filters: int, stride: int = 1, conv_shortcut: bool = False,
                       drop_rate: float = 0.0, name: str = ""):
     """Pre-activation bottleneck: BN-ReLU, then 1x1 -> 3x3 (stride) -> 1x1 (4 x filters)."""
@@ -77,7 +67,7 @@ def residual_block_v2(x, filters: int, stride: int = 1, conv_shortcut: bool = Fa
     y = _bn(f"{name}_2_bn")(y)
     y = layers.Activation("relu", name=f"{name}_2_relu")(y)
     y = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(y)
-    return residual_merge(shortcut, y, drop_rate, name=f"{name}_out")
+    return common.residual_add(shortcut, y, drop_rate, name=f"{name}_out")
 
 
 def residual_stack_v2(x, filters: int, blocks: int, last_stride: int, drop_rates, name: str):
@@ -97,11 +87,6 @@ def _is_rate(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
 
 
-def drop_path_rates(total_blocks: int, drop_path_rate: float) -> list[float]:
-    """Stochastic depth's linear decay rule: block l of L drops with probability l/L x the rate."""
-    return [drop_path_rate * b / total_blocks for b in range(1, total_blocks + 1)]
-
-
 def resnet_v2(arch_id: str, include_top: bool = True, num_classes: int = 1000, input_shape=None,
               pooling=None, drop_path_rate: float = 0.0) -> keras.Model:
     """Pre-activation ResNet with stages `BLOCKS[arch_id]` (He et al. 2016, arXiv:1603.05027).
@@ -117,7 +102,7 @@ def resnet_v2(arch_id: str, include_top: bool = True, num_classes: int = 1000, i
     if not _is_rate(drop_path_rate):
         raise ArchitectureError(f"{arch_id}: drop_path_rate must be in [0, 1); received {drop_path_rate!r}")
     blocks = BLOCKS[arch_id]
-    rates = drop_path_rates(sum(blocks), drop_path_rate)
+    rates = common.drop_path_rates(drop_path_rate, sum(blocks))
     inputs = common.model_input(spec, input_shape)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)  # no BN: the first block pre-activates
