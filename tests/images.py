@@ -101,6 +101,8 @@ def write_every_kind(folder, seed=0) -> dict[str, tuple[str, str]]:
     data = jpeg_bytes(base(13))
     with open(join("truncated.jpg"), "wb") as file:
         file.write(data[: len(data) // 2])
+    with open(join("truncated_header.jpg"), "wb") as file:  # cut inside the headers
+        file.write(data[:300])
     with open(join("text.png"), "w") as file:
         file.write("this is not a picture\n")
     with open(join("phone.heic"), "wb") as file:
@@ -108,6 +110,7 @@ def write_every_kind(folder, seed=0) -> dict[str, tuple[str, str]]:
     expected.update({
         "empty.jpg": ("quarantined", "empty"),
         "truncated.jpg": ("quarantined", "truncated"),
+        "truncated_header.jpg": ("quarantined", "truncated"),
         "text.png": ("quarantined", "not an image"),
         "phone.heic": ("quarantined", "unsupported format"),
     })

@@ -57,7 +57,7 @@ def test_every_kind_scans_with_its_status_and_reason(messy, tmp_path):
     assert (usable["sha256"].str.len() == 64).all() and (usable[["width", "height"]].to_numpy() == [48, 32]).all()
     assert rows.loc["rgb.jpg", "size"] == os.path.getsize(folder / "cats" / "rgb.jpg")
     summary = result.summary().set_index("class")
-    assert summary.loc["cats", "quarantined"] == 4 and summary.loc["dogs", "usable"] == 5
+    assert summary.loc["cats", "quarantined"] == 5 and summary.loc["dogs", "usable"] == 5
     assert summary.loc["cats", "usable"] == summary.loc["cats", "train"] + summary.loc["cats", "validation"] == 12
 
 
@@ -285,8 +285,8 @@ def test_scan_cli_prints_counts_and_writes_the_report(messy, tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["class", "id", "train", "validation", "usable", "duplicate", "quarantined"]
-    assert lines[1].split()[:2] == ["cats", "0"] and lines[1].split()[4:] == ["12", "0", "4"]
-    assert "quarantined 4 files (not used):" in done.stdout and "... and 2 more (all in" in done.stdout
+    assert lines[1].split()[:2] == ["cats", "0"] and lines[1].split()[4:] == ["12", "0", "5"]
+    assert "quarantined 5 files (not used):" in done.stdout and "... and 3 more (all in" in done.stdout
     assert "ignored 2 hidden or non-image files" in done.stdout
     table = pd.read_csv(report, keep_default_na=False)
     assert {"path", "label", "sha256", "status", "reason", "split"} <= set(table.columns)

@@ -77,7 +77,7 @@ def probe_bytes(data: bytes) -> dict:
             return quarantined("unreadable", "image header is damaged", len(data), sha256)
         return quarantined("not an image", "no known image signature", len(data), sha256)
     except Exception as error:  # Pillow raises many types for hostile headers
-        return quarantined("unreadable", _one_line(error), len(data), sha256)
+        return quarantined(_failure_reason(error), _one_line(error), len(data), sha256)
     try:
         conversions, needs_pil = _plan(image, data)
         width, height = image.size if _orientation(image) < 5 else image.size[::-1]  # before draft shrinks it
@@ -90,9 +90,7 @@ def probe_bytes(data: bytes) -> dict:
         if needs_pil:
             to_rgb(image)  # the pipeline will do this; prove it works now
     except Exception as error:
-        message = _one_line(error)
-        reason = "truncated" if "truncated" in message or "broken data stream" in message else "unreadable"
-        return quarantined(reason, message, len(data), sha256)
+        return quarantined(_failure_reason(error), _one_line(error), len(data), sha256)
     return {"sha256": sha256, "size": len(data), "status": "converted" if conversions else "ok",
             "reason": ",".join(conversions), "detail": "", "decoder": "pil" if needs_pil else "tf",
             "format": image.format or "", "width": width, "height": height}
@@ -166,6 +164,11 @@ def load_rgb(path, min_side: int | None = None) -> np.ndarray:
         if min_side:
             image.draft(image.mode, (min_side, min_side))
         return np.asarray(to_rgb(image))
+
+
+def _failure_reason(error: Exception) -> str:
+    message = str(error).lower()  # Pillow says "image file is truncated" and "Truncated File Read"
+    return "truncated" if "truncated" in message or "broken data stream" in message else "unreadable"
 
 
 def _one_line(error: Exception) -> str:
