@@ -13,6 +13,9 @@ _LAZY = {
     "get_spec": "tltoolkit.architectures",
     "all_specs": "tltoolkit.architectures",
     "ArchitectureError": "tltoolkit.architectures",
+    "scan": "tltoolkit.data",
+    "image_dataset": "tltoolkit.pipeline",
+    "augmentation": "tltoolkit.augment",
 }
 
 from tltoolkit.errors import TltoolkitError  # noqa: E402
