@@ -1,0 +1,145 @@
+"""New classifier heads: pooling -> optional hidden Dense layers -> dropout -> `Dense(num_classes, softmax)`
+named `predictions`, on any base (a registry model, `keras:NAME`, a saved `.keras`).
+
+    head = head_model(features.shape[1:], num_classes=3)   # phase 1: trained on cached features
+    model = attach_head(base, 3)                             # phase 2: the base and the same head
+    copy_head_weights(head, model)                           # same predictions on the same images
+
+The head alone (`head_model`) and the head inside the full model (`attach_head`) have the same layer
+names and weight shapes, so weights move between them 1:1. Pooling has no weights: a head trained on
+pooled feature vectors is the head of the full model. Only Keras core layers: saved models load in
+safe mode without custom objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tltoolkit.errors import TltoolkitError
+
+POOLINGS = ("avg", "max", "flatten", "none")
+PREDICTIONS = "predictions"
+HEAD_LAYER_PREFIX = "head_"  # every head layer but `predictions` is named head_*: a head's layers are findable
+
+
+def _check(num_classes: int, hidden: Sequence[int], dropout: float, pooling: str) -> None:
+    if num_classes < 2:
+        raise TltoolkitError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if pooling not in POOLINGS:
+        raise TltoolkitError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
+    if not 0 <= dropout < 1:
+        raise TltoolkitError(f"dropout must be in [0, 1), got {dropout}")
+    if any(int(units) < 1 for units in hidden):
+        raise TltoolkitError(f"hidden layer sizes must be positive, got {list(hidden)}")
+
+
+def _pool(x, pooling: str):
+    import keras
+
+    if len(x.shape) == 2 or pooling == "none":
+        return x  # already a vector (e.g. a classifier's penultimate layer or pooled cached features)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name=f"{HEAD_LAYER_PREFIX}avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name=f"{HEAD_LAYER_PREFIX}max_pool")(x)
+    return keras.layers.Flatten(name=f"{HEAD_LAYER_PREFIX}flatten")(x)
+
+
+def _classifier(x, num_classes: int, hidden: Sequence[int], dropout: float, l2: float, name: str):
+    import keras
+
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    for i, units in enumerate(hidden, start=1):
+        x = keras.layers.Dense(int(units), activation="relu", kernel_regularizer=regularizer,
+                               name=f"{HEAD_LAYER_PREFIX}dense{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"{HEAD_LAYER_PREFIX}dropout{i}")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=f"{HEAD_LAYER_PREFIX}dropout")(x)
+    # float32 softmax even under mixed precision: half-precision probabilities underflow.
+    return keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer,
+                              dtype="float32", name=name)(x)
+
+
+def attach_head(base, num_classes: int, hidden: Sequence[int] = (), dropout: float = 0.2, pooling: str = "avg",
+                l2: float = 0.0, name: str = PREDICTIONS, base_training: bool | None = None):
+    """`base` (a Functional model ending in a feature map or a feature vector) with a new head.
+
+    `base_training=False` calls the base in inference mode (BatchNormalization keeps its moving
+    statistics even where its layers train: the `--bn frozen` policy); None lets Keras decide.
+    """
+    import keras
+
+    _check(num_classes, hidden, dropout, pooling)
+    inputs = keras.Input(base.input.shape[1:], dtype=base.input.dtype, name="base_input")
+    x = base(inputs, training=base_training) if base_training is not None else base(inputs)
+    x = _classifier(_pool(x, pooling), num_classes, hidden, dropout, l2, name)
+    return keras.Model(inputs, x, name=f"{base.name}_classifier")
+
+
+def head_model(feature_shape, num_classes: int, hidden: Sequence[int] = (), dropout: float = 0.2,
+               pooling: str = "avg", l2: float = 0.0, name: str = PREDICTIONS):
+    """The head alone, on features of `feature_shape` (a feature map, or vectors already pooled)."""
+    import keras
+
+    _check(num_classes, hidden, dropout, pooling)
+    inputs = keras.Input(tuple(feature_shape), name="features")
+    x = _classifier(_pool(inputs, pooling), num_classes, hidden, dropout, l2, name)
+    return keras.Model(inputs, x, name="head")
+
+
+def head_layers(model) -> list:
+    """The weighted head layers of `model` (hidden Dense layers, then `predictions`), in order."""
+    return [layer for layer in model.layers
+            if layer.weights and (layer.name.startswith(HEAD_LAYER_PREFIX) or layer.name == PREDICTIONS)]
+
+
+def copy_head_weights(source, target) -> None:
+    """Copies the head of `source` into `target` (head model <-> full model), layer by layer by name."""
+    for layer in head_layers(source):
+        try:
+            other = target.get_layer(layer.name)
+        except ValueError:
+            raise TltoolkitError(f"{target.name} has no head layer {layer.name!r}; the heads differ") from None
+        other.set_weights(layer.get_weights())
+
+
+def grow_predictions(old_kernel: np.ndarray, old_bias: np.ndarray, new_kernel: np.ndarray,
+                     new_bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A grown classifier's weights: the old classes' columns as they were, the new ones as freshly
+    initialised (`new_*`, already of the grown size). Raises unless only output columns are added."""
+    old_inputs, old_classes = old_kernel.shape
+    new_inputs, new_classes = new_kernel.shape
+    if old_inputs != new_inputs or new_classes < old_classes:
+        raise TltoolkitError(f"cannot grow a {old_inputs}x{old_classes} classifier into {new_inputs}x{new_classes}: "
+                             f"only new classes can be added")
+    kernel, bias = new_kernel.copy(), new_bias.copy()
+    kernel[:, :old_classes] = old_kernel
+    bias[:old_classes] = old_bias
+    return kernel, bias
+
+
+def transfer_head(source, target) -> int:
+    """Copies `source`'s head into `target`, whose `predictions` may have more classes: old classes keep
+    their weights, new ones keep `target`'s fresh initialisation. Returns the number of added classes."""
+    hidden = [layer for layer in head_layers(source) if layer.name != PREDICTIONS]
+    for layer in hidden:
+        target.get_layer(layer.name).set_weights(layer.get_weights())
+    old = source.get_layer(PREDICTIONS)
+    new = target.get_layer(PREDICTIONS)
+    kernel, bias = grow_predictions(*old.get_weights(), *new.get_weights())
+    new.set_weights([kernel, bias])
+    return new.get_weights()[1].shape[0] - old.get_weights()[1].shape[0]
+
+
+def class_weights(counts: Mapping[int, int] | Sequence[int]) -> dict[int, float]:
+    """scikit-learn's "balanced" weights, `n_samples / (n_classes * count)`, from per-class counts
+    (a sequence indexed by class id, or a mapping); what `--class-weight auto` uses. Classes
+    without training images get weight 0 (nothing to weigh)."""
+    items = counts.items() if isinstance(counts, Mapping) else enumerate(counts)
+    items = [(int(k), int(v)) for k, v in items]
+    present = [v for _, v in items if v > 0]
+    total = sum(present)
+    return {k: (total / (len(present) * v) if v else 0.0) for k, v in items}
