@@ -1,0 +1,68 @@
+"""`tltoolkit evaluate`: accuracy, top-k, per-class precision/recall/F1, confusion matrices, the most
+confused pairs and the worst-predicted images of a model (or an ensemble) on labelled data.
+
+Writes into --out (default RUN_DIR/evaluation, or ./evaluation for a .keras file): summary.json,
+per_class.csv, predictions.csv, comparison.csv, confused_pairs.csv, confusion_matrix.png,
+confusion_matrix_normalized.png and worst_predictions.png. Images of classes the model does not know
+are left out and counted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tltoolkit.cli.output import add_format_argument, print_table
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="measure a model on labelled images", description=__doc__)
+    parser.add_argument("--model", action="append", required=True, metavar="RUN_DIR|MODEL.keras",
+                        help="a run directory or .keras file; repeat for an ensemble")
+    parser.add_argument("--data", required=True, help="class folders, a CSV/Parquet manifest or tfds:NAME")
+    parser.add_argument("--split", choices=["all", "train", "validation"], default="all",
+                        help="which images of --data (the scan's content-hash split; default: %(default)s)")
+    parser.add_argument("--val-split", type=float, default=0.2, help="validation fraction of that split")
+    parser.add_argument("--tta", choices=["none", "flip", "ten-crop"], default="none",
+                        help="test-time augmentation, compared with none (default: %(default)s)")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", help="report folder (default: RUN_DIR/evaluation)")
+    parser.add_argument("--force", action="store_true", help="replace an earlier report in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_format_argument(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from tltoolkit.errors import TltoolkitError
+    from tltoolkit.evaluate import evaluate, load_ensemble
+
+    if args.batch_size < 1 or args.top_k < 1:
+        raise TltoolkitError("--batch-size and --top-k must be at least 1")
+    classifiers = load_ensemble(args.model)
+    first = classifiers[0]
+    out = Path(args.out) if args.out else (first.run_dir / "evaluation" if first.run_dir else Path("evaluation"))
+    evaluation = evaluate(classifiers, args.data, tta=args.tta, top_k=args.top_k, batch_size=args.batch_size,
+                          split=args.split, val_split=args.val_split, progress=not args.quiet)
+    files = evaluation.write(out, force=args.force)
+    summary = evaluation.summary()
+    k = evaluation.top_k
+    print(f"{summary['images']} images, {summary['classes']} classes: accuracy {evaluation.accuracy:.4f}, "
+          f"top-{k} {evaluation.top_k_accuracy:.4f}")
+    if len(evaluation.comparison) > 1:
+        print("\nsingle vs TTA vs ensemble:")
+        print_table(evaluation.comparison.round(4), args.format)
+    print("\nper class:")
+    print_table(evaluation.per_class().round(4), args.format)
+    pairs = evaluation.confused_pairs()
+    if len(pairs):
+        print("\nmost confused (true -> predicted):")
+        print_table(pairs.round(4), args.format)
+    if len(evaluation.unknown):
+        listed = ", ".join(f"{row['class']} ({row['images']})" for _, row in evaluation.unknown.iterrows())
+        print(f"left out {summary['unknown_class_images']} image(s) of classes the model does not know: {listed}",
+              file=sys.stderr)
+    print(f"\nwrote {len(files)} files to {out}")
+    return 0

@@ -1,0 +1,61 @@
+"""`tltoolkit predict`: class labels with probabilities for image files and folders.
+
+Folders are searched recursively for image files and run in batches through the input pipeline.
+Files that cannot be read are reported in the `error` column, not fatal: the exit status is non-zero
+only when no image could be predicted. Several --model: an ensemble (averaged probabilities).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tltoolkit.cli.output import add_format_argument, print_table
+from tltoolkit.errors import TltoolkitError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("predict", help="predict the classes of images", description=__doc__)
+    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders")
+    parser.add_argument("--model", action="append", required=True, metavar="RUN_DIR|MODEL.keras",
+                        help="a run directory or .keras file; repeat for an ensemble")
+    parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: %(default)s)")
+    parser.add_argument("--tta", choices=["none", "flip", "ten-crop"], default="none",
+                        help="test-time augmentation (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", help="also write the predictions to this .csv or .parquet file")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_format_argument(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from tltoolkit.data.files import atomic_path
+    from tltoolkit.evaluate import load_ensemble, predict
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.suffix.lower() not in (".csv", ".parquet"):
+            raise TltoolkitError(f"--out {out} must end in .csv or .parquet")
+        if out.exists() and not args.force:
+            raise TltoolkitError(f"--out {out} already exists; pass --force to replace it or choose another name")
+    classifiers = load_ensemble(args.model)
+    frame = predict(classifiers, args.images, top_k=args.top_k, tta=args.tta, batch_size=args.batch_size,
+                    progress=not args.quiet)
+    failed = frame[frame["error"] != ""]
+    for row in failed.itertuples(index=False):
+        print(f"skipped {row.path}: {row.error}", file=sys.stderr)
+    if out is not None:
+        with atomic_path(out) as temporary:
+            if out.suffix.lower() == ".csv":
+                frame.to_csv(temporary, index=False)
+            else:
+                frame.to_parquet(temporary, index=False)
+    shown = frame if args.format in ("csv", "json") else frame.round(4)
+    print_table(shown, args.format)
+    if len(failed) == len(frame):
+        print(f"no image could be predicted ({len(failed)} unreadable)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,290 @@
+"""Exporting a trained classifier for serving, and proving the export works.
+
+The exported model takes raw uint8 RGB images of ANY size, `[B, H, W, 3]` (TFLite: resize the input
+tensor to the image's size), and returns class probabilities. Its front end is a Keras `Resizing`
+layer applying the run's resize policy: `center_crop` takes the largest centred window with the
+model's aspect ratio, then resizes it (bilinear); `stretch` ignores the aspect ratio; `pad` letterboxes
+with black. Unlike the training pipeline it does not antialias large reductions (TFLite's builtin ops
+have no antialiased resize): give it images no more than ~2x the model's input size for the closest
+match with training, or expect small differences on big photos.
+
+`labels.txt` (one class name per line, in output order) travels with the model: inside a SavedModel
+folder, beside a `.keras`, `.tflite` or `.onnx` file.
+
+Every export is loaded back with its own runtime (Keras in safe mode, `tf.saved_model.load`, the TFLite
+interpreter, onnxruntime) and compared with the Keras serving model on a few images of several sizes;
+`TOLERANCES` are the largest probability differences accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tltoolkit.errors import TltoolkitError
+
+FORMATS = ("keras", "savedmodel", "tflite", "onnx")
+QUANTIZATIONS = ("float16", "int8", "dynamic")
+SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx", "savedmodel": ""}
+# Largest absolute probability difference from the Keras model accepted by the verification. float
+# formats differ by float32 rounding (TFLite and ONNX Runtime fuse and reorder ops); float16 weights by
+# their 3 significant digits; dynamic and int8 quantise weights (and int8 activations) to 8 bits.
+TOLERANCES = {None: 1e-4, "float16": 1e-2, "dynamic": 0.05, "int8": 0.1}
+EXACT_FORMATS_TOLERANCE = 1e-5  # keras and savedmodel run the same TF kernels
+VERIFY_IMAGES = 6
+REPRESENTATIVE_IMAGES = 100
+
+
+@dataclasses.dataclass
+class ExportResult:
+    path: Path
+    labels: Path
+    format: str
+    quantize: str | None
+    bytes: int
+    images: int  # images the verification ran
+    max_difference: float  # largest |export - keras| probability
+    top1_agreement: float  # share of images whose top class agrees
+    tolerance: float
+
+    def summary(self) -> str:
+        what = self.format + (f" ({self.quantize})" if self.quantize else "")
+        return (f"exported {what} to {self.path} ({self.bytes / 1e6:.2f} MB), labels in {self.labels}; verified "
+                f"on {self.images} images: max probability difference {self.max_difference:.2e} "
+                f"(tolerance {self.tolerance:g}), top-1 agreement {self.top1_agreement:.0%}")
+
+
+def serving_model(classifier):
+    """The classifier behind a resizing front end: uint8 `[B, H, W, 3]` of any size -> probabilities.
+    Built from core Keras layers only, so the `.keras` file loads in safe mode."""
+    import keras
+
+    height, width = classifier.image_size
+    inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
+    x = keras.layers.Resizing(height, width, crop_to_aspect_ratio=classifier.resize == "center_crop",
+                              pad_to_aspect_ratio=classifier.resize == "pad", name="resize")(inputs)
+    if "int" in str(classifier.model.inputs[0].dtype):
+        # The model casts its input to integers, which truncates: +0.5 makes that the pipeline's
+        # rounding (bilinear resizing never leaves 0..255, so this cannot overflow).
+        x = keras.layers.Rescaling(1.0, offset=0.5, name="round")(x)
+    outputs = classifier.model(x)
+    return keras.Model(inputs, outputs, name=f"{classifier.model.name}_serving")
+
+
+def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool = False, data=None,
+           verify_images: int = VERIFY_IMAGES) -> ExportResult:
+    """Exports a run directory or `.keras` file (or a loaded Classifier) to `out` in `fmt`, writes
+    labels.txt with it, verifies it and returns what was measured. `data` (class folders or a manifest)
+    supplies images for int8 calibration and verification when the run has no snapshot.parquet."""
+    from tltoolkit.evaluate import Classifier, load_classifier
+
+    if fmt not in FORMATS:
+        raise TltoolkitError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise TltoolkitError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZATIONS)}")
+    if quantize is not None and fmt != "tflite":
+        raise TltoolkitError(f"--quantize applies to tflite exports; drop it or use --format tflite")
+    if fmt == "onnx":
+        _require_onnx()
+    out = Path(out).expanduser()
+    if SUFFIXES[fmt] and out.suffix != SUFFIXES[fmt]:
+        raise TltoolkitError(f"a {fmt} export is a file ending in {SUFFIXES[fmt]}; got --out {out}")
+    if fmt == "savedmodel" and out.suffix in (".keras", ".tflite", ".onnx", ".h5"):
+        raise TltoolkitError(f"a savedmodel export is a folder; got --out {out}, which looks like a file name")
+    classifier = model_or_run if isinstance(model_or_run, Classifier) else load_classifier(model_or_run)
+    labels_path = out / "labels.txt" if fmt == "savedmodel" else out.parent / "labels.txt"
+    labels_text = "".join(f"{name}\n" for name in classifier.class_names)
+    _check_targets(out, fmt, labels_path, labels_text, force)
+
+    images = sample_images(classifier, data, REPRESENTATIVE_IMAGES if quantize == "int8" else verify_images)
+    serving = serving_model(classifier)
+    checked = images[:verify_images]
+    # Before writing: the ONNX exporter also needs a model that has been called.
+    expected = np.concatenate([serving(image[None], training=False).numpy() for image in checked])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _write_tflite,
+              "onnx": _write_onnx}[fmt]
+    writer(serving, out, quantize, images, labels_text)
+    if fmt != "savedmodel":
+        from tltoolkit.data.files import atomic_write_bytes
+
+        atomic_write_bytes(labels_path, labels_text.encode("utf-8"))
+
+    actual = np.concatenate([output for output in _runner(fmt, out)(checked)])
+    tolerance = EXACT_FORMATS_TOLERANCE if fmt in ("keras", "savedmodel") else TOLERANCES[quantize]
+    result = ExportResult(out, labels_path, fmt, quantize, _size(out), len(checked),
+                          float(np.abs(actual - expected).max()),
+                          float((actual.argmax(1) == expected.argmax(1)).mean()), tolerance)
+    if result.max_difference > tolerance:
+        raise TltoolkitError(f"the {fmt} export at {out} differs from the Keras model by {result.max_difference:.3g} "
+                             f"(tolerance {tolerance:g}); it was written but should not be trusted")
+    return result
+
+
+def _require_onnx():
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        raise TltoolkitError("ONNX export needs tf2onnx and onnxruntime: pip install 'tltoolkit[onnx]'") from None
+
+
+def _check_targets(out: Path, fmt: str, labels_path: Path, labels_text: str, force: bool) -> None:
+    if out.exists() and not force:
+        raise TltoolkitError(f"--out {out} already exists; pass --force to replace it or choose another path")
+    if out.exists() and out.is_dir() != (fmt == "savedmodel"):
+        kind = "folder" if out.is_dir() else "file"
+        raise TltoolkitError(f"--out {out} is an existing {kind}; a {fmt} export cannot replace it, choose another path")
+    if (labels_path.parent != out and labels_path.exists() and not force
+            and labels_path.read_text(encoding="utf-8") != labels_text):
+        raise TltoolkitError(f"{labels_path} exists with other labels; export into another folder or pass --force")
+
+
+def sample_images(classifier, data=None, count: int = VERIFY_IMAGES) -> list[np.ndarray]:
+    """Up to `count` uint8 images at their own sizes: the run's training images (snapshot.parquet),
+    else the usable images of `data`, else seeded random images of several sizes."""
+    import pandas as pd
+
+    from tltoolkit.pipeline import decode_image_file
+
+    paths = []
+    snapshot = classifier.run_dir / "snapshot.parquet" if classifier.run_dir else None
+    if snapshot is not None and snapshot.is_file():
+        table = pd.read_parquet(snapshot)
+        train = table[table["split"] == "train"] if "split" in table.columns else table
+        paths = [p for p in (train if len(train) else table)["path"] if os.path.isfile(p)]
+    if not paths and data is not None:
+        from tltoolkit.data import scan
+
+        paths = scan(data, check=False).usable()["path"].tolist()
+    if paths:
+        chosen = np.random.default_rng(0).permutation(len(paths))[:count]
+        return [decode_image_file(paths[i]) for i in sorted(chosen)]
+    height, width = classifier.image_size
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (height + 7 * i, width + 13 * (i % 3), 3), dtype=np.uint8) for i in range(count)]
+
+
+# -- writers: each writes to a temporary path beside `out`, then renames it into place ----------------
+
+def _replace(temporary: Path, out: Path) -> None:
+    """Renames `temporary` onto `out`; an existing folder (only reached with --force) goes first."""
+    if out.is_dir():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(temporary, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(temporary, out)
+
+
+def _write_keras(serving, out, quantize, images, labels_text):
+    from tltoolkit.data.files import atomic_path
+
+    with atomic_path(out) as temporary:
+        # Keras insists on the .keras suffix, so save beside the temporary name and move over it.
+        staged = Path(temporary).with_suffix(".keras")
+        serving.save(staged)
+        os.replace(staged, temporary)
+
+
+def _write_savedmodel(serving, out, quantize, images, labels_text):
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        target = staging / "model"
+        serving.export(str(target), format="tf_saved_model", verbose=False)
+        (target / "labels.txt").write_text(labels_text, encoding="utf-8")
+        _replace(target, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_tflite(serving, out, quantize, images, labels_text):
+    import tensorflow as tf
+
+    from tltoolkit.data.files import atomic_write_bytes
+
+    with tempfile.TemporaryDirectory() as folder:
+        serving.export(folder, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        if quantize is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            # Calibrates the activation ranges on real images; ops without an int8 kernel stay float.
+            converter.representative_dataset = lambda: ([image[None]] for image in images)
+        try:
+            flat = converter.convert()
+        except Exception as error:  # the converter raises ConverterError and plain exceptions
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise TltoolkitError(f"TFLite conversion failed: {first}") from None
+    atomic_write_bytes(out, flat)
+
+
+def _write_onnx(serving, out, quantize, images, labels_text):
+    from tltoolkit.data.files import atomic_path
+
+    with atomic_path(out) as temporary:
+        staged = Path(temporary).with_suffix(".onnx")
+        serving.export(str(staged), format="onnx", verbose=False)
+        os.replace(staged, temporary)
+
+
+# -- loading an export back ------------------------------------------------------------------------------
+
+def _runner(fmt: str, path: Path):
+    """A function: list of uint8 images -> list of [1, classes] probabilities, one image at a time
+    (their sizes differ), with the runtime that serves `fmt`."""
+    if fmt == "keras":
+        import keras
+
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+        return lambda images: [model(image[None], training=False).numpy() for image in images]
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))
+        return lambda images: [loaded.serve(image[None]).numpy() for image in images]
+    if fmt == "tflite":
+        return _tflite_runner(path)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda images: [session.run(None, {name: image[None]})[0] for image in images]
+
+
+def _tflite_runner(path):
+    import warnings
+
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice, not the user's concern
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    (input_detail,), (output_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run(images):
+        outputs = []
+        for image in images:
+            interpreter.resize_tensor_input(input_detail["index"], [1, *image.shape])
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(input_detail["index"], image[None])
+            interpreter.invoke()
+            outputs.append(interpreter.get_tensor(output_detail["index"]).astype(np.float32))
+        return outputs
+
+    return run
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
