@@ -1,0 +1,137 @@
+"""Export round trips: each format is loaded back with its own runtime and fed raw uint8 images of
+sizes the model was not trained at; its probabilities must match the Keras model on the same centre
+crop within the stated tolerance."""
+
+import numpy as np
+import pytest
+
+from tests.runs import COLOURS, coloured_image, train_run, write_class_folders
+from tltoolkit.cli import main
+from tltoolkit.errors import TltoolkitError
+from tltoolkit.export import export
+
+# the test's own TFLite loader uses tf.lite.Interpreter, which TF 2.21 marks deprecated
+pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+
+# format, quantization, largest accepted probability difference (stated in the README)
+ROUND_TRIPS = [
+    ("keras", None, 1e-5),
+    ("savedmodel", None, 1e-5),
+    ("tflite", None, 1e-4),
+    ("tflite", "float16", 1e-2),
+    ("tflite", "dynamic", 0.05),
+    ("tflite", "int8", 0.1),
+    ("onnx", None, 1e-4),
+]
+# a tensor type each quantization must leave in the .tflite file (proof that it was applied)
+QUANTIZED_TYPE = {"float16": np.float16, "dynamic": np.int8, "int8": np.int8}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    write_class_folders(root / "data", per_class=6)
+    # 48 filters: the conv kernel has > 1024 weights, the converter's floor for weight quantization
+    return train_run(root / "run", root / "data", filters=48, epochs=30)
+
+
+def odd_images():
+    rng = np.random.default_rng(7)
+    return [(name, coloured_image(colour, height, width, rng))
+            for (name, colour), (height, width) in zip(COLOURS.items(), [(45, 61), (70, 33), (32, 32)])]
+
+
+def reference(run, image):
+    """The run's Keras model on the image centre-cropped (largest centred square) and resized to 32x32."""
+    import keras
+    import tensorflow as tf
+
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = image[top:top + side, left:left + side].astype(np.float32)
+    resized = np.clip(np.round(tf.image.resize(square, (32, 32)).numpy()), 0, 255).astype(np.uint8)
+    model = keras.models.load_model(f"{run}/model.keras")
+    return model(resized[None]).numpy()[0]
+
+
+def load_back(fmt, path):
+    """A function image -> probabilities, with the runtime a user of the format would use."""
+    if fmt == "keras":
+        import keras
+
+        model = keras.models.load_model(path, safe_mode=True)
+        return lambda image: model(image[None]).numpy()[0]
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))
+        return lambda image: loaded.serve(image[None]).numpy()[0]
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path))
+        return lambda image: session.run(None, {session.get_inputs()[0].name: image[None]})[0][0]
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+
+    def tflite(image):
+        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+        interpreter.resize_tensor_input(inp["index"], [1, *image.shape])
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"])[0]
+
+    tflite.interpreter = interpreter
+    return tflite
+
+
+@pytest.mark.parametrize("fmt, quantize, tolerance", ROUND_TRIPS,
+                         ids=[f"{f}-{q or 'float'}" for f, q, _ in ROUND_TRIPS])
+def test_export_round_trips_within_tolerance(run, tmp_path, fmt, quantize, tolerance):
+    suffix = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx", "savedmodel": ""}[fmt]
+    out = tmp_path / f"exported{suffix}"
+    result = export(run, fmt, out, quantize=quantize)
+    assert result.max_difference <= tolerance and result.top1_agreement == 1.0 and result.images == 6
+    assert result.bytes > 0 and out.exists()
+    labels = (out / "labels.txt") if fmt == "savedmodel" else (tmp_path / "labels.txt")
+    assert result.labels == labels and labels.read_text().splitlines() == list(COLOURS)
+
+    served = load_back(fmt, out)
+    for name, image in odd_images():
+        got = served(image)
+        assert list(COLOURS)[int(np.argmax(got))] == name
+        np.testing.assert_allclose(got, reference(run, image), atol=tolerance)
+        # int8's softmax output is quantised in steps of 1/256
+        assert got.sum() == pytest.approx(1.0, abs=1e-2 if quantize == "int8" else 1e-5)
+    if quantize:
+        types = {detail["dtype"] for detail in served.interpreter.get_tensor_details()}
+        assert QUANTIZED_TYPE[quantize] in types
+
+
+def test_export_refuses_to_overwrite_and_replaces_with_force(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    out = tmp_path / "served"
+    assert main(["export", "--model", str(run), "--format", "savedmodel", "--out", str(out)]) == 0
+    assert "verified on 6 images" in capsys.readouterr().out
+    (out / "stale.txt").write_text("from before")
+    assert main(["export", "--model", str(run), "--format", "savedmodel", "--out", str(out)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main(["export", "--model", str(run), "--format", "savedmodel", "--out", str(out), "--force"]) == 0
+    assert not (out / "stale.txt").exists() and (out / "saved_model.pb").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["served"]  # no temporary leftovers
+
+
+def test_export_rejects_bad_requests(run, tmp_path):
+    with pytest.raises(TltoolkitError, match="--quantize applies to tflite"):
+        export(run, "keras", tmp_path / "m.keras", quantize="int8")
+    with pytest.raises(TltoolkitError, match="ending in .tflite"):
+        export(run, "tflite", tmp_path / "m.onnx")
+    with pytest.raises(TltoolkitError, match="unknown export format"):
+        export(run, "coreml", tmp_path / "m.mlmodel")
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    with pytest.raises(TltoolkitError, match="labels.txt exists with other labels"):
+        export(run, "keras", tmp_path / "m.keras")
+    assert not (tmp_path / "m.keras").exists()
