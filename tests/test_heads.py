@@ -16,7 +16,7 @@ def base():
 
 def test_head_on_cached_features_predicts_like_the_full_model(base):
     images = np.random.default_rng(0).uniform(-1, 1, (6, 32, 32, 3)).astype("float32")
-    full = attach_head(base, 4, hidden=(16,), dropout=0.3, pooling="avg", l2=1e-4, base_training=False)
+    full = attach_head(base, 4, hidden=(16,), dropout=0.3, pooling="avg", l2=1e-4)
     features = keras.layers.GlobalAveragePooling2D()(base(images, training=False)).numpy()
     head = head_model(features.shape[1:], 4, hidden=(16,), dropout=0.3, pooling="avg", l2=1e-4)
     head.set_weights([w * 0 + np.random.default_rng(i).normal(size=w.shape) for i, w in enumerate(head.get_weights())])

@@ -64,18 +64,14 @@ def _classifier(x, num_classes: int, hidden: Sequence[int], dropout: float, l2: 
 
 
 def attach_head(base, num_classes: int, hidden: Sequence[int] = (), dropout: float = 0.2, pooling: str = "avg",
-                l2: float = 0.0, name: str = PREDICTIONS, base_training: bool | None = None):
-    """`base` (a Functional model ending in a feature map or a feature vector) with a new head.
-
-    `base_training=False` calls the base in inference mode (BatchNormalization keeps its moving
-    statistics even where its layers train: the `--bn frozen` policy); None lets Keras decide.
-    """
+                l2: float = 0.0, name: str = PREDICTIONS):
+    """`base` (a Functional model ending in a feature map or a feature vector) with a new head; the
+    base is nested as one layer, so `model.get_layer(base.name)` is the base."""
     import keras
 
     _check(num_classes, hidden, dropout, pooling)
     inputs = keras.Input(base.input.shape[1:], dtype=base.input.dtype, name="base_input")
-    x = base(inputs, training=base_training) if base_training is not None else base(inputs)
-    x = _classifier(_pool(x, pooling), num_classes, hidden, dropout, l2, name)
+    x = _classifier(_pool(base(inputs), pooling), num_classes, hidden, dropout, l2, name)
     return keras.Model(inputs, x, name=f"{base.name}_classifier")
 
 

@@ -1,0 +1,243 @@
+"""`finetune` end to end on tiny generated data (3 colour classes, 32x32 PNGs) with resnet20_cifar
+(random init, seeded): phases, freezing, the growth policy on a growing folder, resume after kill -9,
+new classes, the run directory and the CLI's errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tltoolkit.cli import main
+from tltoolkit.errors import TltoolkitError
+from tltoolkit.training.finetune import DEFAULTS, finetune
+
+COLOURS = {"red": 0, "green": 1, "blue": 2, "yellow": (0, 1)}
+BASE = dict(base="resnet20_cifar", weights="none", batch_size=8, seed=0, augment="none", patience=20)
+
+
+def make_images(root, per_class, classes=("red", "green", "blue"), start=0):
+    """Noise plus a strong class colour: learnable from a few images, even on random features."""
+    for name in classes:
+        folder = Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(start, start + per_class):
+            rng = np.random.default_rng([sorted(COLOURS).index(name), i])
+            image = rng.integers(0, 80, (32, 32, 3)).astype(np.uint8)
+            image[..., COLOURS[name]] += 170
+            Image.fromarray(image).save(folder / f"{i}.png")
+
+
+def settings(tmp, **kwargs):
+    return {**BASE, "cache_dir": str(tmp / "cache"), **kwargs}
+
+
+def quiet(*_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory):
+    """One run directory through three runs: head only; grown folder (policy unfreezes conv4); a new class."""
+    tmp = tmp_path_factory.mktemp("grown")
+    data, out = tmp / "data", tmp / "run"
+    make_images(data, 12)
+    config = settings(tmp, data=str(data), out=str(out), policy_thresholds=[20, 40, 1000], epochs=15,
+                      learning_rate=3e-2, fine_tune_epochs=2)
+    first = finetune(config, progress=False, echo=quiet)
+    snapshot1 = pd.read_parquet(out / "snapshot.parquet")
+    make_images(data, 20, start=12)
+    lines = []
+    plan = finetune(config, plan=True, progress=False, echo=lines.append)
+    second = finetune(config, progress=False, echo=quiet)
+    snapshot2 = pd.read_parquet(out / "snapshot.parquet")
+    model2 = keras.models.load_model(out / "model.keras")
+    make_images(data, 12, classes=("yellow",))
+    third = finetune({**config, "epochs": 0, "fine_tune_epochs": 0}, progress=False, echo=quiet)
+    return dict(out=out, data=data, config=config, runs=[first, second, third], plan=plan, plan_lines=lines,
+                snapshots=(snapshot1, snapshot2), model2=model2)
+
+
+def test_phase_1_alone_writes_the_whole_run_directory(grown):
+    first, out = grown["runs"][0], grown["out"]
+    assert first["decision"] == "head" and [p["phase"] for p in first["phases"]] == [1]
+    assert first["notes"][1].startswith("policy: 10 images/class < 20") or "images/class < 20" in first["notes"][1]
+    for name in ["config.json", "class_index.json", "snapshot.parquet", "metrics.csv", "model.keras", "report.md",
+                 "state.json", "plots/curves.png", "plots/confusion.png"]:
+        assert (out / name).is_file(), name
+    assert not list(out.rglob("*.tmp")) and not (out / "checkpoints").exists()
+    assert set(json.loads((out / "config.json").read_text())) == set(DEFAULTS)
+    snapshot = grown["snapshots"][0]
+    assert list(snapshot.columns) == ["sha256", "path", "label", "label_id", "split"] and len(snapshot) == 36
+    assert first["phases"][0]["val_accuracy"] >= 0.5  # colours are learnable on random conv features
+
+
+def test_saved_model_loads_in_safe_mode_and_takes_raw_images(grown):
+    import tltoolkit.architectures  # noqa: F401  registers the architectures' own layers
+
+    model = keras.models.load_model(grown["out"] / "model.keras")  # safe_mode=True is the default
+    image = np.asarray(Image.open(next((grown["data"] / "red").glob("*.png"))))[None]
+    probabilities = model.predict(image, verbose=0)
+    assert model.input.dtype == "uint8" and probabilities.shape == (1, 4)
+    np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)
+    assert [layer.name for layer in model.layers if "augment" in layer.name] == []
+
+
+def test_grown_folder_extracts_only_new_images_and_unfreezes_per_policy(grown):
+    first, second = grown["runs"][:2]
+    assert grown["plan"]["misses"] == 60 and grown["plan"]["decision"] == "conv4"
+    assert any("60 to extract" in line for line in grown["plan_lines"])
+    assert second["run"] == 2 and second["extracted"] == 60
+    assert second["decision"] == "conv4" and second["trained_stages"] == ["conv4"]
+    assert any("≥ 20: training conv4 and the head" in note for note in second["notes"])
+    old, new = grown["snapshots"]
+    merged = old.merge(new, on="sha256", suffixes=("_old", "_new"))
+    assert len(merged) == 36 and (merged["split_old"] == merged["split_new"]).all()
+    metrics = pd.read_csv(grown["out"] / "metrics.csv")
+    assert set(zip(metrics["run"], metrics["phase"])) >= {(1, 1), (2, 1), (2, 2)}
+    report = (grown["out"] / "report.md").read_text()
+    assert "## Run 1" in report and "## Run 2" in report and "training conv4 and the head" in report
+
+
+def test_a_new_class_grows_the_head_keeping_the_old_weights(grown):
+    third = grown["runs"][2]
+    assert third["new_classes"] == ["yellow"] and third["classes"][:3] == ["blue", "green", "red"]
+    assert any("head grows from 3 to 4 outputs" in note for note in third["notes"])
+    from tltoolkit.training.phases import find_classifier
+
+    old = find_classifier(grown["model2"]).get_layer("predictions").get_weights()
+    new = find_classifier(keras.models.load_model(grown["out"] / "model.keras")).get_layer("predictions").get_weights()
+    assert new[0].shape == (64, 4)
+    np.testing.assert_array_equal(new[0][:, :3], old[0])
+    np.testing.assert_array_equal(new[1][:3], old[1])
+    state = json.loads((grown["out"] / "state.json").read_text())
+    assert [r["run"] for r in state["runs"]] == [1, 2, 3]
+    assert json.loads((grown["out"] / "class_index.json").read_text()) == {"blue": 0, "green": 1, "red": 2, "yellow": 3}
+
+
+@pytest.fixture(scope="module")
+def two_phases(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("phases")
+    make_images(tmp / "data", 16)
+    config = settings(tmp, data=str(tmp / "data"), out=str(tmp / "run"), freeze_until="conv4", val_split=0.3,
+                      epochs=1, learning_rate=1e-4, fine_tune_epochs=6, fine_tune_learning_rate=3e-3,
+                      warmup_epochs=1)
+    return finetune(config, progress=False, echo=quiet)
+
+
+def test_freeze_until_a_stage_trains_exactly_that_stage_and_the_head(two_phases):
+    from tltoolkit.architectures import build, get_spec
+    from tltoolkit.architectures.stages import spec_stage_ranges, trainable_counts_per_stage
+
+    base = build("resnet20_cifar", include_top=False, input_shape=(32, 32, 3))
+    ranges = spec_stage_ranges(base, get_spec("resnet20_cifar"))
+    counts = trainable_counts_per_stage(base, ranges)
+    head = 64 * 3 + 3
+    # --bn frozen (the default) also freezes the BatchNormalization scale and offset of conv4.
+    conv4 = next(r for r in ranges if r.name == "conv4").layers(base)
+    batch_norm = sum(int(np.prod(w.shape)) for layer in conv4 if isinstance(layer, keras.layers.BatchNormalization)
+                     for w in layer.trainable_weights)
+    assert batch_norm > 0
+    assert two_phases["phases"][1]["trainable_params"] == counts["conv4"] - batch_norm + head
+
+
+def test_phase_2_improves_or_holds_validation_accuracy(two_phases):
+    phase1, phase2 = two_phases["phases"]
+    assert phase2["val_accuracy"] >= phase1["val_accuracy"]
+    assert phase2["val_accuracy"] >= 0.8 and phase2["kept"]
+
+
+def test_killed_phase_2_resumes_at_its_epoch(tmp_path):
+    make_images(tmp_path / "data", 12)
+    config = settings(tmp_path, data=str(tmp_path / "data"), out=str(tmp_path / "run"), freeze_until="conv4",
+                      epochs=1, fine_tune_epochs=12)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config))
+    command = [sys.executable, "-m", "tltoolkit", "finetune", "--config", str(config_file), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "run" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if metrics.exists() and ((frame := pd.read_csv(metrics))["phase"] == 2).sum() >= 2:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = pd.read_csv(metrics)
+    saved_epochs = int((done["phase"] == 2).sum())
+    assert 2 <= saved_epochs < 12, "the run was not killed during phase 2"
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["runs"][-1]["status"] == "running"
+
+    entry = finetune(config, progress=False, echo=quiet)
+    assert entry["run"] == 1 and any("resuming run 1" in note for note in entry["notes"])
+    assert entry["phases"][1]["first_epoch"] >= saved_epochs  # not epoch 0
+    rows = pd.read_csv(metrics)
+    assert sorted(rows.loc[rows["phase"] == 2, "epoch"]) == list(range(12))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_vgg16_freeze_until_block5_runs_as_written(tmp_path, capsys):
+    make_images(tmp_path / "data", 6)
+    out = tmp_path / "runs" / "cats"
+    code = main(["finetune", "--base", "vgg16", "--freeze-until", "block5", "--data", str(tmp_path / "data"),
+                 "--out", str(out), "--weights", "none", "--image-size", "32", "--epochs", "1",
+                 "--fine-tune-epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "phase 1 (head on cached features)" in printed and "phase 2 (block5 + head, bn frozen)" in printed
+    assert f"report: {out}/report.md" in printed and (out / "model.keras").is_file()
+
+
+@pytest.fixture
+def cli_data(tmp_path):
+    make_images(tmp_path / "data", 4)
+    return tmp_path
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--base", "vgg17"], "unknown architecture 'vgg17'; close matches: vgg19, vgg16"),
+    (["--freeze-until", "block5"], "unknown stage 'block5' for resnet20_cifar; valid: auto, head, none, conv1"),
+    (["--data", "{tmp}/nowhere"], "does not exist"),
+    (["--data", "{tmp}/empty"], "no images in"),
+    (["--data", "{tmp}/data/red"], "only one class"),
+    (["--weights", "imagenet"], "resnet20_cifar has no published 'imagenet' weights"),
+    (["--weights", "{tmp}/missing.h5"], "weights file"),
+    (["--config", "{tmp}/bad.json"], "unknown setting 'epoch'; close matches: epochs"),
+])
+def test_bad_input_is_one_line_and_exit_2(cli_data, capsys, arguments, message):
+    tmp = cli_data
+    (tmp / "empty").mkdir()
+    (tmp / "bad.json").write_text(json.dumps({"epoch": 3}))
+    defaults = {"--base": "resnet20_cifar", "--data": str(tmp / "data"), "--out": str(tmp / "run"),
+                "--weights": "none"}
+    given = dict(zip(arguments[::2], [a.format(tmp=tmp) for a in arguments[1::2]]))
+    argv = [x for pair in {**defaults, **given}.items() for x in pair]
+    assert main(["finetune", *argv, "--plan"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp / "run").exists() or not any((tmp / "run").iterdir())
+
+
+def test_an_incompatible_out_is_refused_unless_forced(grown, capsys):
+    out = grown["out"]
+    before = (out / "state.json").read_text()
+    with pytest.raises(TltoolkitError, match=r"holds a run that differs \(base 'resnet20_cifar' -> 'resnet32_cifar'\)"):
+        finetune({**grown["config"], "base": "resnet32_cifar"}, plan=True, echo=quiet)
+    fewer = out.parent / "fewer"
+    make_images(fewer, 4, classes=("red", "green"))
+    with pytest.raises(TltoolkitError, match="classes blue, yellow of the earlier run are missing from --data"):
+        finetune({**grown["config"], "data": str(fewer)}, plan=True, echo=quiet)
+    assert (out / "state.json").read_text() == before
+    other = out.parent / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(TltoolkitError, match="not empty and holds no finetune run"):
+        finetune({**grown["config"], "out": str(other)}, plan=True, echo=quiet)

@@ -1,0 +1,167 @@
+"""The two phases: the head on cached features (phase 1), then the full model with some stages unfrozen
+(phase 2), and the pieces they share (the full model, the optimizer with per-stage rates, callbacks).
+
+Phase 2's model is raw uint8 pixels -> augmentation (training only) -> preprocessing -> base -> head.
+With `bn="frozen"` (the default) every BatchNormalization layer of the base is frozen (Keras 3 runs a
+non-trainable BN layer in inference mode), also in the stages that train: a few small batches of a new
+dataset must not overwrite the pretrained statistics. (Calling the base with `training=False` would
+not do: in Keras 3 a nested Functional model gets the outer call's `training`.) `bn="train"` lets the
+BN layers of the unfrozen stages update their statistics, scale and offset.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from tltoolkit.errors import TltoolkitError
+from tltoolkit.heads import PREDICTIONS, attach_head
+
+BN_POLICIES = ("frozen", "train")
+
+
+@keras.saving.register_keras_serializable(package="tltoolkit")
+class DiscriminativeAdam(keras.optimizers.Adam):
+    """Adam whose learning rate is multiplied per variable (earlier stages learn slower, as in ULMFiT /
+    fastai's discriminative rates). Keras 3 has no per-variable rates and Adam is invariant to gradient
+    scaling, so the multiplier goes into the update step itself. `multipliers` maps variable paths to
+    factors (a missing path learns at the full rate)."""
+
+    def __init__(self, multipliers=None, **kwargs):
+        super().__init__(**kwargs)
+        self.multipliers = dict(multipliers or {})
+        self._index_multipliers: list[float] = []
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._index_multipliers = [float(self.multipliers.get(v.path, 1.0)) for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._index_multipliers[self._get_variable_index(variable)]
+        super().update_step(gradient, variable, learning_rate * factor if factor != 1.0 else learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "multipliers": self.multipliers}
+
+
+def stage_multipliers(base, ranges, trained_stages, decay: float) -> dict[str, float]:
+    """Per variable path: `decay` for the last trained stage, `decay**2` for the one before, ...; the head
+    (not in the base) keeps 1."""
+    multipliers = {}
+    by_name = {r.name: r for r in ranges}
+    for depth, stage in enumerate(reversed(trained_stages), start=1):
+        for layer in by_name[stage].layers(base):
+            for variable in layer.trainable_weights:
+                multipliers[variable.path] = decay ** depth
+    return multipliers
+
+
+def warmup_cosine(learning_rate: float, total_steps: int, warmup_steps: int):
+    """Linear warm-up from 0 to `learning_rate`, then cosine decay to 0 (Keras' CosineDecay)."""
+    warmup_steps = max(0, min(warmup_steps, total_steps - 1))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else learning_rate, decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+
+
+def full_model(base, augmentation, preprocessing, image_size, num_classes, head_options, bn: str):
+    """uint8 pixels -> augmentation -> preprocessing -> base -> head, and the same model without the
+    augmentation (what is saved: it takes raw images and shares every weight)."""
+    if bn not in BN_POLICIES:
+        raise TltoolkitError(f"unknown --bn {bn!r}; use frozen or train")
+    classifier = attach_head(base, num_classes, **head_options)
+    inputs = keras.Input((*image_size, 3), dtype="uint8", name="pixels")
+    pixels = keras.layers.Rescaling(1.0, name="to_float")(inputs)  # uint8 -> float32, still 0..255
+    training = keras.Model(inputs, classifier(preprocessing(augmentation(pixels))), name="finetune")
+    inference = keras.Model(inputs, classifier(preprocessing(pixels)), name="classifier")
+    return training, inference, classifier
+
+
+def apply_bn_policy(base, bn: str) -> None:
+    """After `freeze_until`: with `frozen`, every BatchNormalization layer stops training (and so runs
+    in inference mode)."""
+    if bn == "frozen":
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+
+
+def compile_model(model, learning_rate, label_smoothing: float, jit: bool, multipliers=None) -> None:
+    # Keras applies `trainable` changes at compile(): always (re)compile after freezing.
+    model.compile(optimizer=DiscriminativeAdam(multipliers=multipliers, learning_rate=learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], jit_compile=bool(jit))
+
+
+def one_hot(dataset, num_classes: int):
+    import tensorflow as tf
+
+    return dataset.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Calls `record(epoch, logs)` after every epoch (the run's metrics.csv, written as it goes)."""
+
+    def __init__(self, record):
+        super().__init__()
+        self._record = record
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        # Keras 3 does not log the rate; with a schedule, optimizer.learning_rate is its current value.
+        logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+        self._record(epoch, logs)
+
+
+def training_callbacks(has_validation: bool, patience: int, monitor: str, record, log_dir=None, backup_dir=None):
+    """Early stopping with best-weights restore (on validation when there is one), the metrics log,
+    TensorBoard and, for resumable phases, BackupAndRestore."""
+    monitor = monitor if has_validation else monitor.removeprefix("val_")
+    mode = "max" if monitor.endswith("accuracy") else "min"
+    callbacks = [EpochLog(record),
+                 keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
+                                               restore_best_weights=True)]
+    if log_dir is not None and tensorboard_installed():
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False))
+    if backup_dir is not None:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
+    return callbacks
+
+
+def evaluate(model, dataset) -> tuple[float, float]:
+    """(cross-entropy, accuracy) of `model` over a dataset of (images, one-hot labels), in inference mode."""
+    losses, hits = [], []
+    for x, y in dataset:
+        probabilities = np.asarray(model(x, training=False), dtype="float64")
+        y = np.asarray(y)
+        losses.append(-np.log(np.clip((probabilities * y).sum(-1), 1e-7, 1.0)))
+        hits.append(probabilities.argmax(-1) == y.argmax(-1))
+    return float(np.concatenate(losses).mean()), float(np.concatenate(hits).mean())
+
+
+def tensorboard_installed() -> bool:
+    """TensorFlow 2.21 no longer installs TensorBoard; without it there are no logs/ (pip install tensorboard)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def predict_labels(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(true ids, predicted ids) over a dataset of (inputs, one-hot or id labels)."""
+    truth, predicted = [], []
+    for x, y in dataset:
+        probabilities = model(x, training=False)
+        y = np.asarray(y)
+        truth.append(y.argmax(-1) if y.ndim == 2 else y)
+        predicted.append(np.asarray(probabilities).argmax(-1))
+    if not truth:
+        return np.zeros(0, int), np.zeros(0, int)
+    return np.concatenate(truth), np.concatenate(predicted)
+
+
+def find_classifier(model):
+    """The nested base+head model inside a saved full model (the one holding `predictions`)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and PREDICTIONS in [inner.name for inner in layer.layers]:
+            return layer
+    raise TltoolkitError(f"{model.name} has no classifier with a {PREDICTIONS!r} layer; it was not saved by finetune")

@@ -1,0 +1,184 @@
+"""The run directory (`--out runs/NAME`): what a finetune run leaves behind, each file written atomically.
+
+    config.json        every resolved setting (defaults included), per run in `state.json` too
+    class_index.json   class name -> output unit
+    snapshot.parquet   each image's sha256, path, label and split, for the latest run
+    metrics.csv        one row per epoch: run, phase, epoch, loss, accuracy, val_loss, val_accuracy, lr
+    model.keras        the best model: raw uint8 images of the training size in, probabilities out
+    base.weights.h5    the fine-tuned base (the next run extracts its features with it)
+    state.json         the runs so far (status, decision, results): a re-run appends, a killed one resumes
+    checkpoints/       BackupAndRestore state of an unfinished phase 2
+    logs/              TensorBoard
+    plots/             curves.png (phase boundaries marked), confusion.png (validation)
+    report.md          data, decisions, metrics and where each artefact is
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tltoolkit.data.files import atomic_path
+from tltoolkit.errors import TltoolkitError
+
+METRIC_COLUMNS = ["run", "phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+
+
+def write_json(path: Path, data) -> None:
+    with atomic_path(path) as temporary:
+        Path(temporary).write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return default
+    except json.JSONDecodeError as error:
+        raise TltoolkitError(f"{path} is not valid JSON ({error}); fix or delete it") from None
+
+
+def save_model(model, path: Path) -> None:
+    """`model.save` to a temporary `.keras` name in the same folder, then one rename."""
+    temporary = path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.keras"
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def save_weights(model, path: Path) -> None:
+    temporary = path.parent / f".{path.name.removesuffix('.weights.h5')}.{uuid.uuid4().hex[:8]}.weights.h5"
+    try:
+        model.save_weights(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+class Metrics:
+    """metrics.csv across phases and runs; rewritten atomically after each epoch, so a killed run
+    keeps what it had logged, and a resumed epoch replaces its earlier row."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.frame = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=METRIC_COLUMNS)
+
+    def drop(self, run: int, phase: int) -> None:
+        self.frame = self.frame[~((self.frame["run"] == run) & (self.frame["phase"] == phase))]
+
+    def record(self, run: int, phase: int, epoch: int, logs: dict) -> None:
+        row = {"run": run, "phase": phase, "epoch": epoch, **{k: logs.get(k) for k in METRIC_COLUMNS[3:]}}
+        key = (self.frame["run"] == run) & (self.frame["phase"] == phase) & (self.frame["epoch"] == epoch)
+        rows = [r for r in (self.frame[~key], pd.DataFrame([row], columns=METRIC_COLUMNS)) if len(r)]
+        self.frame = pd.concat(rows, ignore_index=True).astype({"run": int, "phase": int, "epoch": int})
+        with atomic_path(self.path) as temporary:
+            self.frame.to_csv(temporary, index=False)
+
+
+def write_snapshot(table: pd.DataFrame, path: Path) -> None:
+    columns = ["sha256", "path", "label", "label_id", "split"]
+    with atomic_path(path) as temporary:
+        table[columns].reset_index(drop=True).to_parquet(temporary, index=False)
+
+
+def plot_curves(metrics: pd.DataFrame, path: Path) -> None:
+    """Loss and accuracy over every epoch of every run, a dashed line where a phase or run begins."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = metrics.reset_index(drop=True)
+    x = np.arange(1, len(frame) + 1)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for column, style in ((metric, "-"), (f"val_{metric}", "--")):
+            if column in frame and frame[column].notna().any():
+                axis.plot(x, frame[column].astype(float), style, marker=".", label=column)
+        starts = frame.index[(frame[["run", "phase"]] != frame[["run", "phase"]].shift()).any(axis=1)]
+        for start in starts:
+            axis.axvline(start + 0.5, color="grey", linestyle=":", linewidth=1)
+            run, phase = frame.loc[start, ["run", "phase"]]
+            axis.annotate(f"run {run} phase {phase}", (start + 0.6, 0.98), xycoords=("data", "axes fraction"),
+                          fontsize=7, va="top", rotation=90, color="grey")
+        axis.set_xlabel("epoch (all phases and runs)")
+        axis.set_title(metric)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def plot_confusion(truth, predicted, class_names, path: Path) -> np.ndarray:
+    """The validation confusion matrix (rows: true class, columns: predicted), as a PNG; returns it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    matrix = np.zeros((n, n), int)
+    np.add.at(matrix, (np.asarray(truth, int), np.asarray(predicted, int)), 1)
+    size = max(4, 0.5 * n + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(n), class_names, rotation=45, ha="right")
+    axis.set_yticks(range(n), class_names)
+    for i in range(n):
+        for j in range(n):
+            axis.text(j, i, matrix[i, j], ha="center", va="center",
+                      color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title("validation confusion matrix")
+    figure.tight_layout()
+    _save_figure(figure, path)
+    return matrix
+
+
+def _save_figure(figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)
+
+
+def write_report(path: Path, state: dict, summary: pd.DataFrame, metrics: pd.DataFrame) -> None:
+    """report.md: the data, each run's decisions and results, and where every artefact is."""
+    from tltoolkit.cli.output import markdown_table
+
+    latest = state["runs"][-1]
+    config = latest["config"]
+    lines = [f"# Fine-tuning run: {config['base']} on {config['data']}", "",
+             f"Runs so far: {len(state['runs'])}. Latest: run {latest['run']} ({latest['status']}).", "",
+             "## Data (latest run)", "", markdown_table(summary), ""]
+    for run in state["runs"]:
+        lines += [f"## Run {run['run']}", ""]
+        lines += [f"- {note}" for note in run.get("notes", [])]
+        for phase in run.get("phases", []):
+            lines.append(f"- {phase['summary']}")
+        lines.append("")
+    lines += ["## Artefacts", "",
+              "| file | what |", "| --- | --- |",
+              "| `model.keras` | the best model: uint8 images in, class probabilities out; `keras.models.load_model` |",
+              "| `class_index.json` | class name -> output unit |",
+              "| `config.json` | every setting of the latest run (the same keys work in `--config`) |",
+              "| `snapshot.parquet` | each image's sha256, path, label and split |",
+              "| `metrics.csv` | every epoch of every phase and run |",
+              "| `plots/curves.png` | loss and accuracy, phase boundaries dotted |",
+              "| `plots/confusion.png` | validation confusion matrix |",
+              "| `logs/` | TensorBoard: `tensorboard --logdir logs` |",
+              "| `state.json` | the runs, their decisions and results |", ""]
+    if len(metrics):
+        last = metrics.groupby(["run", "phase"]).tail(1)[["run", "phase", "epoch", "loss", "accuracy",
+                                                           "val_loss", "val_accuracy"]]
+        lines += ["## Last epoch of each phase", "", markdown_table(last.round(4)), ""]
+    with atomic_path(path) as temporary:
+        Path(temporary).write_text("\n".join(lines))
