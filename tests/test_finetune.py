@@ -197,8 +197,10 @@ def test_vgg16_freeze_until_block5_runs_as_written(tmp_path, capsys):
 
 
 @pytest.fixture
-def cli_data(tmp_path):
+def cli_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")  # keep fd 2 alone so capsys sees the CLI's stderr
     make_images(tmp_path / "data", 4)
+    make_images(tmp_path / "one", 2, classes=("red",))
     return tmp_path
 
 
@@ -207,7 +209,7 @@ def cli_data(tmp_path):
     (["--freeze-until", "block5"], "unknown stage 'block5' for resnet20_cifar; valid: auto, head, none, conv1"),
     (["--data", "{tmp}/nowhere"], "does not exist"),
     (["--data", "{tmp}/empty"], "no images in"),
-    (["--data", "{tmp}/data/red"], "only one class"),
+    (["--data", "{tmp}/one"], "only one class"),
     (["--weights", "imagenet"], "resnet20_cifar has no published 'imagenet' weights"),
     (["--weights", "{tmp}/missing.h5"], "weights file"),
     (["--config", "{tmp}/bad.json"], "unknown setting 'epoch'; close matches: epochs"),

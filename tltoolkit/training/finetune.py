@@ -117,7 +117,12 @@ class _Run:
         self.config = config
         self.echo = echo
         self.spec = get_spec(config["base"])  # unknown base: one line with close matches
-        self.size = (int(config["image_size"] or self.spec.default_size),) * 2
+        size = config["image_size"] or self.spec.default_size
+        self.size = tuple(int(v) for v in (size if isinstance(size, (list, tuple)) else (size, size)))
+        if len(self.size) != 2 or min(self.size) < self.spec.min_size:
+            raise TltoolkitError(f"--image-size {size} does not fit {self.spec.id}: give one size or [height, width], "
+                                 f"at least {self.spec.min_size}")
+        config["image_size"] = list(self.size)  # resolved, as evaluate/predict read it
         self.out = Path(config["out"]).expanduser()
         if self.out.exists() and not self.out.is_dir():
             raise TltoolkitError(f"--out {self.out} is a file; pass a folder for the run")
