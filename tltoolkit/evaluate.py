@@ -309,6 +309,7 @@ class Evaluation:
     probabilities: np.ndarray  # [images, classes] of the final model (ensemble and TTA as asked)
     comparison: pd.DataFrame  # model, tta, accuracy, top-k accuracy: single vs TTA vs ensemble
     unknown: pd.DataFrame  # class, images: dataset classes the model does not know (excluded)
+    quarantined: int  # files of the data the scan could not use
     top_k: int
     tta: str
 
@@ -372,7 +373,7 @@ class Evaluation:
     def summary(self) -> dict:
         return {"images": len(self.predictions), "accuracy": self.accuracy, f"top_{self.top_k}_accuracy":
                 self.top_k_accuracy, "tta": self.tta, "classes": len(self.class_names),
-                "unknown_class_images": int(self.unknown["images"].sum())}
+                "unknown_class_images": int(self.unknown["images"].sum()), "quarantined_files": self.quarantined}
 
     def write(self, folder, force: bool = False) -> dict[str, Path]:
         """Writes the report files into `folder` (atomically each); existing ones only with `force`."""
@@ -406,8 +407,9 @@ def top_k_accuracy(probs: np.ndarray, label_ids: np.ndarray, k: int) -> float:
 
 
 def evaluation_table(data, class_names, split: str = "all", val_split: float = 0.2):
-    """The usable images of `data` whose class the model knows, with `label_id` in the model's ids, and
-    a table of the classes it does not know (class, images), which are left out."""
+    """The usable images of `data` whose class the model knows, with `label_id` in the model's ids, a
+    table of the classes it does not know (class, images), which are left out, and how many files the
+    scan quarantined."""
     from tltoolkit.data import scan
 
     index = {name: i for i, name in enumerate(class_names)}
@@ -421,7 +423,7 @@ def evaluation_table(data, class_names, split: str = "all", val_split: float = 0
     if not known.any():
         raise TltoolkitError(f"none of the classes of {data} ({_names(sorted(table['label'].unique()))}) is known to "
                              f"the model ({_names(class_names)}); evaluate on data with the model's classes")
-    return table.loc[known].reset_index(drop=True), unknown
+    return table.loc[known].reset_index(drop=True), unknown, len(result.quarantined)
 
 
 def evaluate(model_or_runs, data, tta: str = "none", top_k: int = 5, batch_size: int = 32, split: str = "all",
@@ -432,7 +434,7 @@ def evaluate(model_or_runs, data, tta: str = "none", top_k: int = 5, batch_size:
     classifiers = _as_classifiers(model_or_runs)
     check_tta(tta)
     names = classifiers[0].class_names
-    table, unknown = evaluation_table(data, names, split, val_split)
+    table, unknown, quarantined = evaluation_table(data, names, split, val_split)
     labels = table["label_id"].to_numpy()
     k = max(1, min(top_k, len(names)))
     modes = ["none"] + ([tta] if tta != "none" else [])
@@ -453,7 +455,7 @@ def evaluate(model_or_runs, data, tta: str = "none", top_k: int = 5, batch_size:
         "path": table["path"].astype(str), "decoder": table["decoder"], "label": table["label"], "label_id": labels,
         "predicted": name_array[predicted], "predicted_id": predicted, "probability": final.max(axis=1),
         "true_probability": final[np.arange(len(labels)), labels], "correct": predicted == labels})
-    return Evaluation(names, predictions, final, comparison, unknown, k, tta)
+    return Evaluation(names, predictions, final, comparison, unknown, quarantined, k, tta)
 
 
 # -- figures ------------------------------------------------------------------------------------------
@@ -465,7 +467,7 @@ def confusion_figure(evaluation: Evaluation, normalize: bool = False):
 
     matrix = evaluation.confusion(normalize)
     n = len(evaluation.class_names)
-    side = min(20.0, 2.5 + 0.45 * n)
+    side = min(20.0, max(5.0, 2.5 + 0.45 * n))
     figure = Figure(figsize=(side + 1.5, side))
     axes = figure.add_subplot()
     shown = axes.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, matrix.max()))
@@ -475,7 +477,7 @@ def confusion_figure(evaluation: Evaluation, normalize: bool = False):
     axes.set_yticks(ticks, evaluation.class_names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    axes.set_title(f"Confusion matrix{' (normalised by true class)' if normalize else ''}: "
+    axes.set_title(f"Confusion matrix{' (normalised by true class)' if normalize else ''}\n"
                    f"accuracy {evaluation.accuracy:.1%} on {len(evaluation.predictions)} images")
     if n <= 30:
         threshold = (1 if normalize else max(1, matrix.max())) / 2

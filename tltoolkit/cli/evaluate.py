@@ -64,5 +64,7 @@ def run(args) -> int:
         listed = ", ".join(f"{row['class']} ({row['images']})" for _, row in evaluation.unknown.iterrows())
         print(f"left out {summary['unknown_class_images']} image(s) of classes the model does not know: {listed}",
               file=sys.stderr)
+    if evaluation.quarantined:
+        print(f"skipped {evaluation.quarantined} unusable file(s) (see `tltoolkit scan {args.data}`)", file=sys.stderr)
     print(f"\nwrote {len(files)} files to {out}")
     return 0
