@@ -135,3 +135,19 @@ def test_export_rejects_bad_requests(run, tmp_path):
     with pytest.raises(TltoolkitError, match="labels.txt exists with other labels"):
         export(run, "keras", tmp_path / "m.keras")
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_int8_needs_real_calibration_images_and_takes_them_from_data(run, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # the scan cache
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copy(f"{run}/model.keras", plain / "model.keras")
+    with pytest.raises(TltoolkitError, match="int8 calibration needs real images"):
+        export(plain / "model.keras", "tflite", tmp_path / "out" / "m.tflite", quantize="int8")
+    data = tmp_path / "data"
+    write_class_folders(data, per_class=3, seed=3)
+    result = export(plain / "model.keras", "tflite", tmp_path / "out" / "m.tflite", quantize="int8", data=data)
+    assert result.max_difference <= 0.1
+    assert (tmp_path / "out" / "labels.txt").read_text().splitlines() == ["0", "1", "2"]  # no labels beside

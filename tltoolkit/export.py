@@ -101,7 +101,10 @@ def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool
     labels_text = "".join(f"{name}\n" for name in classifier.class_names)
     _check_targets(out, fmt, labels_path, labels_text, force)
 
-    images = sample_images(classifier, data, REPRESENTATIVE_IMAGES if quantize == "int8" else verify_images)
+    if quantize == "int8":
+        images = sample_images(classifier, data, REPRESENTATIVE_IMAGES, synthetic=False)
+    else:
+        images = sample_images(classifier, data, verify_images)
     serving = serving_model(classifier)
     checked = images[:verify_images]
     # Before writing: the ONNX exporter also needs a model that has been called.
@@ -145,9 +148,9 @@ def _check_targets(out: Path, fmt: str, labels_path: Path, labels_text: str, for
         raise TltoolkitError(f"{labels_path} exists with other labels; export into another folder or pass --force")
 
 
-def sample_images(classifier, data=None, count: int = VERIFY_IMAGES) -> list[np.ndarray]:
+def sample_images(classifier, data=None, count: int = VERIFY_IMAGES, synthetic: bool = True) -> list[np.ndarray]:
     """Up to `count` uint8 images at their own sizes: the run's training images (snapshot.parquet),
-    else the usable images of `data`, else seeded random images of several sizes."""
+    else the usable images of `data`, else (with `synthetic`) seeded random images of several sizes."""
     import pandas as pd
 
     from tltoolkit.pipeline import decode_image_file
@@ -165,6 +168,9 @@ def sample_images(classifier, data=None, count: int = VERIFY_IMAGES) -> list[np.
     if paths:
         chosen = np.random.default_rng(0).permutation(len(paths))[:count]
         return [decode_image_file(paths[i]) for i in sorted(chosen)]
+    if not synthetic:
+        raise TltoolkitError(f"int8 calibration needs real images: {classifier.source} has no snapshot.parquet with "
+                             f"existing training images; pass --data with images like the training data")
     height, width = classifier.image_size
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, (height + 7 * i, width + 13 * (i % 3), 3), dtype=np.uint8) for i in range(count)]
