@@ -1,5 +1,6 @@
 """predict, evaluate, TTA and ensembles on tiny classifiers trained here on generated colour images."""
 
+import io
 import json
 import os
 import shutil
@@ -125,6 +126,29 @@ def test_a_keras_file_takes_labels_from_labels_txt_or_numbers(trained, tmp_path)
     (model.parent / "labels.txt").write_text("a\nb\n")
     with pytest.raises(TltoolkitError, match="3 outputs but its class index names 2"):
         load_classifier(model)
+
+
+def test_a_fresh_process_loads_a_model_with_tltoolkit_layers(trained, tmp_path):
+    """finetune's models hold our registered layers (augmentation, architecture blocks); `predict` in
+    a new process must load them without the user importing anything."""
+    import subprocess
+    import sys
+
+    import keras
+
+    from tltoolkit.augment import PCAColor
+
+    data, run, _ = trained
+    inner = keras.models.load_model(os.path.join(run, "model.keras"))
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    x = PCAColor(eigenvalues=[1.0, 1.0, 1.0], eigenvectors=np.eye(3))(inputs)  # inactive at inference
+    shutil.copytree(run, tmp_path / "run")
+    keras.Model(inputs, inner(x)).save(tmp_path / "run" / "model.keras")
+    image = str(next(data.glob("blue/*.png")))
+    done = subprocess.run([sys.executable, "-m", "tltoolkit", "predict", "--model", str(tmp_path / "run"), image,
+                           "--format", "csv", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert pd.read_csv(io.StringIO(done.stdout))["label"].tolist() == ["blue"]
 
 
 def test_ensemble_is_the_exact_mean_of_its_models(trained):

@@ -104,6 +104,11 @@ def _labels_beside(model_file: Path) -> dict[str, int] | None:
 def _load_keras(model_file: Path):
     import keras
 
+    # Our custom layers (StochasticDepth, LRN, PCAColor, ...) deserialize once their modules registered
+    # them with Keras: a fresh process that only loads a model has not imported them yet.
+    import tltoolkit.architectures.families  # noqa: F401
+    import tltoolkit.augment  # noqa: F401
+
     try:
         return keras.models.load_model(model_file, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a broken or foreign file
