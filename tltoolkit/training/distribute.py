@@ -25,12 +25,15 @@ def make_strategy(name: str):
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # Without GPUs, MirroredStrategy takes only CPU:0; logical CPUs (set up by the caller) all serve.
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy(None if gpus or len(cpus) < 2 else cpus)
     if name == "multiworker":
         if not os.environ.get("TF_CONFIG"):
             raise TltoolkitError("--strategy multiworker needs TF_CONFIG naming the cluster and this worker "
                                  "(see tf.distribute.MultiWorkerMirroredStrategy)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
@@ -39,6 +42,31 @@ def make_strategy(name: str):
         raise TltoolkitError(f"--strategy tpu: no TPU found ({' '.join(str(error).split())[:120]}); "
                              f"use auto on GPU/CPU machines") from error
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _multi_worker_strategy():
+    """MultiWorkerMirroredStrategy whose `reduce` takes what Keras 3's `fit` gives it.
+
+    Keras 3.15 cannot fit under the stock strategy (keras-team/keras#20585): to build the model it
+    reduces a per-replica (x, y) batch eagerly, which the strategy cannot do (only its shapes matter:
+    this worker's batch serves), and in the train step it reduces scalar metrics along axis 0 (here:
+    over the replicas, axis None, the same mean).
+    """
+    import tensorflow as tf
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            if tf.executing_eagerly():
+                return tf.nest.map_structure(lambda v: self.experimental_local_results(v)[0], value)
+            parent = super()
+
+            def one(v):
+                first = self.experimental_local_results(v)[0]
+                return parent.reduce(reduce_op, v, axis=None if axis is not None and first.shape.rank == 0 else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerMirroredStrategy()
 
 
 def is_chief() -> bool:

@@ -182,15 +182,21 @@ def finetune(config: dict, plan: bool = False, force: bool = False, progress: bo
     echo = echo or (lambda line: print(line, flush=True))
     config = resolve_config(config)
     session = _Run(config, force, echo)
-    session.check_compatible()
+    from tltoolkit.training import distribute
+
+    # Before any TensorFlow op: multi-worker collectives must be configured at start-up.
+    strategy = None if plan else distribute.make_strategy(config["strategy"])
+    if distribute.is_chief():  # other workers follow the chief's run directory
+        session.check_compatible()
 
     from tltoolkit.data import scan
 
     result = scan(config["data"], config["val_split"], class_index=session.old_class_index() or None)
-    session.check_classes(result.source_classes)
+    if distribute.is_chief():
+        session.check_classes(result.source_classes)
     if not session.state["runs"]:  # --force may have cleared the folder: scan again without the old index
         result = scan(config["data"], config["val_split"])
-    return _train(session, result, plan, progress)
+    return _train(session, result, strategy, plan, progress)
 
 
 def _decide(config, spec, train_counts) -> Decision:
@@ -203,7 +209,7 @@ def _decide(config, spec, train_counts) -> Decision:
     return Decision(until, trained, f"--freeze-until {until}: training {what} ({per_class:,} images/class)")
 
 
-def _train(session: _Run, result, plan: bool, progress: bool) -> dict:
+def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
     import keras
 
     from tltoolkit.cache import FeatureCache, cached_dataset
@@ -255,8 +261,8 @@ def _train(session: _Run, result, plan: bool, progress: bool) -> dict:
 
     for line in notes:
         echo(line)
-    strategy = distribute.make_strategy(config["strategy"])
-    entry = {"run": number, "status": "running", "config": config, "decision": decision.freeze_until,
+    entry = {"run": number, "status": "running", "config": config, "replicas": strategy.num_replicas_in_sync,
+             "chief": chief, "decision": decision.freeze_until,
              "trained_stages": list(decision.trained_stages), "notes": notes, "phases": []}
     if chief:
         (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -308,8 +314,8 @@ def _train(session: _Run, result, plan: bool, progress: bool) -> dict:
         callbacks = phases.training_callbacks(has_val, int(config["patience"]), config["monitor"], recorder(1),
                                               log_dir and log_dir / f"run{number}-phase1")
         tic = time.perf_counter()
-        head.fit(train, validation_data=val, epochs=int(config["epochs"]), callbacks=callbacks,
-                 class_weight=weights_by_class, verbose=verbose)
+        phases.fit(head, strategy, train, validation_data=val, epochs=int(config["epochs"]), callbacks=callbacks,
+                   class_weight=weights_by_class, verbose=verbose)
         phase1_seconds = time.perf_counter() - tic
 
     # -- the full model, starting from the phase-1 head -----------------------------------------------
@@ -358,8 +364,8 @@ def _train(session: _Run, result, plan: bool, progress: bool) -> dict:
         train = prepared(_images(train_table, session.size, config, shuffle=True))
         val = prepared(_images(val_table, session.size, config, shuffle=False)) if has_val else None
         tic = time.perf_counter()
-        history = training.fit(train, validation_data=val, epochs=int(config["fine_tune_epochs"]),
-                               callbacks=callbacks, class_weight=weights_by_class, verbose=verbose)
+        history = phases.fit(training, strategy, train, validation_data=val, epochs=int(config["fine_tune_epochs"]),
+                             callbacks=callbacks, class_weight=weights_by_class, verbose=verbose)
         phase2_seconds = time.perf_counter() - tic
         phase2 = phases.evaluate(inference, val_images()) if has_val else None
         kept = _better(phase2, phase1, config["monitor"])

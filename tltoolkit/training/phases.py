@@ -93,6 +93,11 @@ def compile_model(model, learning_rate, label_smoothing: float, jit: bool, multi
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], jit_compile=bool(jit))
 
 
+def fit(model, strategy, *args, **kwargs):
+    with strategy.scope():
+        return model.fit(*args, **kwargs)
+
+
 def one_hot(dataset, num_classes: int):
     import tensorflow as tf
 
