@@ -36,7 +36,8 @@ def write_class_folders(root, per_class=10, seed=0, sizes=((36, 44), (40, 40), (
 
 def train_run(run_dir, data_root, image_size=32, seed=0, epochs=40, filters=8) -> str:
     """Trains a small conv net on the class folders of `data_root` (uint8 pixels in, probabilities
-    out, preprocessing inside) and writes a run directory as finetune does. Returns its path."""
+    out, augmentation and preprocessing inside) and writes a run directory as finetune does. Returns
+    its path."""
     import keras
     import pandas as pd
 
@@ -54,9 +55,14 @@ def train_run(run_dir, data_root, image_size=32, seed=0, epochs=40, filters=8) -
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="pixels")
-    x = preprocessing_layer("scale")(inputs)
-    x = keras.layers.Conv2D(filters, 3, activation="relu")(x)
+    # What a finetune model holds: augmentation (a Keras image layer, training=True by default),
+    # batch norm and dropout, all of which must be inactive whenever the model is used.
+    x = keras.layers.RandomFlip("horizontal", seed=seed)(inputs)
+    x = preprocessing_layer("scale")(x)
+    x = keras.layers.Conv2D(filters, 3, use_bias=False)(x)
+    x = keras.layers.Activation("relu")(keras.layers.BatchNormalization()(x))
     x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.3, seed=seed)(x)
     outputs = keras.layers.Dense(len(classes), activation="softmax", name="predictions")(x)
     model = keras.Model(inputs, outputs, name="tiny")
     model.compile(keras.optimizers.Adam(0.03), "sparse_categorical_crossentropy")

@@ -52,7 +52,7 @@ def reference(run, image):
     square = image[top:top + side, left:left + side].astype(np.float32)
     resized = np.clip(np.round(tf.image.resize(square, (32, 32)).numpy()), 0, 255).astype(np.uint8)
     model = keras.models.load_model(f"{run}/model.keras")
-    return model(resized[None]).numpy()[0]
+    return model(resized[None], training=False).numpy()[0]
 
 
 def load_back(fmt, path):

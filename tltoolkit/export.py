@@ -66,13 +66,15 @@ def serving_model(classifier):
 
     height, width = classifier.image_size
     inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
+    # training=False is stored in the graph: Keras' image preprocessing layers default to training=True,
+    # which would otherwise put every later layer (dropout, batch norm) in training mode on `model(x)`.
     x = keras.layers.Resizing(height, width, crop_to_aspect_ratio=classifier.resize == "center_crop",
-                              pad_to_aspect_ratio=classifier.resize == "pad", name="resize")(inputs)
+                              pad_to_aspect_ratio=classifier.resize == "pad", name="resize")(inputs, training=False)
     if "int" in str(classifier.model.inputs[0].dtype):
         # The model casts its input to integers, which truncates: +0.5 makes that the pipeline's
         # rounding (bilinear resizing never leaves 0..255, so this cannot overflow).
         x = keras.layers.Rescaling(1.0, offset=0.5, name="round")(x)
-    outputs = classifier.model(x)
+    outputs = classifier.model(x, training=False)
     return keras.Model(inputs, outputs, name=f"{classifier.model.name}_serving")
 
 
