@@ -199,6 +199,7 @@ def test_vgg16_freeze_until_block5_runs_as_written(tmp_path, capsys):
 @pytest.fixture
 def cli_data(tmp_path, monkeypatch):
     monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")  # keep fd 2 alone so capsys sees the CLI's stderr
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no weights here, and no network
     make_images(tmp_path / "data", 4)
     make_images(tmp_path / "one", 2, classes=("red",))
     return tmp_path
@@ -213,6 +214,7 @@ def cli_data(tmp_path, monkeypatch):
     (["--weights", "imagenet"], "resnet20_cifar has no published 'imagenet' weights"),
     (["--weights", "{tmp}/missing.h5"], "weights file"),
     (["--config", "{tmp}/bad.json"], "unknown setting 'epoch'; close matches: epochs"),
+    (["--base", "vgg16", "--image-size", "32", "--weights", "imagenet"], "and put it in {tmp}/keras/models/"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli_data, capsys, arguments, message):
     tmp = cli_data
@@ -224,7 +226,7 @@ def test_bad_input_is_one_line_and_exit_2(cli_data, capsys, arguments, message):
     argv = [x for pair in {**defaults, **given}.items() for x in pair]
     assert main(["finetune", *argv, "--plan"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err, err
+    assert len(err.splitlines()) == 1 and message.format(tmp=tmp) in err, err
     assert not (tmp / "run").exists() or not any((tmp / "run").iterdir())
 
 
@@ -243,3 +245,45 @@ def test_an_incompatible_out_is_refused_unless_forced(grown, capsys):
     (other / "notes.txt").write_text("mine")
     with pytest.raises(TltoolkitError, match="not empty and holds no finetune run"):
         finetune({**grown["config"], "out": str(other)}, plan=True, echo=quiet)
+
+
+def test_config_file_yaml_and_flags_override_it(cli_data, capsys):
+    tmp = cli_data
+    (tmp / "settings.yaml").write_text(f"base: resnet20_cifar\nweights: none\ndata: {tmp / 'data'}\n"
+                                       f"out: {tmp / 'run'}\ncache-dir: {tmp / 'cache'}\nfreeze_until: conv3\n"
+                                       f"fine_tune_epochs: 7\n")
+    assert main(["finetune", "--config", str(tmp / "settings.yaml"), "--freeze-until", "conv4", "--plan"]) == 0
+    printed = capsys.readouterr().out
+    assert "--freeze-until conv4: training conv4 and the head" in printed
+    assert "phase 2: conv4 + head, up to 7 epochs, bn frozen" in printed and "0 hits, 12 to extract" in printed
+    assert not (tmp / "run").exists()  # a plan writes nothing
+
+
+def test_bn_policy_and_per_stage_learning_rates():
+    from tltoolkit.architectures import build, get_spec
+    from tltoolkit.architectures.preprocessing import preprocessing_layer
+    from tltoolkit.architectures.stages import freeze_until, spec_stage_ranges, trainable_count, trainable_counts_per_stage
+    from tltoolkit.augment import augmentation
+    from tltoolkit.training import phases
+
+    spec = get_spec("resnet20_cifar")
+    base = build(spec.id, include_top=False, input_shape=(32, 32, 3))
+    ranges = spec_stage_ranges(base, spec)
+    counts = trainable_counts_per_stage(base, ranges)
+    training, inference, _ = phases.full_model(base, augmentation("none"), preprocessing_layer(spec.preprocessing),
+                                               (32, 32), 3, {}, "train")
+    freeze_until(base, ranges, "conv3")
+    phases.apply_bn_policy(base, "train")
+    assert trainable_count(training) == counts["conv3"] + 64 * 3 + 3
+
+    # One Adam step moves each weight by about its learning rate: conv4 0.3x and conv3 0.09x the head's.
+    multipliers = phases.stage_multipliers(base, ranges, ("conv3", "conv4"), 0.3)
+    phases.compile_model(training, 1e-3, 0.0, False, multipliers)
+    before = {v.path: v.numpy().copy() for v in training.trainable_variables}
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("uint8")
+    training.train_on_batch(images, np.eye(3)[np.arange(8) % 3])
+    step = {v.path: np.abs(v.numpy() - before[v.path]).max() for v in training.trainable_variables}
+    conv3 = next(r for r in ranges if r.name == "conv3").layers(base)[1].kernel.path
+    conv4 = next(r for r in ranges if r.name == "conv4").layers(base)[1].kernel.path
+    head = inference.get_layer(index=-1).get_layer("predictions").kernel.path
+    np.testing.assert_allclose([step[conv3], step[conv4], step[head]], [0.09e-3, 0.3e-3, 1e-3], rtol=0.02)
