@@ -110,7 +110,7 @@ def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool
     serving = serving_model(classifier)
     checked = images[:verify_images]
     # Before writing: the ONNX exporter also needs a model that has been called.
-    expected = np.concatenate([serving(image[None], training=False).numpy() for image in checked])
+    expected = np.concatenate([output for output in _keras_runner(serving)(checked)])
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _write_tflite,
               "onnx": _write_onnx}[fmt]
@@ -253,8 +253,7 @@ def _runner(fmt: str, path: Path):
     if fmt == "keras":
         import keras
 
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
-        return lambda images: [model(image[None], training=False).numpy() for image in images]
+        return _keras_runner(keras.models.load_model(path, compile=False, safe_mode=True))
     if fmt == "savedmodel":
         import tensorflow as tf
 
@@ -267,6 +266,16 @@ def _runner(fmt: str, path: Path):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda images: [session.run(None, {name: image[None]})[0] for image in images]
+
+
+def _keras_runner(model):
+    """The Keras model as a compiled graph, as `predict` and a SavedModel run it (eager execution
+    fuses fewer ops, so it differs from any graph by float rounding, ~1e-5)."""
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    return lambda images: [forward(image[None]).numpy() for image in images]
 
 
 def _tflite_runner(path):
