@@ -150,6 +150,8 @@ def test_freeze_until_a_stage_trains_exactly_that_stage_and_the_head(two_phases)
 
 
 def test_phase_2_improves_or_holds_validation_accuracy(two_phases):
+    # No augmentation: phase 2 trained conv4 + head on the cached output of conv3.
+    assert any("phase 2 trains from the cached output of conv3_block3_out" in note for note in two_phases["notes"])
     phase1, phase2 = two_phases["phases"]
     assert phase2["val_accuracy"] >= phase1["val_accuracy"]
     assert phase2["val_accuracy"] >= 0.8 and phase2["kept"]
@@ -158,7 +160,7 @@ def test_phase_2_improves_or_holds_validation_accuracy(two_phases):
 def test_killed_phase_2_resumes_at_its_epoch(tmp_path):
     make_images(tmp_path / "data", 12)
     config = settings(tmp_path, data=str(tmp_path / "data"), out=str(tmp_path / "run"), freeze_until="conv4",
-                      epochs=1, fine_tune_epochs=12)
+                      epochs=1, fine_tune_epochs=12, augment="flip")  # on images, through augmentation
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(config))
     command = [sys.executable, "-m", "tltoolkit", "finetune", "--config", str(config_file), "--quiet"]

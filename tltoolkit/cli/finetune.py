@@ -61,6 +61,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--mixed-precision", action="store_const", const=True, default=None,
                         help="float16 compute in phase 2 (for GPUs/TPUs)")
     parser.add_argument("--jit", action="store_const", const=True, default=None, help="XLA-compile training steps")
+    parser.add_argument("--no-cut-cache", dest="cut_cache", action="store_const", const=False, default=None,
+                        help="without augmentation, phase 2 trains on a cache of the last frozen stage's output "
+                             "(default); this trains on images instead")
     parser.add_argument("--config", help="a JSON/YAML file with any of these settings (flags override it)")
     parser.add_argument("--plan", action="store_true", help="print what would be done, without training")
     parser.add_argument("--force", action="store_true",

@@ -10,6 +10,8 @@ with the dataset.
    extracted), warm-started from the previous run's head (grown for new classes).
 4. Phase 2, when stages train: the full model from the phase-1 head, per-stage learning rates,
    warm-up, BN policy, early stopping, BackupAndRestore (a killed run resumes at its epoch).
+   Without augmentation the frozen stages compute the same thing every epoch: phase 2 then trains
+   the later stages on a cache of the last frozen stage's output (`cut_cache`, default on).
    If phase 2 ends worse on validation than phase 1 did, phase 1's model is kept (and the report says so).
 5. The run directory (`run.py`): model, metrics across runs, plots, report.
 """
@@ -39,7 +41,7 @@ DEFAULTS = {
     "augment": "standard", "val_split": 0.2, "cache_dir": None, "seed": 0,
     "hidden": [], "dropout": 0.2, "pooling": "avg", "l2": 0.0, "label_smoothing": 0.0, "class_weight": "none",
     "bn": "frozen", "patience": 3, "monitor": "val_loss",
-    "strategy": "auto", "mixed_precision": False, "jit": False,
+    "strategy": "auto", "mixed_precision": False, "jit": False, "cut_cache": True,
     "policy_thresholds": list(DEFAULT_THRESHOLDS),
 }
 REQUIRED = ("base", "data", "out")
@@ -361,11 +363,27 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
         backup = out / "checkpoints" / f"run{number}-phase2" if chief else Path(_scratch()) / "backup"
         callbacks = phases.training_callbacks(has_val, int(config["patience"]), config["monitor"], recorder(2),
                                               log_dir and log_dir / f"run{number}-phase2", backup)
-        train = prepared(_images(train_table, session.size, config, shuffle=True))
-        val = prepared(_images(val_table, session.size, config, shuffle=False)) if has_val else None
         tic = time.perf_counter()
-        history = phases.fit(training, strategy, train, validation_data=val, epochs=int(config["fine_tune_epochs"]),
+        cut = _cut_cache(session, decision, weights, usable, progress) if _can_cut(config, spec, decision) else None
+        if cut is None:
+            model = training
+            train = prepared(_images(train_table, session.size, config, shuffle=True))
+            val = prepared(_images(val_table, session.size, config, shuffle=False)) if has_val else None
+        else:
+            cut_cache, cut_layer, cut_stats = cut
+            with strategy.scope():
+                model, tail_head = _tail_on_cut(base, cut_layer, classifier, num_classes, head_options)
+                phases.compile_model(model, schedule, config["label_smoothing"], config["jit"], multipliers)
+            train = prepared(cached_dataset(cut_cache, train_table, config["batch_size"], shuffle=True, seed=seed))
+            val = prepared(cached_dataset(cut_cache, val_table, config["batch_size"], shuffle=False)) if has_val else None
+            notes.append(f"phase 2 trains from the cached output of {cut_layer} (no augmentation: the frozen "
+                         f"stages give the same output every epoch); computed {cut_stats.computed} of "
+                         f"{cut_stats.images} images")
+            echo(notes[-1])
+        history = phases.fit(model, strategy, train, validation_data=val, epochs=int(config["fine_tune_epochs"]),
                              callbacks=callbacks, class_weight=weights_by_class, verbose=verbose)
+        if cut is not None:
+            copy_head_weights(tail_head, classifier)  # the stages are shared; the head is a copy
         phase2_seconds = time.perf_counter() - tic
         phase2 = phases.evaluate(inference, val_images()) if has_val else None
         kept = _better(phase2, phase1, config["monitor"])
@@ -378,7 +396,7 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
             summary += "; worse than phase 1 on validation: phase 1's model is kept"
         entry["phases"].append({"phase": 2, "seconds": round(phase2_seconds, 2), "kept": kept, **_scores(phase2),
                                 "first_epoch": history.epoch[0] if history.epoch else None,
-                                "trainable_params": trainable_count(training), "summary": summary})
+                                "trainable_params": trainable_count(model), "summary": summary})
         echo(summary)
 
     truth, predicted = phases.predict_labels(inference, val_images()) if has_val else (np.zeros(0), np.zeros(0))
@@ -397,6 +415,39 @@ def _fresh_base(spec, size, source):
     base = build(spec.id, include_top=False, input_shape=(*size, spec.channels))
     base.set_weights(source.get_weights())
     return base
+
+
+def _can_cut(config, spec, decision) -> bool:
+    """Phase 2 can start from a cache of the last frozen stage's output when nothing random comes
+    before it (no augmentation) and something is frozen."""
+    return (bool(config["cut_cache"]) and config["augment"] == "none" and not config["mixed_precision"]
+            and decision.freeze_until in spec.stage_names[1:])
+
+
+def _cut_cache(session, decision, weights, usable, progress):
+    """(cache, cut layer, stats) of the output of the stage before the first trained one."""
+    from tltoolkit.extract import extract_features, feature_extractor
+
+    config, spec = session.config, session.spec
+    frozen_stage = spec.stage_names[spec.stage_names.index(decision.freeze_until) - 1]
+    extractor = feature_extractor(spec.id, weights=weights, image_size=session.size, layer=frozen_stage,
+                                  resize=config["resize"], seed=config["seed"], dtype="float16")
+    cache, stats = extract_features(usable, extractor, config["cache_dir"], config["batch_size"], progress=progress)
+    return cache, extractor.spec.cut, stats
+
+
+def _tail_on_cut(base, cut_layer, classifier, num_classes, head_options):
+    """cached cut-layer output -> the base's layers after it (shared) -> a copy of the head."""
+    import keras
+
+    from tltoolkit.extract import tail_model
+    from tltoolkit.heads import copy_head_weights, head_model
+
+    tail = tail_model(base, cut_layer)
+    head = head_model(base.output.shape[1:], num_classes, **head_options)
+    copy_head_weights(classifier, head)
+    inputs = keras.Input(tail.input.shape[1:], name="cut_features")
+    return keras.Model(inputs, head(tail(inputs)), name="tail_classifier"), head
 
 
 def _images(table, size, config, shuffle: bool):

@@ -95,7 +95,7 @@ def compile_model(model, learning_rate, label_smoothing: float, jit: bool, multi
 
 def fit(model, strategy, *args, **kwargs):
     with strategy.scope():
-        return model.fit(*args, **kwargs)
+        return model.fit(*args, shuffle=False, **kwargs)  # the datasets shuffle themselves
 
 
 def one_hot(dataset, num_classes: int):
