@@ -10,8 +10,9 @@ from tltoolkit.cli import main
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.export import export
 
-# the test's own TFLite loader uses tf.lite.Interpreter, which TF 2.21 marks deprecated
-pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+# third-party notices: tf.lite.Interpreter is deprecated in TF 2.21; Keras' tf2onnx patch probes np.object
+pytestmark = [pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning"),
+              pytest.mark.filterwarnings("ignore:In the future `np.object`:FutureWarning")]
 
 # format, quantization, largest accepted probability difference (stated in the README)
 ROUND_TRIPS = [
