@@ -106,6 +106,15 @@ def test_each_changed_setting_is_a_miss(tmp_path, extractor, weights):
     assert stats.computed == 0
 
 
+def test_random_init_is_keyed_by_its_seed_and_reproducible():
+    first, again, other = (feature_extractor(ARCH, weights=None, seed=s) for s in (3, 3, 4))
+    assert first.spec.weights == "random-init:3"
+    assert first.spec.key() == again.spec.key() != other.spec.key()
+    for a, b in zip(first.model.get_weights(), again.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(first.model.get_weights(), other.model.get_weights()))
+
+
 def test_growth_extracts_only_new_images_and_removed_or_edited_ones_drop_out(tmp_path, extractor):
     folder = write_classes(tmp_path / "data", per_class=5)
     cache_dir = tmp_path / "cache"

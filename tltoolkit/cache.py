@@ -8,7 +8,8 @@ edited file (same path, new bytes) is a miss and a renamed one is a hit.
 
 Layout of `<cache_dir>/<key>/`:
 - `spec.json`: the `FeatureSpec`, for people and tools.
-- `shard-<id>.npy`: up to `shard_size` feature rows, float16 or float32, `[rows, *feature_shape]`.
+- `shard-<id>.npy`: `shard_size` feature rows (default: as many as fit in 64 MB; a run's last shard
+  holds the rest), float16 or float32, `[rows, *feature_shape]`.
 - `parts/<id>.parquet`: the manifest rows of shard `<id>` (sha256, path, label, shard, row, view).
 - `manifest.parquet`: the parts merged (`compact()`).
 Every file is written to a temporary name in the same folder and renamed, and a shard is written
@@ -37,7 +38,7 @@ from tltoolkit.data.files import atomic_path, default_cache_dir as tltoolkit_cac
 from tltoolkit.errors import TltoolkitError
 
 DTYPES = ("float16", "float32")
-DEFAULT_SHARD_SIZE = 1024
+SHARD_BYTES = 64 << 20  # default shard size: small enough to buffer, large enough to be few files
 MANIFEST_COLUMNS = ["sha256", "path", "label", "shard", "row", "view"]
 KEY_VERSION = 1  # bump when the meaning of stored features changes: every old key then misses
 
@@ -56,6 +57,9 @@ class FeatureSpec:
     `keras.utils.set_random_seed(seed)`, which makes the initialisation reproducible). `cut` is the
     layer whose output is stored; `views` > 0 stores that many augmented views per image, drawn by
     `augmentation` (an `tltoolkit.augment` policy) seeded with `seed`; 0 stores the image as is.
+    The random draws follow the order of the images extracted, so a run over the same table
+    reproduces its views, while a resumed or incremental run draws fresh (equally valid) views for
+    the images it adds.
     """
 
     arch: str
@@ -93,8 +97,8 @@ class FeatureSpec:
 class FeatureCache:
     """One cache entry: the features of `spec`, for any number of images, under `root/<spec.key()>`."""
 
-    def __init__(self, spec: FeatureSpec, root=None, shard_size: int = DEFAULT_SHARD_SIZE):
-        if shard_size < 1:
+    def __init__(self, spec: FeatureSpec, root=None, shard_size: int | None = None):
+        if shard_size is not None and shard_size < 1:
             raise TltoolkitError(f"shard_size must be at least 1, got {shard_size}")
         self.spec = spec
         self.root = Path(root).expanduser() if root else default_cache_dir()
@@ -218,6 +222,7 @@ class ShardWriter:
         self._rows: list[dict] = []
         self._features: list[np.ndarray] = []
         self._buffered = 0
+        self._shard_rows: int | None = None
         self.written = 0  # rows written by this writer
 
     def add(self, sha256s, paths, labels, features: np.ndarray, view: int = 0) -> None:
@@ -228,8 +233,10 @@ class ShardWriter:
                           for h, p, lab in zip(sha256s, paths, labels))
         self._features.append(features)
         self._buffered += len(features)
-        while self._buffered >= self.cache.shard_size:
-            self._write(self.cache.shard_size)
+        if self._shard_rows is None:
+            self._shard_rows = self.cache.shard_size or max(1, SHARD_BYTES // max(1, features[0].nbytes))
+        while self._buffered >= self._shard_rows:
+            self._write(self._shard_rows)
 
     def _write(self, count: int) -> None:
         features = np.concatenate(self._features)
@@ -291,6 +298,7 @@ def cached_dataset(cache: FeatureCache, table: pd.DataFrame, batch_size: int = 3
         return (cache.gather(shard_names[shard_index[images, view]], row_index[images, view]).astype("float32"),
                 labels[images])
 
+    @tf.autograph.experimental.do_not_convert  # plain TF calls; nothing for autograph to convert
     def load_tensors(images, draws):
         features, label_ids = tf.numpy_function(load, [images, draws], (tf.float32, tf.int32), stateful=False)
         features.set_shape([None, *feature_shape])

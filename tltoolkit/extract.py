@@ -24,7 +24,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from tltoolkit.cache import DEFAULT_SHARD_SIZE, FeatureCache, FeatureSpec
+from tltoolkit.cache import FeatureCache, FeatureSpec
 from tltoolkit.errors import TltoolkitError
 
 PENULTIMATE = "penultimate"
@@ -146,9 +146,9 @@ def _weights_id(model, spec, weights, seed: int, cut: str) -> str:
     entry = spec.weights[IMAGENET]
     with_top = has_reference_top(model, spec, entry.num_classes)
     names = [layer.name for layer in model.layers]
-    in_head = names[names.index(spec.base_output) + 1:names.index(cut) + 1] if cut in names[
-        names.index(spec.base_output):] else []
-    if not with_top and any(model.get_layer(n).weights for n in in_head):
+    head = names[names.index(spec.base_output) + 1:]
+    up_to_cut = head[:head.index(cut) + 1] if cut in head else []
+    if not with_top and any(model.get_layer(name).weights for name in up_to_cut):
         raise TltoolkitError(f"{spec.id}'s {cut} layer is in the classifier, whose ImageNet weights fit only "
                              f"{spec.default_size}x{spec.default_size} input; use --image-size "
                              f"{spec.default_size} or cut at a stage (--layer {spec.stage_names[-1]} --pooling avg)")
@@ -190,7 +190,7 @@ def _prepared(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def extract_features(table: pd.DataFrame, extractor: FeatureExtractor, cache_dir=None, batch_size: int = 32,
-                     shard_size: int = DEFAULT_SHARD_SIZE, progress: bool = True) -> tuple[FeatureCache, ExtractionStats]:
+                     shard_size: int | None = None, progress: bool = True) -> tuple[FeatureCache, ExtractionStats]:
     """Stores the features of every image of `table` (a scan's table) in the cache; computes only the
     images the cache lacks, so a re-run after a crash, or on a grown folder, does only the new work.
     Returns the cache and what was done."""
@@ -201,9 +201,12 @@ def extract_features(table: pd.DataFrame, extractor: FeatureExtractor, cache_dir
     cache = FeatureCache(extractor.spec, cache_dir, shard_size)
     todo = table[table["sha256"].isin(set(cache.missing(table["sha256"])))].reset_index(drop=True)
     if len(todo):
-        # The row index travels as the "label": tf.data may deliver batches out of order (faster).
+        # The row index travels as the "label": tf.data may deliver images out of order (faster),
+        # except with augmented views, whose random draws then follow the table's order (seeded runs
+        # over the same table give the same views).
         dataset = image_dataset(todo.assign(label_id=np.arange(len(todo))), extractor.spec.image_size,
-                                batch_size, resize=extractor.spec.resize, dtype="float32")
+                                batch_size, resize=extractor.spec.resize, dtype="float32",
+                                deterministic=extractor.spec.views > 0)
         bar = _progress(len(todo) * extractor.spec.view_count, progress)
         with cache.writer() as writer, _Background(writer.add) as background:
             for images, index in dataset:
