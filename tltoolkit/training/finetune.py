@@ -447,7 +447,9 @@ def _tail_on_cut(base, cut_layer, classifier, num_classes, head_options):
     head = head_model(base.output.shape[1:], num_classes, **head_options)
     copy_head_weights(classifier, head)
     inputs = keras.Input(tail.input.shape[1:], name="cut_features")
-    return keras.Model(inputs, head(tail(inputs)), name="tail_classifier"), head
+    features = tail(inputs)
+    features = features[0] if isinstance(features, (list, tuple)) else features  # tail_model keeps a list of outputs
+    return keras.Model(inputs, head(features), name="tail_classifier"), head
 
 
 def _images(table, size, config, shuffle: bool):
