@@ -3,7 +3,6 @@
 new classes, the run directory and the CLI's errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -191,11 +190,18 @@ def test_vgg16_freeze_until_block5_runs_as_written(tmp_path, capsys):
     out = tmp_path / "runs" / "cats"
     code = main(["finetune", "--base", "vgg16", "--freeze-until", "block5", "--data", str(tmp_path / "data"),
                  "--out", str(out), "--weights", "none", "--image-size", "32", "--epochs", "1",
-                 "--fine-tune-epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+                 "--fine-tune-epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--quiet",
+                 "--hidden", "16", "--class-weight", "auto", "--label-smoothing", "0.1", "--l2", "1e-4"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "phase 1 (head on cached features)" in printed and "phase 2 (block5 + head, bn frozen)" in printed
     assert f"report: {out}/report.md" in printed and (out / "model.keras").is_file()
+    from tltoolkit.training.phases import find_classifier
+
+    head = find_classifier(keras.models.load_model(out / "model.keras", compile=False))
+    assert head.get_layer("head_dense1").units == 16 and head.get_layer("predictions").units == 3
+    config = json.loads((out / "config.json").read_text())
+    assert config["class_weight"] == "auto" and config["label_smoothing"] == 0.1 and config["image_size"] == [32, 32]
 
 
 @pytest.fixture
@@ -289,3 +295,20 @@ def test_bn_policy_and_per_stage_learning_rates():
     conv4 = next(r for r in ranges if r.name == "conv4").layers(base)[1].kernel.path
     head = inference.get_layer(index=-1).get_layer("predictions").kernel.path
     np.testing.assert_allclose([step[conv3], step[conv4], step[head]], [0.09e-3, 0.3e-3, 1e-3], rtol=0.02)
+
+
+def test_force_starts_an_incompatible_run_over(tmp_path):
+    make_images(tmp_path / "data", 4)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "state.json").write_text(json.dumps({"runs": [{"run": 1, "status": "finished", "config": {
+        **DEFAULTS, "base": "vgg11", "data": "elsewhere", "out": str(out)}}]}))
+    (out / "model.keras").write_text("an older model")
+    config = settings(tmp_path, data=str(tmp_path / "data"), out=str(out), epochs=1, fine_tune_epochs=0)
+    lines = []
+    finetune(config, plan=True, force=True, progress=False, echo=lines.append)
+    assert any("would remove the earlier run" in line for line in lines) and (out / "model.keras").read_text()
+    entry = finetune(config, force=True, progress=False, echo=quiet)
+    state = json.loads((out / "state.json").read_text())
+    assert entry["run"] == 1 and [r["config"]["base"] for r in state["runs"]] == ["resnet20_cifar"]
+    assert keras.models.load_model(out / "model.keras", compile=False).output.shape == (None, 3)

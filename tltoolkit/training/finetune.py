@@ -113,7 +113,7 @@ def resolve_config(*layers: dict) -> dict:
 class _Run:
     """One invocation: the settings, the run directory's state and what was decided."""
 
-    def __init__(self, config: dict, force: bool, echo):
+    def __init__(self, config: dict, force: bool, plan: bool, echo):
         from tltoolkit.architectures import get_spec
 
         self.config = config
@@ -133,7 +133,7 @@ class _Run:
         if until not in valid:
             raise TltoolkitError(f"unknown stage {until!r} for {self.spec.id}; valid: {', '.join(valid)}")
         self.state = rundir.read_json(self.out / "state.json", {"runs": []})
-        self.force = force
+        self.force, self.plan = force, plan
 
     # -- the run directory's history ------------------------------------------------------------
 
@@ -164,6 +164,9 @@ class _Run:
         if not self.force:
             raise TltoolkitError(f"--out {self.out} holds a run that differs ({what}); use another --out, "
                                  f"or --force to start it over")
+        if self.plan:
+            self.echo(f"--force: would remove the earlier run in {self.out} ({what})")
+            return
         shutil.rmtree(self.out)
         self.state = {"runs": []}
         self.echo(f"--force: removed the earlier run in {self.out} ({what})")
@@ -183,7 +186,7 @@ def finetune(config: dict, plan: bool = False, force: bool = False, progress: bo
     """
     echo = echo or (lambda line: print(line, flush=True))
     config = resolve_config(config)
-    session = _Run(config, force, echo)
+    session = _Run(config, force, plan, echo)
     from tltoolkit.training import distribute
 
     # Before any TensorFlow op: multi-worker collectives must be configured at start-up.
