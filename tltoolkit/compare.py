@@ -25,6 +25,7 @@ QUICK_SIZE = 64
 QUICK_BATCH = 4
 BATCH = 32
 WARMUP_CALLS = 2
+TIMED_CALLS = 3  # VGG16 at batch 32 takes ~15 s a call on 2 CPU cores
 
 
 def compare(archs, quick: bool = False, timed_calls: int | None = None, batch_size: int | None = None) -> pd.DataFrame:
@@ -35,7 +36,7 @@ def compare(archs, quick: bool = False, timed_calls: int | None = None, batch_si
     if not archs:
         raise TltoolkitError("name the architectures to compare, e.g. --compare vgg16 googlenet resnet50")
     specs = [get_spec(arch) for arch in dict.fromkeys(archs)]  # unknown ids fail before any build
-    timed_calls = timed_calls or (3 if quick else 5)
+    timed_calls = timed_calls or TIMED_CALLS
     batch_size = batch_size or (QUICK_BATCH if quick else BATCH)
     return pd.DataFrame([_measure(spec, quick, timed_calls, batch_size) for spec in specs])
 

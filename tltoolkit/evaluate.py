@@ -31,7 +31,6 @@ from tltoolkit.errors import TltoolkitError
 
 TTA_MODES = ("none", "flip", "ten-crop")
 TEN_CROP_FRACTION = 0.875  # crop / resized shorter side, as in the AlexNet and VGG evaluations
-RUN_FILES = ("model.keras", "class_index.json", "config.json")
 
 
 # -- loading a classifier ----------------------------------------------------------------------------
