@@ -110,6 +110,10 @@ def test_a_new_class_grows_the_head_keeping_the_old_weights(grown):
     third = grown["runs"][2]
     assert third["new_classes"] == ["yellow"] and third["classes"][:3] == ["blue", "green", "red"]
     assert any("head grows from 3 to 4 outputs" in note for note in third["notes"])
+    if grown["runs"][1]["phases"][1]["kept"]:  # run 2 fine-tuned the base: features come from it, all anew
+        assert third["extracted"] == 108 and any("fine-tuned base re-extracts" in note for note in third["notes"])
+    else:
+        assert third["extracted"] == 12
     from tltoolkit.training.phases import find_classifier
 
     old = find_classifier(grown["model2"]).get_layer("predictions").get_weights()

@@ -501,7 +501,9 @@ def _write_artefacts(session, result, inference, base, base_trained, metrics, tr
     rundir.plot_confusion(truth, predicted, result.class_names, out / "plots" / "confusion.png")
     summary = result.summary()
     rundir.write_json(out / "state.json", session.state)
-    rundir.write_report(out / "report.md", session.state, summary, metrics.frame)
+    from tltoolkit.training.phases import tensorboard_installed
+
+    rundir.write_report(out / "report.md", session.state, summary, metrics.frame, tensorboard_installed())
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 

@@ -150,7 +150,7 @@ def _save_figure(figure, path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(path: Path, state: dict, summary: pd.DataFrame, metrics: pd.DataFrame) -> None:
+def write_report(path: Path, state: dict, summary: pd.DataFrame, metrics: pd.DataFrame, tensorboard: bool) -> None:
     """report.md: the data, each run's decisions and results, and where every artefact is."""
     from tltoolkit.cli.output import markdown_table
 
@@ -174,7 +174,8 @@ def write_report(path: Path, state: dict, summary: pd.DataFrame, metrics: pd.Dat
               "| `metrics.csv` | every epoch of every phase and run |",
               "| `plots/curves.png` | loss and accuracy, phase boundaries dotted |",
               "| `plots/confusion.png` | validation confusion matrix |",
-              "| `logs/` | TensorBoard: `tensorboard --logdir logs` |",
+              ("| `logs/` | TensorBoard: `tensorboard --logdir logs` |" if tensorboard else
+               "| `logs/` | not written: TensorBoard is not installed (`pip install tensorboard`) |"),
               "| `state.json` | the runs, their decisions and results |", ""]
     if len(metrics):
         last = metrics.groupby(["run", "phase"]).tail(1)[["run", "phase", "epoch", "loss", "accuracy",
