@@ -241,9 +241,12 @@ def _classifier_probabilities(classifier: Classifier, table, tta, batch_size, pr
 
 # -- predict ------------------------------------------------------------------------------------------
 
-def image_table(inputs) -> pd.DataFrame:
+def image_table(inputs, progress: bool = False) -> pd.DataFrame:
     """Image files and folders (searched recursively for image files) as a table with `path`,
-    `decoder` and `error` (why a file cannot be read; "" when it can), in the order given."""
+    `decoder` and `error` (why a file cannot be read; "" when it can), in the order given. Every file
+    is checked first (as `scan` does), so one bad file cannot stop a batch."""
+    from tqdm import tqdm
+
     from tltoolkit.data import IMAGE_EXTENSIONS
     from tltoolkit.data.probe import probe_file
 
@@ -261,7 +264,8 @@ def image_table(inputs) -> pd.DataFrame:
     if not paths:
         raise TltoolkitError("no images given; pass image files or folders")
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
-        probes = list(pool.map(probe_file, paths))
+        probes = list(tqdm(pool.map(probe_file, paths), total=len(paths), unit="file", desc="check",
+                           disable=not progress, file=sys.stderr, dynamic_ncols=True))
     errors = ["" if p["status"] != "quarantined" else f"{p['reason']}: {p['detail']}".rstrip(": ") for p in probes]
     return pd.DataFrame({"path": paths, "decoder": [p["decoder"] or "tf" for p in probes], "error": errors})
 
@@ -283,7 +287,8 @@ def predict(model_or_runs, images_or_table, top_k: int = 5, tta: str = "none", b
         if "error" not in table.columns:
             table["error"] = ""
     else:
-        table = image_table([images_or_table] if isinstance(images_or_table, (str, os.PathLike)) else images_or_table)
+        inputs = [images_or_table] if isinstance(images_or_table, (str, os.PathLike)) else images_or_table
+        table = image_table(inputs, progress)
     good = table["error"] == ""
     result = pd.DataFrame({"path": table["path"].astype(str)})
     ranked = np.zeros((len(table), top_k), int)
