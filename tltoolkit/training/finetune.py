@@ -314,6 +314,7 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
     metrics.drop(number, 1)
     phase1_seconds = 0.0
     if int(config["epochs"]) > 0:
+        echo(f"phase 1: the head on cached features, up to {config['epochs']} epochs")
         train = prepared(cached_dataset(cache, train_table, config["batch_size"], shuffle=True, seed=seed))
         val = prepared(cached_dataset(cache, val_table, config["batch_size"], shuffle=False)) if has_val else None
         callbacks = phases.training_callbacks(has_val, int(config["patience"]), config["monitor"], recorder(1),
@@ -366,6 +367,7 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
         backup = out / "checkpoints" / f"run{number}-phase2" if chief else Path(_scratch()) / "backup"
         callbacks = phases.training_callbacks(has_val, int(config["patience"]), config["monitor"], recorder(2),
                                               log_dir and log_dir / f"run{number}-phase2", backup)
+        echo(f"phase 2: {' + '.join(decision.trained_stages)} + head, up to {config['fine_tune_epochs']} epochs")
         tic = time.perf_counter()
         cut = _cut_cache(session, decision, weights, usable, progress) if _can_cut(config, spec, decision) else None
         if cut is None:
