@@ -189,11 +189,12 @@ def test_killed_phase_2_resumes_at_its_epoch(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_vgg16_freeze_until_block5_runs_as_written(tmp_path, capsys):
-    make_images(tmp_path / "data", 6)
-    out = tmp_path / "runs" / "cats"
-    code = main(["finetune", "--base", "vgg16", "--freeze-until", "block5", "--data", str(tmp_path / "data"),
-                 "--out", str(out), "--weights", "none", "--image-size", "32", "--epochs", "1",
+def test_vgg16_freeze_until_block5_runs_as_written(tmp_path, capsys, monkeypatch):
+    make_images(tmp_path / "cats", 6)
+    monkeypatch.chdir(tmp_path)
+    out = Path("runs") / "cats-vgg16"  # the default --out
+    code = main(["finetune", "--base", "vgg16", "--freeze-until", "block5", "--data", "cats",
+                 "--weights", "none", "--image-size", "32", "--epochs", "1",
                  "--fine-tune-epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--quiet",
                  "--hidden", "16", "--class-weight", "auto", "--label-smoothing", "0.1", "--l2", "1e-4"])
     printed = capsys.readouterr().out

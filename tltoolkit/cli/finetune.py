@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
     _flag(parser, "base", "architecture id (see `tltoolkit models`)")
     _flag(parser, "weights", "imagenet (default), none (random init, seeded by --seed) or a weights file")
     _flag(parser, "data", "class folders, a CSV/Parquet manifest or tfds:NAME")
-    _flag(parser, "out", "the run directory (re-use it to continue the run on a grown dataset)")
+    _flag(parser, "out", "the run directory (default: runs/DATA-BASE); re-use it to continue on a grown dataset")
     _flag(parser, "freeze-until", "auto (default: the growth policy), a stage (it and all after it train), "
           "head (train only the head) or none (train everything)")
     _flag(parser, "image-size", "input size in pixels (default: the architecture's)", type=int)

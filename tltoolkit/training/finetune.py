@@ -44,7 +44,7 @@ DEFAULTS = {
     "strategy": "auto", "mixed_precision": False, "jit": False, "cut_cache": True,
     "policy_thresholds": list(DEFAULT_THRESHOLDS),
 }
-REQUIRED = ("base", "data", "out")
+REQUIRED = ("base", "data")
 IDENTITY = ("base", "weights", "image_size", "resize", "hidden", "pooling")  # what a re-run may not change
 
 
@@ -106,7 +106,11 @@ def resolve_config(*layers: dict) -> dict:
         raise TltoolkitError(f"--monitor must be val_loss or val_accuracy, got {config['monitor']!r}")
     config["policy_thresholds"] = list(check_thresholds(config["policy_thresholds"]))
     config["hidden"] = [int(h) for h in config["hidden"]]
-    config["out"], config["data"] = str(config["out"]), str(config["data"])
+    config["data"] = str(config["data"])
+    if not config["out"]:  # runs/cats-vgg16: one run directory per data folder and base
+        name = "".join(c if c.isalnum() or c in "._-" else "-" for c in Path(config["data"].rstrip("/")).name)
+        config["out"] = str(Path("runs") / f"{name or 'data'}-{config['base']}")
+    config["out"] = str(config["out"])
     return config
 
 
