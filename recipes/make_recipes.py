@@ -24,7 +24,7 @@ BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 INSTALL = '''\
 # Installs tltoolkit where it is missing (Colab); a no-op where it is installed (CI, a checkout).
-import importlib
+import importlib.util
 import os
 import pathlib
 import subprocess
