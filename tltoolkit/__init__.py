@@ -16,6 +16,8 @@ _LAZY = {
     "scan": "tltoolkit.data",
     "image_dataset": "tltoolkit.pipeline",
     "augmentation": "tltoolkit.augment",
+    "predict": "tltoolkit.evaluate",
+    "evaluate": "tltoolkit.evaluate",
 }
 
 from tltoolkit.errors import TltoolkitError  # noqa: E402
