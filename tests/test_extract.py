@@ -246,7 +246,8 @@ def test_cli_extract_writes_parquet_and_json_and_refuses_a_full_folder(tmp_path,
     captured = capsys.readouterr()
     assert "1 file(s) quarantined" in captured.err
     frame = pd.read_parquet(out)
-    assert list(frame.columns) == ["path", "label", "sha256", "features"] and len(frame) == 6
+    assert list(frame.columns) == ["path", "label", "sha256", "view", "features"] and len(frame) == 6
+    assert set(frame["view"]) == {0}
     assert pq.read_schema(out / "part-00000.parquet").field("features").type.list_size == 32
     meta = json.loads((out / "_extract.json").read_text())
     assert meta["count"] == 6 and meta["dtype"] == "float16" and meta["quarantined"] == 1
@@ -260,6 +261,28 @@ def test_cli_extract_writes_parquet_and_json_and_refuses_a_full_folder(tmp_path,
     assert "not empty" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0
     assert len(pd.read_parquet(out)) == 6
+
+
+def test_cli_extract_views_stores_k_augmented_views_per_image(tmp_path, weights, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    data = write_classes(tmp_path / "data", per_class=2)
+    def extract(out, cache, *views):
+        return main(["extract", "--base", ARCH, "--weights", weights, "--data", data, "--cache-dir", str(cache),
+                     "--seed", "7", "--quiet", "--out", str(out), *views])
+
+    assert extract(tmp_path / "a", tmp_path / "cache", "--views", "3", "--augment", "flip,crop") == 0
+    frame = pd.read_parquet(tmp_path / "a")
+    assert len(frame) == 12 and list(frame.groupby("sha256")["view"].apply(list)) == [[0, 1, 2]] * 4
+    features = np.stack(frame["features"].to_numpy()).reshape(4, 3, -1)
+    assert not np.allclose(features[:, 0], features[:, 1]) or not np.allclose(features[:, 1], features[:, 2])
+    # Same seed, fresh cache: the same views.
+    assert extract(tmp_path / "b", tmp_path / "cache2", "--views", "3", "--augment", "flip,crop") == 0
+    again = pd.read_parquet(tmp_path / "b")
+    np.testing.assert_allclose(np.stack(again["features"].to_numpy()), np.stack(frame["features"].to_numpy()),
+                               atol=1e-5)
+    assert extract(tmp_path / "c", tmp_path / "cache", "--views", "3") == 2
+    assert "--views K needs --augment" in capsys.readouterr().err
 
 
 def test_ray_engine_matches_the_local_engine_row_for_row(tmp_path, weights, capsys, monkeypatch):
@@ -278,7 +301,8 @@ def test_ray_engine_matches_the_local_engine_row_for_row(tmp_path, weights, caps
         ray.shutdown()
     local, distributed = pd.read_parquet(tmp_path / "local"), pd.read_parquet(tmp_path / "ray")
     assert len(local) == 8
-    pd.testing.assert_frame_equal(local[["path", "label", "sha256"]], distributed[["path", "label", "sha256"]])
+    pd.testing.assert_frame_equal(local[["path", "label", "sha256", "view"]],
+                                  distributed[["path", "label", "sha256", "view"]])
     np.testing.assert_allclose(np.stack(local["features"].to_numpy()), np.stack(distributed["features"].to_numpy()),
                                atol=1e-5)
     meta = json.loads((tmp_path / "ray" / "_extract.json").read_text())

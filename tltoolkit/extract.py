@@ -318,7 +318,8 @@ def write_output(out, chunks, metadata: dict) -> int:
             column = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
             batch = pa.table({"path": pa.array(rows["path"].astype(str).tolist()),
                               "label": pa.array(rows["label"].astype(str).tolist()),
-                              "sha256": pa.array(rows["sha256"].astype(str).tolist()), "features": column})
+                              "sha256": pa.array(rows["sha256"].astype(str).tolist()),
+                              "view": pa.array(rows["view"].astype("int32").tolist()), "features": column})
             if writer is not None and in_file + len(batch) > per_file:
                 close()
                 writer, file_index = None, file_index + 1
@@ -372,7 +373,7 @@ class _RayWorker:
         images = next(iter(image_dataset(batch, spec.image_size, len(batch), resize=spec.resize,
                                          dtype="float32", with_labels=False, deterministic=True)))
         features = self.extractor(images).astype(spec.dtype)
-        return batch[["path", "label", "sha256"]].assign(features=list(features))
+        return batch[["path", "label", "sha256"]].assign(view=0, features=list(features))
 
 
 def require_ray():

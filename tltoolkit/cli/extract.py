@@ -1,6 +1,6 @@
 """`tltoolkit extract`: images to feature vectors on disk, the batch job.
 
-Writes `part-NNNNN.parquet` files (`path`, `label`, `sha256`, `features` as a fixed-size list) and
+Writes `part-NNNNN.parquet` files (`path`, `label`, `sha256`, `view`, `features` as a fixed-size list) and
 `_extract.json` (model, weights hash, layer, preprocessing, feature shape, count) into --out. The
 local engine goes through the feature cache, so a re-run on a grown folder computes only the new
 images; `--engine ray` runs the same model on a Ray cluster (pip install 'tltoolkit[ray]').
@@ -28,7 +28,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, help="input size (default: the architecture's)")
     parser.add_argument("--resize", choices=["center_crop", "stretch", "pad"], default="center_crop")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation seed with --weights none")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation (--weights none) "
+                        "and of the augmented views")
+    parser.add_argument("--views", type=int, default=0, help="store K augmented views per image (rows "
+                        "with view 0..K-1), drawn by --augment; default 0: the images as they are")
+    parser.add_argument("--augment", help="augmentation policy for --views (none, light, standard, strong "
+                        "or layer names such as flip,crop)")
     parser.add_argument("--engine", choices=["local", "ray"], default="local")
     parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     parser.add_argument("--workers", type=int, help="Ray actors (default: one per CPU of the cluster)")
@@ -45,6 +50,10 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise TltoolkitError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.views < 0 or (args.views > 0) != bool(args.augment):
+        raise TltoolkitError("--views K needs --augment POLICY (and --augment needs --views K >= 1)")
+    if args.views and args.engine == "ray":
+        raise TltoolkitError("--views runs on the local engine; drop --engine ray")
     if args.address and args.engine != "ray":
         raise TltoolkitError("--address joins a Ray cluster; add --engine ray")
     if args.engine == "ray":
@@ -60,7 +69,7 @@ def run(args) -> int:
     options = dict(arch=args.base, weights=None if args.weights == "none" else args.weights,
                    image_size=args.image_size, layer=args.layer,
                    pooling=None if args.pooling == "none" else args.pooling, dtype=args.dtype,
-                   resize=args.resize, seed=args.seed)
+                   resize=args.resize, seed=args.seed, views=args.views, augmentation=args.augment)
     extractor = feature_extractor(**options)
     if args.engine == "ray":
         chunks = extract_with_ray(table, options, args.batch_size, args.address, args.workers)
