@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import warnings
 
 import h5py
 import keras
@@ -140,3 +141,13 @@ def test_imagenet_download_path_checks_hash_and_loads(tmp_path, keras_home):
 def test_architecture_without_published_weights(keras_home):
     with pytest.raises(WeightsError, match="no published 'imagenet' weights.*vgg16"):
         build("resnet18", weights="imagenet", include_top=False, input_shape=SHAPE)
+
+
+def test_base_only_weights_file_loads_into_a_new_head_without_warnings(tmp_path):
+    base = build("vgg11", include_top=False, input_shape=SHAPE)
+    base.save_weights(tmp_path / "base.weights.h5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras' "Skipping ... freshly-initialized" would fail here
+        classifier = build("vgg11", weights=str(tmp_path / "base.weights.h5"), num_classes=4, input_shape=SHAPE)
+    features = keras.Model(classifier.input, classifier.get_layer("block5_pool").output)
+    np.testing.assert_allclose(features(images()), base(images()), atol=1e-6)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import h5py
@@ -140,15 +141,31 @@ def _load_file(model: keras.Model, spec: ArchSpec, path: Path, before: list) -> 
     if name.endswith(".keras"):
         _copy_by_name(keras.models.load_model(path, compile=False), model, spec, path)
     elif name.endswith(".weights.h5"):
-        try:
-            model.load_weights(path)
-        except Exception:  # not written for this head: try the base alone, from a clean slate
+        if not _loads_completely(model, path):  # written for another head: the base alone, from a clean slate
             model.set_weights(before)
             base_model(model, spec).load_weights(path)
     elif name.endswith((".h5", ".hdf5")):
         _load_legacy_h5(model, spec, path)
     else:
         raise WeightsError(f"{name}: unknown weights format; use a .h5, .weights.h5 or .keras file")
+
+
+def _loads_completely(model: keras.Model, path: Path) -> bool:
+    """Loads a `.weights.h5` file into the whole model; False when it does not fit every layer.
+
+    Keras raises for mismatched shapes but only warns ("Skipping ... retain their freshly-initialized
+    weights") for layers the file lacks, e.g. a base-only file in a model with a head."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except Exception:
+            return False
+    skipped = [w for w in caught if "freshly-initialized" in str(w.message)]
+    for w in caught:
+        if w not in skipped:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return not skipped
 
 
 def _weighted_layer_count(model: keras.Model) -> int:
