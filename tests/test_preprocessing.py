@@ -55,3 +55,15 @@ def test_no_trainable_weights_and_safe_mode_round_trip(mode, tmp_path):
 def test_unknown_mode_is_a_one_line_error():
     with pytest.raises(TltoolkitError, match="unknown preprocessing mode 'bgr'.*caffe"):
         preprocessing_layer("bgr")
+
+
+def test_grey_models_take_rgb_pixels_as_luma():
+    import numpy as np
+
+    from tltoolkit.architectures.preprocessing import preprocessing_layer
+
+    layer = preprocessing_layer("scale", channels=1)
+    pixels = np.array([[[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]]], "uint8")
+    grey = np.asarray(layer(pixels))
+    assert grey.shape == (1, 1, 4, 1) and not layer.trainable_weights
+    np.testing.assert_allclose(grey[0, 0, :, 0], [0.299, 0.587, 0.114, 1.0], atol=1e-6)

@@ -123,8 +123,8 @@ def feature_extractor(arch: str, weights=None, image_size=None, layer: str = PEN
         from tltoolkit.augment import augmentation as augmentation_block
 
         augment = augmentation_block(augmentation, image_size=size, seed=seed)
-    inputs = keras.Input((*size, spec.channels), name="pixels")
-    x = preprocessing_layer(preprocessing or spec.preprocessing)(inputs)
+    inputs = keras.Input((*size, 3), name="pixels")  # RGB pixels, whatever the base takes
+    x = preprocessing_layer(preprocessing or spec.preprocessing, channels=spec.channels)(inputs)
     x = truncated(x)
     if pooling:
         x = (keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D)(

@@ -18,9 +18,11 @@ IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # caffe mode, on 0..255 pixels
 
 
-def preprocessing_layer(mode: str, name: str = "preprocessing"):
+def preprocessing_layer(mode: str, name: str = "preprocessing", channels: int = 3):
     """A `keras.Sequential` named `name` turning raw RGB pixels (uint8 or float, 0..255) into the input
-    the architecture was trained on; `mode` is one of `PREPROCESSING_MODES`."""
+    the architecture was trained on; `mode` is one of `PREPROCESSING_MODES`. With `channels=1` (LeNet-5)
+    the RGB pixels are first turned into luma (ITU-R BT.601), so grey-input models take the same
+    RGB batches as every other."""
     import keras
 
     if mode not in PREPROCESSING_MODES:
@@ -40,7 +42,21 @@ def preprocessing_layer(mode: str, name: str = "preprocessing"):
         layers = [keras.layers.Rescaling(1.0, name=f"{name}_to_float"), _rgb_to_bgr_minus_mean(name)]
     else:
         layers = [keras.layers.Identity(name=f"{name}_identity")]
+    if channels == 1:
+        layers = [keras.layers.Rescaling(1.0, name=f"{name}_to_float"), _rgb_to_luma(name), *layers]
+    elif channels != 3:
+        raise TltoolkitError(f"preprocessing takes RGB pixels into 1 or 3 channels, not {channels}")
     return keras.Sequential([inputs, *layers], name=name)
+
+
+def _rgb_to_luma(name: str):
+    """A frozen 1x1 convolution computing 0.299 R + 0.587 G + 0.114 B (weightless for training)."""
+    import keras
+
+    conv = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name=f"{name}_luma")
+    conv.build((None, None, None, 3))
+    conv.set_weights([np.asarray([0.299, 0.587, 0.114], "float32").reshape(1, 1, 3, 1)])
+    return conv
 
 
 def _rgb_to_bgr_minus_mean(name: str):

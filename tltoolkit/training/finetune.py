@@ -339,7 +339,7 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
 
             aug = augmentation(config["augment"], image_size=session.size, seed=seed)
             training, inference, classifier = phases.full_model(
-                base, aug, preprocessing_layer(spec.preprocessing), session.size, num_classes, head_options,
+                base, aug, preprocessing_layer(spec.preprocessing, channels=spec.channels), session.size, num_classes, head_options,
                 config["bn"])
             copy_head_weights(head, classifier)
     finally:
