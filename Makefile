@@ -20,9 +20,18 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# The demo: transfer the embedded ResNet-20 backbone (trained on digits 0-4, data/backbone/) to
+# digits 5-9, predict held-out images, evaluate on the held-out set and export to TFLite.
+# No augmentation (flipped digits are not digits), so phase 2 trains from the cut-layer cache.
+DEMO_RUN := runs/demo
+DEMO_IMAGES := $(foreach d,5 6 7 8 9,data/digits59-test/$(d)/$(firstword $(notdir $(wildcard data/digits59-test/$(d)/*.png))))
+
 demo: $(VENV)/.installed
-	$(BIN)/tltoolkit models
-	$(BIN)/tltoolkit layers vgg16
+	$(BIN)/tltoolkit finetune --base resnet20_cifar --weights data/backbone/digits04_resnet20_cifar.weights.h5 \
+		--data data/digits59 --augment none --fine-tune-epochs 20 --out $(DEMO_RUN) --force
+	$(BIN)/tltoolkit predict --model $(DEMO_RUN) --top-k 2 --quiet $(DEMO_IMAGES)
+	$(BIN)/tltoolkit evaluate --model $(DEMO_RUN) --data data/digits59-test --out $(DEMO_RUN)/evaluation --force
+	$(BIN)/tltoolkit export --model $(DEMO_RUN) --format tflite --out $(DEMO_RUN)/export/digits59.tflite --force
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest

@@ -16,6 +16,10 @@ _LAZY = {
     "scan": "tltoolkit.data",
     "image_dataset": "tltoolkit.pipeline",
     "augmentation": "tltoolkit.augment",
+    "load_model": "tltoolkit.architectures",
+    "finetune": "tltoolkit.training.finetune",
+    "attach_head": "tltoolkit.heads",
+    "head_model": "tltoolkit.heads",
     "predict": "tltoolkit.evaluate",
     "evaluate": "tltoolkit.evaluate",
 }

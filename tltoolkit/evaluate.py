@@ -101,15 +101,10 @@ def _labels_beside(model_file: Path) -> dict[str, int] | None:
 
 
 def _load_keras(model_file: Path):
-    import keras
-
-    # Our custom layers (StochasticDepth, LRN, PCAColor, ...) deserialize once their modules registered
-    # them with Keras: a fresh process that only loads a model has not imported them yet.
-    import tltoolkit.architectures.families  # noqa: F401
-    import tltoolkit.augment  # noqa: F401
+    from tltoolkit.architectures import load_model
 
     try:
-        return keras.models.load_model(model_file, compile=False, safe_mode=True)
+        return load_model(model_file)
     except Exception as error:  # Keras raises many types for a broken or foreign file
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TltoolkitError(f"cannot load {model_file}: {first}") from None

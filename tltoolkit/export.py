@@ -251,9 +251,9 @@ def _runner(fmt: str, path: Path):
     """A function: list of uint8 images -> list of [1, classes] probabilities, one image at a time
     (their sizes differ), with the runtime that serves `fmt`."""
     if fmt == "keras":
-        import keras
+        from tltoolkit.architectures import load_model
 
-        return _keras_runner(keras.models.load_model(path, compile=False, safe_mode=True))
+        return _keras_runner(load_model(path))
     if fmt == "savedmodel":
         import tensorflow as tf
 

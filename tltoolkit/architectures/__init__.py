@@ -1,6 +1,6 @@
 """The architecture zoo: a registry of specs and Functional-API builders (see registry.py)."""
 
-from tltoolkit.architectures.api import build
+from tltoolkit.architectures.api import build, load_model
 from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
@@ -19,6 +19,7 @@ __all__ = [
     "WeightsFile",
     "all_specs",
     "build",
+    "load_model",
     "get_spec",
     "list_architectures",
     "register",

@@ -63,6 +63,19 @@ def _build_keras_application(name, weights, include_top, num_classes, input_shap
     return getattr(apps, name)(**kwargs)
 
 
+def load_model(path, compile: bool = False) -> keras.Model:
+    """`keras.models.load_model(path)` in safe mode, with tltoolkit's custom layers registered first.
+
+    Our few custom layers (StochasticDepth, LRN, option-A shortcuts, PCA colour, ...) register with
+    Keras when their modules are imported; a fresh process that only loads a model has not imported
+    them yet. `keras.models.load_model` works too once `tltoolkit.architectures` is imported.
+    """
+    import tltoolkit.architectures.families  # noqa: F401
+    import tltoolkit.augment  # noqa: F401
+
+    return keras.models.load_model(path, compile=compile, safe_mode=True)
+
+
 def _load_saved_model(path, weights, include_top, num_classes, input_shape, pooling, options):
     from pathlib import Path
 
@@ -73,4 +86,4 @@ def _load_saved_model(path, weights, include_top, num_classes, input_shape, pool
         ("input_shape", input_shape, None), ("pooling", pooling, None)) if value != default] + list(options)
     if changed:
         raise ArchitectureError(f"a saved model is used as saved; drop {', '.join(changed)} (heads are added by finetune)")
-    return keras.models.load_model(path, compile=False)
+    return load_model(path)

@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
     _flag(parser, "image-size", "input size in pixels (default: the architecture's)", type=int)
     _flag(parser, "resize", "center_crop (default), stretch or pad", choices=["center_crop", "stretch", "pad"])
     _flag(parser, "batch-size", "batch size (default 32)", type=int)
-    _flag(parser, "epochs", "phase-1 epochs: the head on cached features (default 10)", type=int)
+    _flag(parser, "epochs", "phase-1 epochs: the head on cached features (default 30, with early stopping)", type=int)
     _flag(parser, "fine-tune-epochs", "phase-2 epochs: unfrozen stages and head (default 10)", type=int)
     _flag(parser, "learning-rate", "phase-1 learning rate (default 1e-3)", type=float)
     _flag(parser, "fine-tune-learning-rate", "phase-2 rate of the head (default 1e-4); the last trained "

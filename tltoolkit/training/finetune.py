@@ -36,7 +36,7 @@ DEFAULTS = {
     "base": None, "data": None, "out": None,
     "weights": "imagenet",  # imagenet | none | a weights file
     "freeze_until": AUTO, "image_size": None, "resize": "center_crop",
-    "batch_size": 32, "epochs": 10, "fine_tune_epochs": 10,
+    "batch_size": 32, "epochs": 30, "fine_tune_epochs": 10,
     "learning_rate": 1e-3, "fine_tune_learning_rate": 1e-4, "stage_lr_decay": 0.3, "warmup_epochs": 1,
     "augment": "standard", "val_split": 0.2, "cache_dir": None, "seed": 0,
     "hidden": [], "dropout": 0.2, "pooling": "avg", "l2": 0.0, "label_smoothing": 0.0, "class_weight": "none",
@@ -221,6 +221,7 @@ def _decide(config, spec, train_counts) -> Decision:
 def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
     import keras
 
+    from tltoolkit.architectures import load_model
     from tltoolkit.cache import FeatureCache, cached_dataset
     from tltoolkit.extract import extract_features, feature_extractor
     from tltoolkit.heads import class_weights, copy_head_weights, head_model, transfer_head
@@ -305,9 +306,7 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
 
     previous_model = None
     if previous and (out / "model.keras").exists():
-        import tltoolkit.augment  # noqa: F401  (registers our layers, should a saved model hold any)
-
-        previous_model = phases.find_classifier(keras.models.load_model(out / "model.keras", compile=False))
+        previous_model = phases.find_classifier(load_model(out / "model.keras"))
 
     # -- phase 1: the head on cached features ---------------------------------------------------------
     with strategy.scope():

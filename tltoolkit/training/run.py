@@ -167,7 +167,7 @@ def write_report(path: Path, state: dict, summary: pd.DataFrame, metrics: pd.Dat
         lines.append("")
     lines += ["## Artefacts", "",
               "| file | what |", "| --- | --- |",
-              "| `model.keras` | the best model: uint8 images in, class probabilities out; `keras.models.load_model` |",
+              "| `model.keras` | the best model: uint8 images in, class probabilities out; `tltoolkit.load_model(path)` (or `keras.models.load_model` after `import tltoolkit.architectures`) |",
               "| `class_index.json` | class name -> output unit |",
               "| `config.json` | every setting of the latest run (the same keys work in `--config`) |",
               "| `snapshot.parquet` | each image's sha256, path, label and split |",
