@@ -228,6 +228,33 @@ def test_splits_are_stable_as_the_dataset_grows_tenfold(tmp_path):
         assert ((group["split"] == "validation") == (group["sha256"].map(hash_fraction) < fraction)).all()
 
 
+def test_splits_from_an_earlier_scan_never_move_any_image(tmp_path):
+    """With the previous scan's report (or a run's snapshot) as `splits_from`, growth moves nothing,
+    not even the small-class stand-ins, and every class keeps a validation image."""
+    folder, fraction = tmp_path / "grow", 0.2
+    seeds = iter(range(200_000, 300_000))
+
+    def add(label, count):
+        for _ in range(count):
+            write_image(str(folder / label / f"{next(seeds)}.png"), pattern(16, 16, seed=next(seeds)))
+
+    add("a", 5), add("b", 3)
+    report, history = None, []
+    for step in range(10):
+        result = scan_here(folder, tmp_path, val_split=fraction, splits_from=report)
+        usable = result.usable()
+        history.append(dict(zip(usable["sha256"], usable["split"])))
+        assert usable.groupby("label")["split"].apply(lambda s: (s == "validation").any()).all(), step
+        report = tmp_path / f"report-{step}.parquet"
+        result.write_report(report)
+        add("a", 10), add("b", 10)
+    for before, after in zip(history, history[1:]):
+        assert all(after[sha] == split for sha, split in before.items())
+    with pytest.raises(TltoolkitError, match="no sha256 and split columns"):
+        pd.DataFrame({"path": ["x"]}).to_csv(tmp_path / "bad.csv", index=False)
+        scan_here(folder, tmp_path, splits_from=tmp_path / "bad.csv")
+
+
 def scan_sha(path):
     import hashlib
 

@@ -18,6 +18,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing report")
     parser.add_argument("--cache-dir", metavar="DIR", help="where scan results are cached (default: $XDG_CACHE_HOME/tltoolkit)")
     parser.add_argument("--no-cache", action="store_true", help="re-read every file")
+    parser.add_argument("--splits-from", metavar="FILE", help="keep the splits of an earlier scan report or run "
+                        "snapshot (.csv/.parquet with sha256,split) for the images it lists")
     parser.add_argument("--data-dir", metavar="DIR", help="TensorFlow Datasets data folder, for tfds: sources")
     parser.add_argument("--show", type=int, default=20, metavar="N", help="list at most N quarantined files (default: %(default)s)")
     add_format_argument(parser)
@@ -34,7 +36,7 @@ def run(args) -> int:
         if report.exists() and not args.force:
             raise TltoolkitError(f"--report {report} already exists; pass --force to replace it or choose another name")
     result = scan(args.data, args.val_split, data_dir=args.data_dir, cache=not args.no_cache,
-                  cache_dir=args.cache_dir, check=False)
+                  cache_dir=args.cache_dir, check=False, splits_from=args.splits_from)
     if args.report:
         result.write_report(args.report, overwrite=args.force)
     summary = result.summary()

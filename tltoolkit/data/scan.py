@@ -119,7 +119,7 @@ class ScanResult:
 
 def scan(source, val_split: float = 0.2, *, data_dir=None, cache: bool = True, cache_dir=None,
          class_index: Mapping[str, int] | str | os.PathLike | None = None, check: bool = True,
-         workers: int | None = None) -> ScanResult:
+         workers: int | None = None, splits_from=None) -> ScanResult:
     """Lists, hashes and decodes every image of `source` (a class-folder tree, a CSV/Parquet manifest
     or `tfds:NAME[:SPLIT]`), quarantines what cannot be used, and assigns class ids and stable splits.
 
@@ -127,6 +127,9 @@ def scan(source, val_split: float = 0.2, *, data_dir=None, cache: bool = True, c
     `cache`: reuse earlier results for files whose (path, size, mtime) did not change, from
     `cache_dir` (default `$XDG_CACHE_HOME/tltoolkit`). `check`: raise unless the data can train a
     classifier (`ScanResult.check`). `data_dir`: TensorFlow Datasets' data folder.
+    `splits_from`: earlier splits to keep (a mapping sha256 -> split, or a scan report / run snapshot
+    file with `sha256` and `split` columns): images seen before keep their split exactly, even the
+    small-class stand-ins the hash rule would move back to training; new images follow the rule.
     """
     val_split = check_val_split(val_split)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -148,6 +151,9 @@ def scan(source, val_split: float = 0.2, *, data_dir=None, cache: bool = True, c
     table.loc[table["status"] == "quarantined", "label_id"] = -1
 
     usable = table["status"].isin(USABLE)
+    if splits_from is not None:
+        earlier = table.loc[usable, "sha256"].map(_earlier_splits(splits_from)).fillna("")
+        table.loc[usable, "split"] = table.loc[usable, "split"].where(table.loc[usable, "split"] != "", earlier)
     table.loc[usable, "split"] = assign_splits(table.loc[usable, ["label", "sha256", "split"]], val_split)
     kept_split = table.loc[usable].set_index("sha256")["split"]
     duplicate = table["status"] == "duplicate"
@@ -158,6 +164,21 @@ def scan(source, val_split: float = 0.2, *, data_dir=None, cache: bool = True, c
     if check:
         result.check()
     return result
+
+
+def _earlier_splits(splits_from) -> Mapping[str, str]:
+    if isinstance(splits_from, Mapping):
+        return splits_from
+    path = Path(splits_from)
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise TltoolkitError(f"cannot read earlier splits from {path} ({error}); pass a scan report or a "
+                             f"run's snapshot.parquet") from None
+    if not {"sha256", "split"} <= set(frame.columns):
+        raise TltoolkitError(f"{path} has no sha256 and split columns; pass a scan report or a run's snapshot.parquet")
+    frame = frame[frame["split"].isin([TRAIN, VALIDATION])]
+    return dict(zip(frame["sha256"], frame["split"]))
 
 
 def _probe_all(paths: list[str], cache_file: Path | None, workers: int | None) -> tuple[pd.DataFrame, int]:

@@ -200,7 +200,10 @@ def finetune(config: dict, plan: bool = False, force: bool = False, progress: bo
 
     from tltoolkit.data import scan
 
-    result = scan(config["data"], config["val_split"], class_index=session.old_class_index() or None)
+    # The previous runs' splits win: images seen before never change split, small classes included.
+    snapshot = session.out / "snapshot.parquet"
+    result = scan(config["data"], config["val_split"], class_index=session.old_class_index() or None,
+                  splits_from=snapshot if snapshot.exists() else None)
     if distribute.is_chief():
         session.check_classes(result.source_classes)
     if not session.state["runs"]:  # --force may have cleared the folder: scan again without the old index
