@@ -26,7 +26,6 @@ import dataclasses
 import fcntl
 import hashlib
 import json
-import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path

@@ -90,7 +90,7 @@ def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise TltoolkitError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZATIONS)}")
     if quantize is not None and fmt != "tflite":
-        raise TltoolkitError(f"--quantize applies to tflite exports; drop it or use --format tflite")
+        raise TltoolkitError("--quantize applies to tflite exports; drop it or use --format tflite")
     if fmt == "onnx":
         _require_onnx()
     out = Path(out).expanduser()

@@ -22,7 +22,6 @@ def layer_macs(layer) -> int:
     if isinstance(layer, keras.Model):
         return sum(layer_macs(inner) for inner in layer.layers)
     if isinstance(layer, layers.SeparableConv2D):
-        depthwise = _elements(layer.input.shape) // layer.input.shape[-1]
         kh, kw = layer.kernel_size
         out = _elements(layer.output.shape)
         spatial = out // layer.filters

@@ -4,10 +4,9 @@ PCA colour statistics, where the policy uses them, are fitted on the previewed i
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from tltoolkit.data.files import atomic_path
 from tltoolkit.errors import TltoolkitError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
@@ -108,13 +107,8 @@ def _write_grid(out: Path, originals, variants, names, policy: str) -> None:
         axes[row, 0].set_ylabel(names[row], fontsize=8)
     figure.suptitle(f"augmentation policy: {policy}", fontsize=10)
     figure.tight_layout()
-    handle, temp = tempfile.mkstemp(suffix=".png.tmp", dir=out.parent)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=100)
-        os.replace(temp, out)
-    except BaseException:
-        os.unlink(temp)
-        raise
+        with atomic_path(out) as temporary:
+            figure.savefig(temporary, format="png", dpi=100)
     finally:
         plt.close(figure)

@@ -9,12 +9,13 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, suffix: str = ".tmp"):
     """Yields a temporary path in `path`'s folder; on success it replaces `path` in one rename, so a
-    crash leaves either the old file or the new one, never a torn one."""
+    crash leaves either the old file or the new one, never a torn one. `suffix` ends the temporary
+    name, for writers that insist on one (Keras: `.keras`, `.weights.h5`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(handle)
     try:
         yield temporary

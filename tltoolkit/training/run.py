@@ -16,8 +16,6 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -44,22 +42,13 @@ def read_json(path: Path, default=None):
 
 
 def save_model(model, path: Path) -> None:
-    """`model.save` to a temporary `.keras` name in the same folder, then one rename."""
-    temporary = path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.keras"
-    try:
+    with atomic_path(path, suffix=".keras") as temporary:
         model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def save_weights(model, path: Path) -> None:
-    temporary = path.parent / f".{path.name.removesuffix('.weights.h5')}.{uuid.uuid4().hex[:8]}.weights.h5"
-    try:
+    with atomic_path(path, suffix=".weights.h5") as temporary:
         model.save_weights(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class Metrics:
