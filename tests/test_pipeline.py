@@ -41,7 +41,8 @@ def first_batch(frame, size, **kwargs):
 def test_shapes_and_dtypes(tmp_path, policy, dtype):
     paths = [solid(tmp_path / f"{i}.png", GREEN, size=(20 + 7 * i, 30)) for i in range(5)]
     batches = list(image_dataset(table(paths), (12, 10), batch_size=2, resize=policy, dtype=dtype))
-    assert [b[0].shape for b in batches] == [(2, 12, 10, 3), (2, 12, 10, 3), (1, 12, 10, 3)]
+    # Without deterministic=True, parallel batching may deliver the short last batch early.
+    assert sorted(tuple(b[0].shape) for b in batches) == [(1, 12, 10, 3), (2, 12, 10, 3), (2, 12, 10, 3)]
     assert batches[0][0].dtype == dtype and batches[0][1].dtype == tf.int32
     images = np.concatenate([b[0].numpy() for b in batches]).astype(float)
     assert images.max() <= 255 and images.min() >= 0
