@@ -305,9 +305,421 @@ pd.DataFrame(results).T.drop(columns="curve")'''),
         "any order can appear: it only shows that the code runs."),
 ]
 
+QUICKSTART = header(
+    "01_quickstart.ipynb",
+    "Quickstart: fine-tune a pretrained network on your images",
+    "One command turns a folder of class subfolders (or a TFDS dataset) and a pretrained network into a "
+    "classifier: `tltoolkit finetune` trains a new head on cached features of the frozen network, lets "
+    "the growth policy decide whether to fine-tune later stages too, and writes a run directory with the "
+    "model, metrics, plots and a report. Then `predict` and `evaluate` use that run.\n\n"
+    "- **Colab**: cats vs dogs (`tfds:cats_vs_dogs`, 23,262 photos) on ResNet-50 with ImageNet weights, "
+    "its last stage (`conv5`) fine-tuned after the head.\n"
+    "- **Smoke**: the embedded handwritten digits 5-9 on the embedded ResNet-20, pretrained on digits 0-4 "
+    "only (see `data/README.md`): real transfer to classes the network has never seen, in seconds.",
+    '''\
+OUT = pathlib.Path("recipe-output/01_quickstart")
+RUN = OUT / "run"
+if SMOKE:
+    DATA, TEST = str(ROOT / "data/digits59"), str(ROOT / "data/digits59-test")
+    BASE_ARGS = ["--base", "resnet20_cifar", "--weights", str(ROOT / "data/backbone/digits04_resnet20_cifar.weights.h5")]
+    # Digits are not mirror images of each other: no augmentation. Few epochs: about a minute on a laptop CPU.
+    TRAIN_ARGS = ["--augment", "none", "--epochs", "15", "--fine-tune-epochs", "3"]
+else:
+    DATA, TEST = "tfds:cats_vs_dogs:train[:90%]", "tfds:cats_vs_dogs:train[90%:]"
+    BASE_ARGS = ["--base", "resnet50", "--weights", "imagenet", "--freeze-until", "conv5"]
+    TRAIN_ARGS = ["--augment", "standard", "--fine-tune-epochs", "5", "--mixed-precision"]''') + [
+    new_markdown_cell(
+        "## 1. Plan, then fine-tune\n\n`--plan` says what would run (data, policy decision, images to "
+        "extract) without training. The run then shows each phase and where its report is. `--force` lets "
+        "this notebook be re-run into the same folder; without it, an existing run is never overwritten "
+        "(a re-run on a grown folder continues it, see recipe 03)."),
+    new_code_cell('''\
+run_cli("finetune", *BASE_ARGS, "--data", DATA, "--out", str(RUN), "--plan", "--force")'''),
+    new_code_cell('''\
+run_cli("finetune", *BASE_ARGS, "--data", DATA, "--out", str(RUN), *TRAIN_ARGS, "--quiet", "--force")'''),
+    new_markdown_cell(
+        "## 2. The run directory\n\n`report.md` (the decisions and their reasons, each phase's result), "
+        "`plots/curves.png` (loss and accuracy per epoch, phase boundaries marked), `metrics.csv`, "
+        "`model.keras` (uint8 images in, probabilities out) and the data snapshot."),
+    new_code_cell('''\
+from IPython.display import Image, Markdown, display
+
+print(sorted(p.name for p in RUN.iterdir()))
+display(Markdown((RUN / "report.md").read_text()))'''),
+    new_code_cell('display(Image(filename=str(RUN / "plots/curves.png")))'),
+    new_markdown_cell(
+        "## 3. Predict a few held-out images\n\nOne image per class that training never saw (`predict` also "
+        "takes folders, and `--out predictions.csv`)."),
+    new_code_cell('''\
+scanned = tltoolkit.scan(TEST, check=False).usable()
+samples = scanned.groupby("label").head(1).head(5)
+run_cli("predict", "--model", str(RUN), "--top-k", "2", "--quiet", *samples["path"])
+print("true labels:", ", ".join(samples["label"]))'''),
+    new_markdown_cell(
+        "The same from Python: a pandas table, one row per image."),
+    new_code_cell('''\
+predictions = tltoolkit.predict(str(RUN), list(samples["path"]), top_k=2)
+predictions.assign(true=samples["label"].to_numpy()).drop(columns="error")'''),
+    new_markdown_cell(
+        "## 4. Evaluate on the held-out set\n\nAccuracy, per-class precision/recall/F1, the most confused "
+        "pairs, and figures in `evaluation/`."),
+    new_code_cell('''\
+run_cli("evaluate", "--model", str(RUN), "--data", TEST, "--out", str(OUT / "evaluation"), "--quiet", "--force")
+display(Image(filename=str(OUT / "evaluation/confusion_matrix.png")))'''),
+    new_markdown_cell(
+        "**Reading it.** The smoke run trains for seconds on 583 digit images with a backbone that has only "
+        "seen digits 0-4: the accuracy is real but far from what longer training gives (`make demo` trains "
+        "phase 2 for 20 epochs). On Colab, the ImageNet ResNet-50 separates cats from dogs well after the "
+        "head alone; fine-tuning `conv5` usually adds a little."),
+]
+
+GROWING_DATASET = header(
+    "03_growing_dataset.ipynb",
+    "The growing dataset",
+    "Labelled images arrive over time. Re-running `tltoolkit finetune` with the same `--out` on the grown "
+    "folder continues the run: the content-hash split keeps every earlier image on its side, the feature "
+    "cache extracts only the new images, the model warm-starts from the last run, and the growth policy "
+    "trains more of the network as the data grows (the more labelled data, the fewer layers frozen).\n\n"
+    "Here one folder grows to 10, 50, 200 images per class (smoke: 10, 50, 100), then all of them.\n\n"
+    "- **Colab**: cats vs dogs (`tfds:cats_vs_dogs`, about 11,600 images per class) on ResNet-50 with "
+    "ImageNet weights and the default policy (< 100 training images per class: the head; < 1,000: the "
+    "last stage; < 10,000: the last two).\n"
+    "- **Smoke**: the embedded digits 5-9 (133 to 153 per class) on the embedded ResNet-20, with small "
+    "policy thresholds (< 20 training images per class: the head; < 100: the last stage; < 1,000: the "
+    "last two) so the decisions change "
+    "at these sizes. The accuracies of a few epochs on a few images mean little; the decisions and the "
+    "cache counts are the point.",
+    '''\
+import shutil
+
+OUT = pathlib.Path("recipe-output/03_growing_dataset")
+FOLDER, RUN, CACHE = OUT / "images", OUT / "run", OUT / "feature-cache"
+if SMOKE:  # digits 5-9 have 133-153 images per class: 100, then all
+    SIZES = [10, 50, 100, None]  # images per class; None: all
+    POOL = str(ROOT / "data/digits59")
+    SETTINGS = {"base": "resnet20_cifar", "weights": str(ROOT / "data/backbone/digits04_resnet20_cifar.weights.h5"),
+                "augment": "none", "epochs": 10, "fine_tune_epochs": 2, "policy_thresholds": [20, 100, 1000]}
+else:
+    SIZES = [10, 50, 200, None]
+    POOL = "tfds:cats_vs_dogs"  # written once as files under tltoolkit's cache, then linked from FOLDER
+    SETTINGS = {"base": "resnet50", "weights": "imagenet", "augment": "standard", "fine_tune_epochs": 5,
+                "mixed_precision": True}
+SETTINGS.update(data=str(FOLDER), out=str(RUN), cache_dir=str(CACHE))
+shutil.rmtree(OUT, ignore_errors=True)  # this notebook's own folder: every run of it starts from nothing''') + [
+    new_markdown_cell(
+        "## 1. Grow the folder, re-run the same command\n\n`grow_to(n)` adds images to the class folders "
+        "(links to the pool's files, in a fixed order, so each size contains the previous one); nothing is "
+        "removed or renamed. After each addition the same `finetune` call runs with the same `out`."),
+    new_code_cell('''\
+import os
+
+pool = tltoolkit.scan(POOL, check=False).usable().sort_values(["label", "path"])
+
+
+def grow_to(per_class):
+    """Links the first `per_class` images of each class of the pool into FOLDER/<class>/ (all if None)."""
+    for label, group in pool.groupby("label"):
+        (FOLDER / label).mkdir(parents=True, exist_ok=True)
+        for path in group["path"].head(per_class):
+            link = FOLDER / label / pathlib.Path(path).name
+            if not link.exists():
+                os.symlink(os.path.abspath(path), link)
+
+
+for per_class in SIZES:
+    grow_to(per_class)
+    print(f"\\n=== {per_class or 'all'} images per class: {sum(1 for _ in FOLDER.glob('*/*'))} in the folder ===")
+    tltoolkit.finetune(SETTINGS, progress=False)'''),
+    new_markdown_cell(
+        "## 2. What each run decided and computed\n\nFrom the run's `state.json` (one entry per run): the "
+        "training images in the smallest class, the policy's decision, the trainable parameters of phase "
+        "2, the images whose features were computed (the rest came from the cache) and the validation "
+        "accuracy after each phase."),
+    new_code_cell('''\
+import json
+import re
+
+import pandas as pd
+from IPython.display import Image, display
+
+rows = []
+for run in json.loads((RUN / "state.json").read_text())["runs"]:
+    notes = " ".join(run["notes"])
+    computed = re.search(r"features: computed (\\d+) of (\\d+)", notes)
+    phases = {p["phase"]: p for p in run["phases"]}
+    rows.append({"run": run["run"], "images/class (train)": int(re.search(r"smallest class: (\\d+)", notes).group(1)),
+                 "freeze until": run["decision"], "trained stages": " ".join(run["trained_stages"]) or "-",
+                 "features computed": f"{computed.group(1)} of {computed.group(2)}",
+                 "phase 1 val acc": phases[1].get("val_accuracy"),
+                 "phase 2 val acc": phases.get(2, {}).get("val_accuracy"),
+                 "phase 2 trainable params": phases.get(2, {}).get("trainable_params"),
+                 "base fine-tuned": run.get("base_trained", False)})
+growth = pd.DataFrame(rows).set_index("run")
+growth'''),
+    new_markdown_cell(
+        "**Reading the cache column.** While the base stays as pretrained, a grown folder costs only its new "
+        "images (run 2 computes the images added since run 1). Once a run has fine-tuned the base "
+        "(`base fine-tuned`), its features are different features: the next run extracts every image "
+        "once with the fine-tuned base, then grows incrementally again. Stale features are never served."),
+    new_code_cell('''\
+import matplotlib.pyplot as plt
+from IPython.display import Image, display
+
+metrics = pd.read_csv(RUN / "metrics.csv")
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+left.bar(growth.index.astype(str), growth["images/class (train)"], color="tab:gray")
+for run, row in growth.iterrows():
+    left.annotate(row["trained stages"] if row["trained stages"] != "-" else "head only", (str(run), row["images/class (train)"]),
+                  ha="center", va="bottom", fontsize=9)
+left.set_xlabel("run")
+left.set_ylabel("training images per class")
+left.set_title("what the policy trained")
+for (run, phase), frame in metrics.groupby(["run", "phase"]):
+    right.plot(range(len(frame)), frame["val_accuracy"], "-o" if phase == 2 else "--", markersize=3,
+               label=f"run {run} phase {phase}")
+right.set_xlabel("epoch within the phase")
+right.set_ylabel("validation accuracy")
+right.set_title("each run starts from the last" + (" (smoke: tiny numbers)" if SMOKE else ""))
+right.legend(fontsize=7)
+plt.tight_layout()
+# Saved, then shown: finetune's plotting (in this kernel) switched matplotlib to its file backend.
+fig.savefig(OUT / "growth.png", dpi=100)
+plt.close(fig)
+display(Image(filename=str(OUT / "growth.png")))'''),
+    new_markdown_cell(
+        "The run's report lists every run with its decision and reason:"),
+    new_code_cell('''\
+from IPython.display import Markdown, display
+
+display(Markdown((RUN / "report.md").read_text()))'''),
+]
+
+EXPORT_AND_SERVE = header(
+    "05_export_and_serve.ipynb",
+    "Export and serve: TFLite and ONNX",
+    "`tltoolkit export` turns a run into a file that a phone, a browser or a server runs without "
+    "tltoolkit or Keras: it takes raw uint8 RGB images **of any size** (`[1, H, W, 3]`; the resizing "
+    "the model was trained with is inside it) and returns class probabilities, with `labels.txt` "
+    "beside it. Every export is loaded back with its runtime and checked against the Keras model before "
+    "the command succeeds. Here: fine-tune, export to TFLite (float and int8) and ONNX, then run each "
+    "file with its own runtime on a few images of different sizes and compare with Keras.\n\n"
+    "- **Colab**: flowers (`tfds:tf_flowers`) on ResNet-50 with ImageNet weights, head only; the test "
+    "photos come at their own sizes.\n"
+    "- **Smoke**: the embedded digits 5-9 on the embedded ResNet-20 (head only, a few epochs); the "
+    "32x32 test digits are rescaled to several sizes to stand in for photos of any size.",
+    '''\
+OUT = pathlib.Path("recipe-output/05_export_and_serve")
+RUN, EXPORTS = OUT / "run", OUT / "exports"
+if SMOKE:
+    DATA, TEST = str(ROOT / "data/digits59"), str(ROOT / "data/digits59-test")
+    TRAIN = {"base": "resnet20_cifar", "weights": str(ROOT / "data/backbone/digits04_resnet20_cifar.weights.h5"),
+             "augment": "none", "epochs": 15}
+    SIZES = [(32, 32), (48, 40), (100, 75), (64, 128), (200, 200)]  # (height, width) of the served images
+else:
+    DATA, TEST = "tfds:tf_flowers:train[:90%]", "tfds:tf_flowers:train[90%:]"
+    TRAIN = {"base": "resnet50", "weights": "imagenet", "augment": "standard", "epochs": 15}
+    SIZES = None  # the photos' own sizes
+TRAIN.update(data=DATA, out=str(RUN), freeze_until="head")''') + [
+    new_markdown_cell("## 1. A run to export\n\nHead only: the quickest run (recipe 01 shows fine-tuning in full)."),
+    new_code_cell('''\
+entry = tltoolkit.finetune(TRAIN, force=True, progress=False)'''),
+    new_markdown_cell(
+        "## 2. Export\n\nThe same as `tltoolkit export --model RUN --format tflite --quantize int8 --out "
+        "model.tflite`. Formats: TFLite in float32 and int8 (weights and activations in 8 bits, calibrated "
+        "on up to 100 of the run's training images: about 4x smaller, for phones and microcontrollers), "
+        "ONNX (for onnxruntime, TensorRT, a browser), and Keras (the reference below)."),
+    new_code_cell('''\
+from tltoolkit.export import export
+
+EXPORTED = {"keras": ("keras", None, "model.keras"), "tflite": ("tflite", None, "model.tflite"),
+            "tflite int8": ("tflite", "int8", "model-int8.tflite"), "onnx": ("onnx", None, "model.onnx")}
+results = {}
+for name, (fmt, quantize, file) in EXPORTED.items():
+    results[name] = export(str(RUN), fmt, EXPORTS / file, quantize=quantize, force=True)
+    print(results[name].summary())'''),
+    new_markdown_cell(
+        "## 3. Serve: each runtime on raw images of different sizes\n\nEach file with its own runtime: the "
+        "TFLite interpreter (`tf.lite.Interpreter`; on a device, `ai_edge_litert` "
+        "or the Android/iOS runtimes take the same file), onnxruntime, and Keras for the reference (the "
+        "exported `.keras` file, loaded by `tltoolkit.load_model`, which registers tltoolkit's layers). Each "
+        "image goes in as it is, `[1, H, W, 3]` uint8."),
+    new_code_cell('''\
+import warnings
+
+import keras
+import numpy as np
+import onnxruntime
+import tensorflow as tf
+from PIL import Image as PILImage
+
+test = tltoolkit.scan(TEST, check=False).usable().groupby("label").head(1).head(len(SIZES) if SIZES else 5)
+images = []
+for (path, size) in zip(test["path"], SIZES or [None] * len(test)):
+    image = PILImage.open(path).convert("RGB")
+    if size:
+        image = image.resize(size[::-1], PILImage.BILINEAR)  # PIL takes (width, height)
+    images.append(np.asarray(image, dtype=np.uint8))
+labels = (EXPORTS / "labels.txt").read_text().split()
+
+
+def tflite_runner(file):
+    with warnings.catch_warnings():  # tf.lite.Interpreter's notice that it moves to ai_edge_litert
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(file))
+    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run(image):
+        interpreter.resize_tensor_input(source["index"], [1, *image.shape])  # this image's size
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source["index"], image[None])
+        interpreter.invoke()
+        return interpreter.get_tensor(target["index"])[0]
+    return run
+
+
+def onnx_runner(file):
+    session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda image: session.run(None, {name: image[None]})[0][0]
+
+
+keras_model = tltoolkit.load_model(EXPORTS / "model.keras")  # keras.models.load_model, tltoolkit's layers registered
+runners = {"keras": lambda image: keras_model.predict(image[None], verbose=0)[0],
+           "tflite": tflite_runner(EXPORTS / "model.tflite"),
+           "tflite int8": tflite_runner(EXPORTS / "model-int8.tflite"),
+           "onnx": onnx_runner(EXPORTS / "model.onnx")}
+outputs = {name: np.stack([run(image) for image in images]) for name, run in runners.items()}'''),
+    new_code_cell('''\
+import pandas as pd
+from IPython.display import Image, display
+
+rows = []
+for i, (path, image) in enumerate(zip(test["path"], images)):
+    row = {"image": pathlib.Path(path).name, "size": "x".join(map(str, image.shape[:2])), "true": test["label"].iloc[i]}
+    for name, probs in outputs.items():
+        row[name] = f"{labels[probs[i].argmax()]} {probs[i].max():.3f}"
+    rows.append(row)
+display(pd.DataFrame(rows))
+differences = pd.DataFrame({name: {"max |p - p_keras|": float(np.abs(probs - outputs["keras"]).max()),
+                                   "same top-1 as keras": float((probs.argmax(1) == outputs["keras"].argmax(1)).mean()),
+                                   "file size (MB)": results[name].bytes / 1e6}
+                            for name, probs in outputs.items() if name != "keras"}).T
+differences'''),
+    new_code_cell('''\
+import matplotlib.pyplot as plt
+
+fig, axes = plt.subplots(1, len(images), figsize=(2.2 * len(images), 2.6))
+for axis, image, i in zip(np.atleast_1d(axes), images, range(len(images))):
+    axis.imshow(image)
+    axis.set_title(f"{image.shape[0]}x{image.shape[1]}\\ntflite int8: {labels[outputs['tflite int8'][i].argmax()]}", fontsize=8)
+    axis.axis("off")
+plt.tight_layout()
+# Saved, then shown: finetune's plotting (in this kernel) switched matplotlib to its file backend.
+fig.savefig(OUT / "served.png", dpi=100)
+plt.close(fig)
+display(Image(filename=str(OUT / "served.png")))'''),
+    new_markdown_cell(
+        "**Reading it.** Float TFLite and ONNX match Keras to float rounding (~1e-6); int8 trades a few "
+        "hundredths of probability for a file about a quarter of the size, and usually keeps the top-1. "
+        "In smoke mode the classifier itself is weak (a few epochs, head only): compare the runtimes with "
+        "each other, not the labels with the truth."),
+]
+
+MULTI_ACCELERATOR = header(
+    "06_multi_accelerator.ipynb",
+    "Training on several accelerators with tf.distribute",
+    "`--strategy` trains through `tf.distribute`: `mirrored` copies the model onto every GPU of the "
+    "machine (each replica takes a slice of the global batch, gradients are summed across them), `tpu` "
+    "onto the cores of a TPU, `multiworker` across machines (`TF_CONFIG`; only the chief writes the run). "
+    "`auto`, the default, mirrors over several GPUs and uses the one device otherwise.\n\n"
+    "- **Colab**: with a TPU runtime, `--strategy tpu` (8 cores); with a GPU runtime, `mirrored` (one GPU: "
+    "one replica, same code). Flowers (`tfds:tf_flowers`) on ResNet-50 with ImageNet weights, `conv5` "
+    "fine-tuned.\n"
+    "- **Smoke**: the CPU split into two *logical* devices, so `mirrored` runs two real replicas on any "
+    "laptop; the embedded digits on the embedded ResNet-20. It shows the mechanics, not a speed-up: both "
+    "replicas share the same cores.",
+    '''\
+OUT = pathlib.Path("recipe-output/06_multi_accelerator")
+if SMOKE:
+    LOGICAL_CPUS, STRATEGY = 2, "mirrored"
+    SETTINGS = {"base": "resnet20_cifar", "weights": str(ROOT / "data/backbone/digits04_resnet20_cifar.weights.h5"),
+                "data": str(ROOT / "data/digits59"), "freeze_until": "conv4", "augment": "none",
+                "epochs": 10, "fine_tune_epochs": 2, "batch_size": 32}
+else:
+    LOGICAL_CPUS = 0
+    STRATEGY = "tpu" if os.path.exists("/dev/accel0") or "COLAB_TPU_ADDR" in os.environ else "mirrored"
+    SETTINGS = {"base": "resnet50", "weights": "imagenet", "data": "tfds:tf_flowers", "freeze_until": "conv5",
+                "augment": "standard", "epochs": 10, "fine_tune_epochs": 5, "batch_size": 256,  # the global batch
+                "mixed_precision": STRATEGY == "mirrored"}  # float16 on GPUs; TPUs compute in bfloat16 anyway''') + [
+    new_markdown_cell(
+        "## 1. Devices, before TensorFlow starts\n\nLogical devices can only be configured before "
+        "TensorFlow initialises its runtime, so this cell runs before anything else touches TensorFlow "
+        "(importing it is fine; creating a tensor or listing logical devices is not). In a notebook that "
+        "already ran TensorFlow, restart the kernel first."),
+    new_code_cell('''\
+import tensorflow as tf
+
+tf.get_logger().setLevel("WARNING")  # tf.distribute logs every all-reduce at INFO
+if LOGICAL_CPUS:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS)
+for kind in ("CPU", "GPU", "TPU"):
+    print(kind, [device.name for device in tf.config.list_logical_devices(kind)])'''),
+    new_markdown_cell(
+        "## 2. What a strategy does\n\n`make_strategy` is what `finetune --strategy` calls. Variables "
+        "created in its scope are mirrored on every replica, and each global batch is split between "
+        "them:"),
+    new_code_cell('''\
+from tltoolkit.training.distribute import make_strategy
+
+strategy = make_strategy(STRATEGY)
+print(type(strategy).__name__, "with", strategy.num_replicas_in_sync, "replicas:", strategy.extended.worker_devices)
+with strategy.scope():
+    weight = tf.Variable(1.0)
+print("a variable made in its scope:", type(weight).__name__)
+global_batch = tf.data.Dataset.range(8).batch(8)
+for batch in strategy.experimental_distribute_dataset(global_batch):
+    for device, part in zip(strategy.extended.worker_devices, strategy.experimental_local_results(batch)):
+        print(f"  {device} gets {part.numpy()}")'''),
+    new_markdown_cell(
+        "## 3. Fine-tune with `--strategy`\n\nThe Python call below equals `tltoolkit finetune ... --strategy "
+        "mirrored` (or `tpu`). `batch_size` is the global batch: each replica computes "
+        "`batch_size / replicas` images per step. For comparison the same run on one device "
+        "(`strategy: none`)."),
+    new_code_cell('''\
+import json
+import time
+
+results = {}
+for strategy_name in (STRATEGY, "none"):
+    print(f"\\n--- strategy: {strategy_name} ---")
+    started = time.perf_counter()
+    entry = tltoolkit.finetune({**SETTINGS, "strategy": strategy_name, "out": str(OUT / f"run-{strategy_name}")},
+                               force=True, progress=False)
+    results[strategy_name] = {"replicas": entry["replicas"], "seconds": time.perf_counter() - started,
+                              **{f"phase {p['phase']} val acc": p.get("val_accuracy") for p in entry["phases"]}}'''),
+    new_code_cell('''\
+import pandas as pd
+from IPython.display import Image, display
+
+display(pd.DataFrame(results).T)
+display(Image(filename=str(OUT / f"run-{STRATEGY}/plots/curves.png")))'''),
+    new_markdown_cell(
+        "**Reading it.** Both runs train the same model on the same data; their accuracies differ only by "
+        "the order of floating-point sums (BatchNormalization stays frozen, so the split batch does not change its statistics). In smoke mode the two replicas "
+        "share the same two CPU cores, so the time says nothing about speed-up. On several GPUs or a TPU "
+        "the step time stays about the same while each step sees `replicas` times more images; raise "
+        "`batch_size` with the replica count (and the learning rates with it, or keep the default schedule's "
+        "warm-up) to use them."),
+]
+
 NOTEBOOKS = {
+    "01_quickstart.ipynb": QUICKSTART,
     "02_feature_extraction.ipynb": FEATURE_EXTRACTION,
+    "03_growing_dataset.ipynb": GROWING_DATASET,
     "04_architecture_tour.ipynb": ARCHITECTURE_TOUR,
+    "05_export_and_serve.ipynb": EXPORT_AND_SERVE,
+    "06_multi_accelerator.ipynb": MULTI_ACCELERATOR,
 }
 
 
