@@ -334,7 +334,7 @@ else:
         "this notebook be re-run into the same folder; without it, an existing run is never overwritten "
         "(a re-run on a grown folder continues it, see recipe 03)."),
     new_code_cell('''\
-run_cli("finetune", *BASE_ARGS, "--data", DATA, "--out", str(RUN), "--plan", "--force")'''),
+run_cli("finetune", *BASE_ARGS, "--data", DATA, "--out", str(RUN), *TRAIN_ARGS, "--plan", "--force")'''),
     new_code_cell('''\
 run_cli("finetune", *BASE_ARGS, "--data", DATA, "--out", str(RUN), *TRAIN_ARGS, "--quiet", "--force")'''),
     new_markdown_cell(
