@@ -79,14 +79,12 @@ def write_snapshot(table: pd.DataFrame, path: Path) -> None:
 
 def plot_curves(metrics: pd.DataFrame, path: Path) -> None:
     """Loss and accuracy over every epoch of every run, a dashed line where a phase or run begins."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: leaves the caller's backend (a notebook's) alone
 
     frame = metrics.reset_index(drop=True)
     x = np.arange(1, len(frame) + 1)
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    axes = figure.subplots(1, 2)
     for axis, metric in zip(axes, ("loss", "accuracy")):
         for column, style in ((metric, "-"), (f"val_{metric}", "--")):
             if column in frame and frame[column].notna().any():
@@ -106,16 +104,14 @@ def plot_curves(metrics: pd.DataFrame, path: Path) -> None:
 
 def plot_confusion(truth, predicted, class_names, path: Path) -> np.ndarray:
     """The validation confusion matrix (rows: true class, columns: predicted), as a PNG; returns it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     n = len(class_names)
     matrix = np.zeros((n, n), int)
     np.add.at(matrix, (np.asarray(truth, int), np.asarray(predicted, int)), 1)
     size = max(4, 0.5 * n + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
+    figure = Figure(figsize=(size, size))
+    axis = figure.subplots()
     axis.imshow(matrix, cmap="Blues")
     axis.set_xticks(range(n), class_names, rotation=45, ha="right")
     axis.set_yticks(range(n), class_names)
@@ -132,11 +128,8 @@ def plot_confusion(truth, predicted, class_names, path: Path) -> np.ndarray:
 
 
 def _save_figure(figure, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
 
 
 def write_report(path: Path, state: dict, summary: pd.DataFrame, metrics: pd.DataFrame, tensorboard: bool) -> None:
