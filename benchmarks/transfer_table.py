@@ -64,6 +64,9 @@ def parse_args(argv=None):
     parser.add_argument("--scratch-epochs", type=int, default=20, help="all layers, from random init")
     parser.add_argument("--scratch-learning-rate", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--min-steps", type=int, default=0,
+                        help="raise each phase's epochs to give at least this many optimizer steps (small n "
+                             "gets few steps per epoch: 2 at n=5, batch 16); default 0: fixed epochs")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/transfer_table.md "
                                                      "(transfer_table-quick.md with --quick)")
     parser.add_argument("--quick", action="store_true",
@@ -120,9 +123,17 @@ def config_for(method: str, manifest: Path, out: Path, cache: Path, seed: int, a
         config.update(weights="none" if method == "scratch" else str(BACKBONE), freeze_until="none", epochs=0,
                       fine_tune_epochs=args.scratch_epochs, fine_tune_learning_rate=args.scratch_learning_rate,
                       stage_lr_decay=1.0, bn="train")
+    steps_per_epoch = -(-rows(manifest) // args.batch_size)
+    for key in ("epochs", "fine_tune_epochs"):
+        if config[key]:
+            config[key] = max(config[key], -(-args.min_steps // steps_per_epoch))
     # Fixed epochs: without validation, early stopping would watch the training loss.
     config["patience"] = max(config["epochs"], config["fine_tune_epochs"]) + 1
     return config
+
+
+def rows(manifest: Path) -> int:
+    return sum(1 for _ in manifest.open()) - 1  # less the header
 
 
 def run_one(method, manifest, work, cache, seed, args) -> tuple[float, float]:
@@ -154,8 +165,9 @@ def table(results: dict, args, command: str, complete: bool, total_seconds: floa
              f"Test accuracy on the {count_test()} held-out images of data/digits59-test: mean ± std over seeds "
              f"{', '.join(map(str, args.seeds))} [min–max], then the mean wall time of one finetune run. "
              f"Epochs: head {args.head_epochs}, fine-tune {args.fine_tune_epochs}, scratch {args.scratch_epochs} "
-             f"(learning rate {args.scratch_learning_rate:g}); batch {args.batch_size}; augment none; no validation "
-             f"split (fixed epochs).", "", header, "|" + " --- |" * (len(args.methods) + 1)]
+             f"(learning rate {args.scratch_learning_rate:g})"
+             + (f", each raised to at least {args.min_steps} steps" if args.min_steps else "")
+             + f"; batch {args.batch_size}; augment none; no validation split (fixed epochs).", "", header, "|" + " --- |" * (len(args.methods) + 1)]
     for label, by_method in results.items():
         lines.append(f"| {label} | " + " | ".join(cell(*by_method[m]) if m in by_method else "—"
                                                   for m in args.methods) + " |")
@@ -178,7 +190,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    command = "python benchmarks/transfer_table.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(["python", "benchmarks/transfer_table.py", *(sys.argv[1:] if argv is None else argv)])
     classes = pool_files()
     import tensorflow as tf
 
