@@ -39,3 +39,10 @@ def test_keras_application_base():
     model = tltoolkit.build("keras:MobileNetV2", weights=None, include_top=False, pooling="avg",
                             input_shape=(32, 32, 3))
     assert model.output.shape == (None, 1280)
+
+
+def test_lazy_functions_survive_submodule_imports():
+    import tltoolkit.evaluate  # binds the module on the package, as finetune's imports do
+
+    assert callable(tltoolkit.predict) and callable(tltoolkit.evaluate.evaluate)
+    assert callable(tltoolkit.scan) and callable(tltoolkit.load_model) and callable(tltoolkit.finetune)

@@ -21,8 +21,9 @@ _LAZY = {
     "attach_head": "tltoolkit.heads",
     "head_model": "tltoolkit.heads",
     "predict": "tltoolkit.evaluate",
-    "evaluate": "tltoolkit.evaluate",
 }
+# `evaluate` is deliberately not here: `tltoolkit.evaluate` is the module (importing a submodule
+# binds its name on the package), so the function is `tltoolkit.evaluate.evaluate`.
 
 from tltoolkit.errors import TltoolkitError  # noqa: E402
 
