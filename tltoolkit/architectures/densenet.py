@@ -17,7 +17,7 @@ from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
     Reference,
-    WeightsFile,
+    keras_imagenet_weights,
     get_spec,
     register,
 )
@@ -47,8 +47,6 @@ def _stages() -> tuple[tuple[str, str], ...]:
 
 STAGES = _stages()
 
-KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
-KERAS_IO = "keras.io/api/applications"
 
 
 def _bn(name: str):
@@ -112,7 +110,6 @@ def densenet(arch_id: str, include_top: bool = True, num_classes: int = 1000, in
 def _register(arch_id: str, params: int, trainable_params: int, macs: float,
               reference_params: Reference, reference_macs: Reference, file_hash: str,
               notop_hash: str, top1: float, keras_application: str) -> None:
-    base = f"{KERAS_WEIGHTS}{arch_id}_weights_tf_dim_ordering_tf_kernels"
     register(ArchSpec(
         id=arch_id,
         family="densenet",
@@ -128,8 +125,7 @@ def _register(arch_id: str, params: int, trainable_params: int, macs: float,
         macs=macs,
         reference_params=reference_params,
         reference_macs=reference_macs,
-        weights={"imagenet": WeightsFile(f"{base}.h5", file_hash, f"{base}_notop.h5", notop_hash,
-                                         top1=top1, source=KERAS_IO)},
+        weights=keras_imagenet_weights("densenet", arch_id, file_hash, notop_hash, top1),
         keras_application=keras_application,
         paper=PAPER,
         options=("growth_rate",),

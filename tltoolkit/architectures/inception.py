@@ -24,13 +24,11 @@ from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
     Reference,
-    WeightsFile,
+    keras_imagenet_weights,
     get_spec,
     register,
 )
 
-KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
-KERAS_TOP1 = "keras.io/api/applications"
 SZEGEDY_2014 = "Szegedy et al. 2014, Going Deeper with Convolutions, arXiv:1409.4842"
 SZEGEDY_2015 = ("Szegedy et al. 2015, Rethinking the Inception Architecture for Computer Vision, "
                 "arXiv:1512.00567")
@@ -575,14 +573,8 @@ register(ArchSpec(
     macs=5.7132,
     reference_params=Reference(23_851_784, "total", "keras.io/api/applications (InceptionV3)"),
     reference_macs=Reference(5.713, "gmacs", "torchvision Inception_V3_Weights.IMAGENET1K_V1 GFLOPS"),
-    weights={"imagenet": WeightsFile(
-        url=KERAS_WEIGHTS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
-        file_hash="9a0d58056eeedaa3f26cb7ebd46da564",
-        notop_url=KERAS_WEIGHTS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        notop_hash="bcbd6486424b2319ff4ef7d526e38f63",
-        top1=0.779,
-        source=KERAS_TOP1,
-    )},
+    weights=keras_imagenet_weights("inception_v3", "inception_v3", "9a0d58056eeedaa3f26cb7ebd46da564",
+                                   "bcbd6486424b2319ff4ef7d526e38f63", top1=0.779, ),
     keras_application="InceptionV3",
     paper=SZEGEDY_2015,
     options=("aux_logits",),
@@ -622,15 +614,8 @@ register(ArchSpec(
     macs=13.1558,
     reference_params=Reference(55_873_736, "total", "keras.io/api/applications (InceptionResNetV2)"),
     reference_macs=Reference(13.2, "gmacs", "timm inception_resnet_v2.tf_in1k model card"),
-    weights={"imagenet": WeightsFile(
-        url=KERAS_WEIGHTS + "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5",
-        file_hash="e693bd0210a403b3192acc6073ad2e96",
-        notop_url=KERAS_WEIGHTS
-        + "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        notop_hash="d19885ff4a710c122648d3b5c3b684e4",
-        top1=0.803,
-        source=KERAS_TOP1,
-    )},
+    weights=keras_imagenet_weights("inception_resnet_v2", "inception_resnet_v2", "e693bd0210a403b3192acc6073ad2e96",
+                                   "d19885ff4a710c122648d3b5c3b684e4", top1=0.803, ),
     keras_application="InceptionResNetV2",
     paper=SZEGEDY_2016,
 ))

@@ -98,6 +98,17 @@ class ArchSpec:
         return (self.default_size, self.default_size, self.channels)
 
 
+KERAS_APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+KERAS_IO = "keras.io/api/applications"
+
+
+def keras_imagenet_weights(folder: str, name: str, file_hash: str, notop_hash: str, top1: float,
+                           source: str = KERAS_IO) -> dict[str, WeightsFile]:
+    """keras.applications' published ImageNet files, `<folder>/<name>_weights_tf_dim_ordering_tf_kernels[_notop].h5`."""
+    base = f"{KERAS_APPLICATIONS_URL}{folder}/{name}_weights_tf_dim_ordering_tf_kernels"
+    return {"imagenet": WeightsFile(f"{base}.h5", file_hash, f"{base}_notop.h5", notop_hash, top1=top1, source=source)}
+
+
 _REGISTRY: dict[str, ArchSpec] = {}
 
 

@@ -30,7 +30,7 @@ from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
     Reference,
-    WeightsFile,
+    keras_imagenet_weights,
     get_spec,
     register,
 )
@@ -66,19 +66,10 @@ KERAS = Convention(conv_bias=True, stride_on_3x3=False, bn_epsilon=1.001e-5)
 TORCHVISION = Convention(conv_bias=False, stride_on_3x3=True, bn_epsilon=1e-5)
 SENET_CAFFE = Convention(conv_bias=False, stride_on_3x3=False, bn_epsilon=1e-5)
 
-KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-KERAS_IO = "keras.io/api/applications"
 
 
-def _keras_weights(name: str, file_hash: str, notop_hash: str, top1: float) -> dict[str, WeightsFile]:
-    return {"imagenet": WeightsFile(
-        url=f"{KERAS_WEIGHTS}{name}_weights_tf_dim_ordering_tf_kernels.h5",
-        file_hash=file_hash,
-        notop_url=f"{KERAS_WEIGHTS}{name}_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        notop_hash=notop_hash,
-        top1=top1,
-        source=KERAS_IO,
-    )}
+def _keras_weights(name: str, file_hash: str, notop_hash: str, top1: float) -> dict:
+    return keras_imagenet_weights("resnet", name, file_hash, notop_hash, top1)
 
 
 def _padded(kernel_size: int, stride: int) -> bool:

@@ -19,7 +19,7 @@ from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
     Reference,
-    WeightsFile,
+    keras_imagenet_weights,
     get_spec,
     register,
 )
@@ -40,8 +40,6 @@ STAGES = (("conv1", "conv1_pad"),
           *((stage, f"{stage}_block1_preact_bn") for stage in STAGE_NAMES),
           ("post", "post_bn"))
 
-KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-KERAS_IO = "keras.io/api/applications"
 
 
 def _bn(name: str):
@@ -121,7 +119,6 @@ def resnet_v2(arch_id: str, include_top: bool = True, num_classes: int = 1000, i
 def _register(arch_id: str, params: int, trainable_params: int, macs: float,
               reference_params: Reference, file_hash: str, notop_hash: str, top1: float,
               keras_application: str) -> None:
-    base = f"{KERAS_WEIGHTS}{arch_id}_weights_tf_dim_ordering_tf_kernels"
     register(ArchSpec(
         id=arch_id,
         family="resnet_v2",
@@ -136,8 +133,7 @@ def _register(arch_id: str, params: int, trainable_params: int, macs: float,
         trainable_params=trainable_params,
         macs=macs,
         reference_params=reference_params,
-        weights={"imagenet": WeightsFile(f"{base}.h5", file_hash, f"{base}_notop.h5", notop_hash,
-                                         top1=top1, source=KERAS_IO)},
+        weights=keras_imagenet_weights("resnet", arch_id, file_hash, notop_hash, top1),
         keras_application=keras_application,
         paper=PAPER,
         options=("drop_path_rate",),

@@ -16,7 +16,7 @@ from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
     Reference,
-    WeightsFile,
+    keras_imagenet_weights,
     get_spec,
     register,
 )
@@ -34,8 +34,6 @@ DEPTHS = {
 FC_UNITS = 4096
 STAGES = tuple((f"block{b}", f"block{b}_conv1") for b in range(1, len(WIDTHS) + 1))
 
-KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
-KERAS_IO = "keras.io/api/applications"
 
 
 def vgg_block(x, filters: int, convs: int, batch_norm: bool, name: str):
@@ -117,9 +115,7 @@ def _register(arch_id: str, params: int, macs: float, reference_params: Referenc
 
 
 def _keras_weights(name: str, file_hash: str, notop_hash: str, top1: float) -> dict:
-    base = f"{KERAS_WEIGHTS}{name}/{name}_weights_tf_dim_ordering_tf_kernels"
-    return {"imagenet": WeightsFile(f"{base}.h5", file_hash, f"{base}_notop.h5", notop_hash,
-                                    top1=top1, source=KERAS_IO)}
+    return keras_imagenet_weights(name, name, file_hash, notop_hash, top1)
 
 
 _register(
