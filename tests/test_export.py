@@ -2,13 +2,17 @@
 sizes the model was not trained at; its probabilities must match the Keras model on the same centre
 crop within the stated tolerance."""
 
+import re
+
 import numpy as np
 import pytest
 
+from tests.int8_drift import converter_default_int8, framed_images
 from tests.runs import COLOURS, coloured_image, train_run, write_class_folders
 from tltoolkit.cli import main
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.export import export
+from tltoolkit.evaluate import load_classifier
+from tltoolkit.export import TOLERANCES, _keras_runner, export, serving_model, verification_sizes, verify
 
 # third-party notices: tf.lite.Interpreter is deprecated in TF 2.21; Keras' tf2onnx patch probes np.object
 pytestmark = [pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning"),
@@ -96,6 +100,7 @@ def test_export_round_trips_within_tolerance(run, tmp_path, fmt, quantize, toler
     out = tmp_path / f"exported{suffix}"
     result = export(run, fmt, out, quantize=quantize)
     assert result.max_difference <= tolerance and result.top1_agreement == 1.0 and result.images == 6
+    assert result.sizes == [(32, 32), (16, 16), (64, 64), (128, 128), (48, 96)] and result.worst_size in result.sizes
     assert result.bytes > 0 and out.exists()
     labels = (out / "labels.txt") if fmt == "savedmodel" else (tmp_path / "labels.txt")
     assert result.labels == labels and labels.read_text().splitlines() == list(COLOURS)
@@ -152,3 +157,34 @@ def test_int8_needs_real_calibration_images_and_takes_them_from_data(run, tmp_pa
     result = export(plain / "model.keras", "tflite", tmp_path / "out" / "m.tflite", quantize="int8", data=data)
     assert result.max_difference <= 0.1
     assert (tmp_path / "out" / "labels.txt").read_text().splitlines() == ["0", "1", "2"]  # no labels beside
+
+
+def keras_probabilities(run, images):
+    return _keras_runner(serving_model(load_classifier(run)))(images)
+
+
+def test_int8_export_matches_keras_far_above_the_training_size(run, tmp_path):
+    out = export(run, "tflite", tmp_path / "m.tflite", quantize="int8").path
+    served = load_back("tflite", out)
+    for height, width in [(128, 128), (256, 256), (100, 300), (1000, 750)]:  # 4x, 8x, non-square, a photo
+        images = framed_images(height, width)  # the class depends on the crop box
+        for image, expected in zip(images, keras_probabilities(run, images)):
+            got = served(image)
+            np.testing.assert_allclose(got, expected[0], atol=TOLERANCES["int8"])
+            assert got.argmax() == expected.argmax()
+
+
+def test_verification_fails_on_an_export_that_drifts_at_other_sizes(run, tmp_path):
+    # The converter's default int8 quantises the crop box arithmetic with ranges from the training
+    # images' sizes: right at the training size, wrong crops at others.
+    drifting = converter_default_int8(run, tmp_path / "default.tflite")
+    sizes = verification_sizes((32, 32))
+    images = [image for height, width in sizes for image in framed_images(height, width)]
+    expected = keras_probabilities(run, images)
+    at_training_size = slice(0, 3)
+    verify("tflite", drifting, images[at_training_size], expected[at_training_size], TOLERANCES["int8"])
+    with pytest.raises(TltoolkitError) as failure:
+        verify("tflite", drifting, images, expected, TOLERANCES["int8"])
+    message = str(failure.value)
+    assert "\n" not in message and "tolerance 0.1" in message
+    assert re.search(r"differs from the Keras model by 0\.\d+ on a (64x64|48x96|128x128|16x16) image", message)

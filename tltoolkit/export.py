@@ -12,8 +12,18 @@ match with training, or expect small differences on big photos.
 folder, beside a `.keras`, `.tflite` or `.onnx` file.
 
 Every export is loaded back with its own runtime (Keras in safe mode, `tf.saved_model.load`, the TFLite
-interpreter, onnxruntime) and compared with the Keras serving model on a few images of several sizes;
-`TOLERANCES` are the largest probability differences accepted.
+interpreter, onnxruntime) and compared with the Keras serving model on a few images, each at every size
+of `verification_sizes` (the model's size, half of it, 2x, 4x and a non-square 1.5x by 3x); the export
+fails on the largest probability difference above `TOLERANCES`, naming the size where it occurred.
+
+int8 TFLite: pixels and activations are int8, calibrated on up to `REPRESENTATIVE_IMAGES` of the run's
+training images, each resized to one of the verification sizes; the front end's float arithmetic on the
+image's height and width (the crop or pad box) stays float. The converter's default quantises that
+arithmetic too, with ranges from the calibration images' sizes, so larger images get a wrong crop box.
+Measured by `python -m tests.int8_drift` (the export tests' 32x32 run; framed images whose class depends
+on the crop), the default differed from Keras by 0.25 at 64x64 and 0.83 at 100x300 (another top-1
+label), though 0.004 at 32x32; this export stays within 0.005 at every size from 16x16 to 3000x4000. So
+one int8 file serves images of any size, as the other formats do: no resizing before calling it.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +48,8 @@ SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx", "savedmodel
 TOLERANCES = {None: 1e-4, "float16": 1e-2, "dynamic": 0.05, "int8": 0.1}
 EXACT_FORMATS_TOLERANCE = 1e-5  # keras and savedmodel run the same TF kernels
 VERIFY_IMAGES = 6
+# (height, width) factors of the model's input size that every export is verified at, and int8 calibrated at
+VERIFY_SCALES = ((1, 1), (0.5, 0.5), (2, 2), (4, 4), (1.5, 3))
 REPRESENTATIVE_IMAGES = 100
 
 
@@ -47,16 +60,23 @@ class ExportResult:
     format: str
     quantize: str | None
     bytes: int
-    images: int  # images the verification ran
+    images: int  # images the verification ran, each at every size of `sizes`
+    sizes: list[tuple[int, int]]
     max_difference: float  # largest |export - keras| probability
-    top1_agreement: float  # share of images whose top class agrees
+    worst_size: tuple[int, int]  # where it occurred
+    top1_agreement: float  # share of images (at all sizes) whose top class agrees
     tolerance: float
 
     def summary(self) -> str:
         what = self.format + (f" ({self.quantize})" if self.quantize else "")
         return (f"exported {what} to {self.path} ({self.bytes / 1e6:.2f} MB), labels in {self.labels}; verified "
-                f"on {self.images} images: max probability difference {self.max_difference:.2e} "
-                f"(tolerance {self.tolerance:g}), top-1 agreement {self.top1_agreement:.0%}")
+                f"on {self.images} images at sizes {', '.join(map(_hxw, self.sizes))}: max probability difference "
+                f"{self.max_difference:.2e} at {_hxw(self.worst_size)} (tolerance {self.tolerance:g}), top-1 "
+                f"agreement {self.top1_agreement:.0%}")
+
+
+def _hxw(size) -> str:
+    return "x".join(map(str, size))
 
 
 def serving_model(classifier):
@@ -103,32 +123,60 @@ def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool
     labels_text = "".join(f"{name}\n" for name in classifier.class_names)
     _check_targets(out, fmt, labels_path, labels_text, force)
 
+    sizes = verification_sizes(classifier.image_size)
     if quantize == "int8":
         images = sample_images(classifier, data, REPRESENTATIVE_IMAGES, synthetic=False)
+        calibration = [resize_image(image, sizes[i % len(sizes)]) for i, image in enumerate(images)]
     else:
-        images = sample_images(classifier, data, verify_images)
+        images, calibration = sample_images(classifier, data, verify_images), None
     serving = serving_model(classifier)
-    checked = images[:verify_images]
+    checked = [resize_image(image, size) for image in images[:verify_images] for size in sizes]
     # Before writing: the ONNX exporter also needs a model that has been called.
-    expected = np.concatenate([output for output in _keras_runner(serving)(checked)])
+    expected = _keras_runner(serving)(checked)
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _write_tflite,
               "onnx": _write_onnx}[fmt]
-    writer(serving, out, quantize, images, labels_text)
+    writer(serving, out, quantize, calibration, labels_text)
     if fmt != "savedmodel":
         from tltoolkit.data.files import atomic_write_bytes
 
         atomic_write_bytes(labels_path, labels_text.encode("utf-8"))
 
-    actual = np.concatenate([output for output in _runner(fmt, out)(checked)])
     tolerance = EXACT_FORMATS_TOLERANCE if fmt in ("keras", "savedmodel") else TOLERANCES[quantize]
-    result = ExportResult(out, labels_path, fmt, quantize, _size(out), len(checked),
-                          float(np.abs(actual - expected).max()),
-                          float((actual.argmax(1) == expected.argmax(1)).mean()), tolerance)
-    if result.max_difference > tolerance:
-        raise TltoolkitError(f"the {fmt} export at {out} differs from the Keras model by {result.max_difference:.3g} "
-                             f"(tolerance {tolerance:g}); it was written but should not be trusted")
-    return result
+    difference, worst, agreement = verify(fmt, out, checked, expected, tolerance)
+    return ExportResult(out, labels_path, fmt, quantize, _size(out), len(checked) // len(sizes), sizes,
+                        difference, worst, agreement, tolerance)
+
+
+def verification_sizes(image_size) -> list[tuple[int, int]]:
+    """The (height, width) sizes every export is checked at: `VERIFY_SCALES` of the model's input size."""
+    height, width = image_size
+    return [(max(1, round(height * h)), max(1, round(width * w))) for h, w in VERIFY_SCALES]
+
+
+def resize_image(image: np.ndarray, size) -> np.ndarray:
+    """`image` resized to `size` (antialiased bilinear, as a camera or an image library would), uint8."""
+    import tensorflow as tf
+
+    resized = tf.image.resize(image, size, antialias=True).numpy()
+    return np.clip(np.round(resized), 0, 255).astype(np.uint8)
+
+
+def verify(fmt: str, path: Path, images, expected, tolerance: float) -> tuple[float, tuple[int, int], float]:
+    """Runs the export at `path` with its runtime on `images` and compares with `expected` (the Keras
+    model's probabilities, one [1, classes] array per image). Returns the largest probability
+    difference, the image size where it occurred and the top-1 agreement; a one-line TltoolkitError
+    naming that size when the difference exceeds `tolerance`."""
+    actual, expected = np.concatenate(_runner(fmt, path)(images)), np.concatenate(expected)
+    per_image = np.abs(actual - expected).max(axis=1)
+    worst = int(per_image.argmax())
+    difference, size = float(per_image[worst]), tuple(images[worst].shape[:2])
+    if difference > tolerance:
+        raise TltoolkitError(f"the {fmt} export at {path} differs from the Keras model by {difference:.3g} on a "
+                             f"{_hxw(size)} image (tolerance {tolerance:g}; checked at "
+                             f"{', '.join(sorted({_hxw(i.shape[:2]) for i in images}))}); it was written but "
+                             f"should not be trusted")
+    return difference, size, float((actual.argmax(1) == expected.argmax(1)).mean())
 
 
 def _require_onnx():
@@ -192,7 +240,7 @@ def _replace(temporary: Path, out: Path) -> None:
         os.replace(temporary, out)
 
 
-def _write_keras(serving, out, quantize, images, labels_text):
+def _write_keras(serving, out, quantize, calibration, labels_text):
     from tltoolkit.data.files import atomic_path
 
     with atomic_path(out) as temporary:
@@ -202,7 +250,7 @@ def _write_keras(serving, out, quantize, images, labels_text):
         os.replace(staged, temporary)
 
 
-def _write_savedmodel(serving, out, quantize, images, labels_text):
+def _write_savedmodel(serving, out, quantize, calibration, labels_text):
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         target = staging / "model"
@@ -213,7 +261,7 @@ def _write_savedmodel(serving, out, quantize, images, labels_text):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_tflite(serving, out, quantize, images, labels_text):
+def _write_tflite(serving, out, quantize, calibration, labels_text):
     import tensorflow as tf
 
     from tltoolkit.data.files import atomic_write_bytes
@@ -225,18 +273,47 @@ def _write_tflite(serving, out, quantize, images, labels_text):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        elif quantize == "int8":
-            # Calibrates the activation ranges on real images; ops without an int8 kernel stay float.
-            converter.representative_dataset = lambda: ([image[None]] for image in images)
         try:
-            flat = converter.convert()
+            flat = _convert_int8(converter, calibration) if quantize == "int8" else converter.convert()
         except Exception as error:  # the converter raises ConverterError and plain exceptions
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise TltoolkitError(f"TFLite conversion failed: {first}") from None
     atomic_write_bytes(out, flat)
 
 
-def _write_onnx(serving, out, quantize, images, labels_text):
+def _convert_int8(converter, calibration) -> bytes:
+    """int8 pixels and activations, calibrated on `calibration` (ops without an int8 kernel stay float),
+    with the float arithmetic on the image's height and width kept float: quantised, its ranges would
+    be those of the calibration images' sizes, and larger images would get a wrong crop box."""
+    import tensorflow as tf
+
+    converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+    with warnings.catch_warnings():  # the debugger's tf.lite.Interpreter deprecation notice
+        warnings.simplefilter("ignore")
+        # The converter's own selective quantisation: calibrate once, then quantise all but the denylisted ops.
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
+                                                             debug_dataset=converter.representative_dataset)
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=_size_arithmetic(debugger.calibrated_model))
+        return debugger.get_nondebug_quantized_model()
+
+
+def _size_arithmetic(flat: bytes) -> list[str]:
+    """The output names of the float ops in the TFLite model `flat` that compute on the input's shape
+    (through SHAPE) and constants, never on its pixels."""
+    interpreter = _interpreter(model_content=flat)
+    tensors = {tensor["index"]: tensor for tensor in interpreter.get_tensor_details()}
+    from_pixels = {detail["index"] for detail in interpreter.get_input_details()}
+    names = []
+    for op in interpreter._get_ops_details():  # noqa: SLF001  (the only listing of a model's ops)
+        if op["op_name"] != "SHAPE" and from_pixels.intersection(op["inputs"]):
+            from_pixels.update(op["outputs"])
+        else:
+            names += [tensors[i]["name"] for i in op["outputs"] if tensors[i]["dtype"] == np.float32]
+    return names
+
+
+def _write_onnx(serving, out, quantize, calibration, labels_text):
     from tltoolkit.data.files import atomic_path
 
     with atomic_path(out) as temporary:
@@ -278,14 +355,16 @@ def _keras_runner(model):
     return lambda images: [forward(image[None]).numpy() for image in images]
 
 
-def _tflite_runner(path):
-    import warnings
-
+def _interpreter(**source):
     import tensorflow as tf
 
     with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice, not the user's concern
         warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+        return tf.lite.Interpreter(**source)
+
+
+def _tflite_runner(path):
+    interpreter = _interpreter(model_path=str(path))
     (input_detail,), (output_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
 
     def run(images):

@@ -2,8 +2,10 @@
 probabilities, with labels.txt beside it (inside the folder for savedmodel).
 
 Formats: keras (.keras, loads in safe mode), savedmodel (folder, `serve` signature), tflite (.tflite;
---quantize float16, dynamic or int8, calibrated on the run's training images) and onnx (.onnx; needs
-pip install 'tltoolkit[onnx]'). The export is loaded back and compared with the Keras model.
+--quantize float16, dynamic or int8, calibrated on the run's training images at several sizes) and onnx
+(.onnx; needs pip install 'tltoolkit[onnx]'). The export is loaded back and compared with the Keras model
+on a few images at several sizes (the model's, half, 2x, 4x and a non-square one); it fails naming the
+size where it differs most.
 """
 
 from __future__ import annotations
