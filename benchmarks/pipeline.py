@@ -76,17 +76,18 @@ def main() -> None:
     args = parser.parse_args()
 
     import keras
-    import pandas as pd
     import tensorflow as tf
 
+    from tltoolkit.data import scan
     from tltoolkit.pipeline import image_dataset
 
     with tempfile.TemporaryDirectory() as temp:
-        folder = args.folder or make_folder(Path(temp), args.images, args.source_size)
-        paths = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-        table = pd.DataFrame({"path": paths, "label_id": [hash(Path(p).parent.name) % 2 for p in paths]})
+        folder = args.folder or make_folder(Path(temp) / "images", args.images, args.source_size)
+        # The scan's table, as every tltoolkit command passes it: its facts (format, size) let the
+        # pipeline pick each file's decoder ahead of time. The scan itself is not timed.
+        table = scan(folder, cache_dir=Path(temp) / "cache").usable()
         size, batch = args.image_size, args.batch_size
-        print(f"{len(paths)} images from {folder}, to {size}x{size}, batch {batch}, "
+        print(f"{len(table)} images from {folder}, to {size}x{size}, batch {batch}, "
               f"{os.cpu_count()} CPUs, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
 
         rates = best_rates({

@@ -187,3 +187,31 @@ def test_every_usable_file_of_a_scan_reaches_the_pipeline_upright_with_three_cha
         assert np.abs(image.astype(int) - load_rgb(path)).mean() < 3, path
     upright = images[list(usable["path"].str.endswith("exif_rotated.jpg")).index(True)]
     assert np.abs(upright[:12, :20].astype(int) - RED).max() < 40  # the pattern's red top-left quadrant
+
+
+def test_decoders_planned_from_the_scan_give_what_per_image_decisions_give(tmp_path):
+    """The scan's facts (format, width, height) pick each file's decoder and the antialiasing ahead of
+    time; a table without them decides per image in the graph. Both must give the same pixels."""
+    from images import pattern, write_exif_rotated_jpeg, write_image
+
+    from tltoolkit.data import scan
+    from tltoolkit.pipeline import FULL, JPEG_EIGHTH, JPEG_HALF, PIL, _routes
+
+    folder = tmp_path / "data"
+    shapes = {"big.jpg": (384, 512), "medium.jpg": (70, 100), "wide.jpg": (40, 120), "small.png": (20, 30),
+              "fine.png": (128, 128)}
+    for i, (name, shape) in enumerate(shapes.items()):
+        write_image(str(folder / "ab"[i % 2] / name), pattern(*shape, seed=i), quality=95)
+    write_exif_rotated_jpeg(str(folder / "b" / "rotated.jpg"), pattern(48, 64))
+    scanned = scan(folder, cache_dir=tmp_path / "cache").usable().sort_values("path", ignore_index=True)
+    routes = dict(zip(scanned["path"].map(lambda p: p.rsplit("/", 1)[-1]), _routes(scanned, (32, 32))))
+    assert routes == {"big.jpg": JPEG_EIGHTH, "medium.jpg": JPEG_HALF, "wide.jpg": FULL, "small.png": FULL,
+                      "fine.png": FULL, "rotated.jpg": PIL}
+    per_image = scanned[["path", "label_id", "decoder"]]
+    for policy in RESIZE_POLICIES:
+        tf_rows = scanned[scanned["decoder"] == "tf"]
+        for rows in (scanned, tf_rows, tf_rows[~tf_rows["path"].str.endswith(("big.jpg", "fine.png"))]):
+            planned, _ = first_batch(rows, 32, batch_size=len(rows), resize=policy, deterministic=True)
+            decided, _ = first_batch(per_image.loc[rows.index], 32, batch_size=len(rows), resize=policy,
+                                     deterministic=True)
+            np.testing.assert_array_equal(planned, decided, err_msg=policy)

@@ -13,7 +13,11 @@ What runs where:
 
 Large JPEGs are decoded at a reduced DCT scale (1/2, 1/4, 1/8) when the result still covers the target
 size: a 4000x3000 photo bound for 224x224 decodes ~8x faster, and the DCT scaling is itself a clean
-downsample. The final resize is antialiased where it shrinks an image 2x or more.
+downsample. The final resize is antialiased where it shrinks an image 2x or more. Both decisions are
+made ahead of time, in NumPy, from the scan's facts (`format`, `width`, `height`), and the graph holds
+only the decoders the table needs: a folder of small images pays nothing for them, and keeps pace with
+`keras.utils.image_dataset_from_directory` (`benchmarks/pipeline.py`). Tables without those facts
+read each JPEG's header in the graph instead, with the same result.
 """
 
 from __future__ import annotations
@@ -47,28 +51,38 @@ def image_dataset(table, image_size, batch_size: int = 32, resize: str = "center
     _check_choice("dtype", dtype, DTYPES)
     if batch_size < 1:
         raise TltoolkitError(f"batch_size must be at least 1, got {batch_size}")
-    paths, use_pil, labels = _columns(table, with_labels)
+    columns = _columns(table, with_labels)
+    routes = _routes(table, size)
+    used = np.unique(routes)  # the graph holds only the decoders this table needs
+    if len(used) > 1:
+        columns["route"] = np.searchsorted(used, routes).astype("int32")
+    antialias = None if _may_need_antialias(table, size, resize, routes) else False
 
-    dataset = tf.data.Dataset.from_tensor_slices((paths, use_pil, labels))
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         # Shuffling the file names (not the decoded images) keeps the buffer tiny: the whole table fits.
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(table), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    any_pil = bool(use_pil.any())
 
-    def load(path, pil, label):
-        image = _resize(_decode(path, pil, size, any_pil), size, resize)
-        image = tf.clip_by_value(image, 0.0, 255.0)  # resampling can overshoot
+    def load(row):
+        decoders = [_DECODERS[route] for route in used]
+        image = decoders[0](row["path"], size) if len(used) == 1 else tf.switch_case(
+            row["route"], [lambda d=d: d(row["path"], size) for d in decoders])
+        image = _resize(image, size, resize, antialias)
+        # Bilinear resampling (antialiased or not) averages pixels: it leaves 0..255 only by float
+        # rounding, which the uint8 cast's rounding absorbs.
         if dtype == "uint8":
             # Per image, inside the parallel map: batching then copies a quarter of the bytes, and no
             # second pass over the batch is needed (measured ~15% faster than a per-batch cast).
-            image = tf.cast(tf.round(image), tf.uint8)
-        return (image, label) if with_labels else image
+            # Rounds half up (the cast truncates), as the exported serving model does (export.py).
+            image = tf.cast(image + 0.5, tf.uint8)
+        else:
+            image = tf.clip_by_value(image, 0.0, 255.0)
+        return (image, row["label"]) if with_labels else image
 
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=deterministic)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
     options.deterministic = deterministic
     dataset = dataset.with_options(options)
@@ -102,8 +116,8 @@ def _check_choice(name, value, choices) -> None:
         raise TltoolkitError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
 
 
-def _columns(table, with_labels: bool):
-    """The table's paths, a per-row `needs PIL` flag and the int32 label ids, validated."""
+def _columns(table, with_labels: bool) -> dict:
+    """The table's paths and int32 label ids, validated."""
     required = ["path"] + (["label_id"] if with_labels else [])
     missing = [c for c in required if c not in table.columns]
     if missing:
@@ -111,34 +125,76 @@ def _columns(table, with_labels: bool):
                              f"(columns path, label_id, decoder)")
     if len(table) == 0:
         raise TltoolkitError("the image table is empty: there are no images to load")
-    decoders = table["decoder"].fillna("tf") if "decoder" in table.columns else None
-    if decoders is not None:
-        bad = sorted(set(decoders) - set(DECODERS))
-        if bad:
-            raise TltoolkitError(f"unknown decoder(s) {', '.join(map(repr, bad))} in the table; use tf or pil")
-    use_pil = np.zeros(len(table), bool) if decoders is None else (decoders == "pil").to_numpy()
-    labels = (table["label_id"].to_numpy().astype("int32") if with_labels else np.zeros(len(table), "int32"))
-    return table["path"].astype(str).to_numpy(), use_pil, labels
+    labels = table["label_id"].to_numpy().astype("int32") if with_labels else np.zeros(len(table), "int32")
+    return {"path": table["path"].astype(str).to_numpy(), "label": labels}
 
 
-def _decode(path, use_pil, size, any_pil):
-    """uint8 [h, w, 3] from TF's decoders, or from PIL for the rows that need it."""
+# How each row is decoded, decided in NumPy from the scan's facts (`decoder`, `format`, `width`,
+# `height`) so that per-image work in the graph is only the decode itself. Rows without those facts
+# read the JPEG header in the graph instead.
+FULL, JPEG_HALF, JPEG_QUARTER, JPEG_EIGHTH, PROBE, PIL = range(6)
+
+
+def _routes(table, size) -> np.ndarray:
+    """Each row's decoder: `FULL` (any format at full size), a JPEG DCT scale, `PROBE` or `PIL`."""
+    decoders = table["decoder"].fillna("tf").to_numpy() if "decoder" in table.columns else np.full(len(table), "tf")
+    bad = sorted(set(decoders) - set(DECODERS))
+    if bad:
+        raise TltoolkitError(f"unknown decoder(s) {', '.join(map(repr, bad))} in the table; use tf or pil")
+    routes = np.full(len(table), PROBE)
+    if {"format", "width", "height"} <= set(table.columns):
+        height, width = table["height"].to_numpy(), table["width"].to_numpy()
+        known = (height > 0) & (width > 0)
+        scale = np.minimum(height // size[0], width // size[1])
+        scaled = sum((scale >= s).astype(int) for s in JPEG_SCALES[1:])  # 0 = full size, 1..3 = 1/2..1/8
+        jpeg = table["format"].isin(("JPEG", "MPO")).to_numpy()
+        routes = np.where(known, np.where(jpeg, scaled, FULL), PROBE)
+    return np.where(decoders == "pil", PIL, routes)
+
+
+def _may_need_antialias(table, size, policy, routes) -> bool:
+    """False when no row can reach the antialiasing threshold of `_resize` (a 2x reduction), so the
+    graph skips that per-image decision; True when some row might (or its size is unknown)."""
+    if (routes >= PROBE).any():
+        return True
+    ratio = np.array(JPEG_SCALES)[np.where(routes == FULL, 0, routes)]
+    height = -(-table["height"].to_numpy() // ratio)  # libjpeg's scaled size rounds up
+    width = -(-table["width"].to_numpy() // ratio)
+    if policy == "center_crop":  # bounds on the crop window (`_resize` rounds it)
+        height, width = (np.minimum(height, width * size[0] / size[1] + 1),
+                         np.minimum(width, height * size[1] / size[0] + 1))
+    return bool(((height >= 2 * size[0]) | (width >= 2 * size[1])).any())
+
+
+def _decode_full(path, size):
     import tensorflow as tf
 
-    def from_tf():
-        return _decode_tf(tf.io.read_file(path), size)
+    return _decode_tf(tf.io.read_file(path), None)
 
-    def from_pil():
-        from tltoolkit.data import load_rgb
 
-        # PIL's JPEG draft mode gives the same DCT-scale speed-up as `_decode_tf`.
-        image = tf.numpy_function(lambda p: load_rgb(p, min_side=max(size)), [path], tf.uint8, stateful=False)
-        image.set_shape([None, None, 3])
-        return image
+def _decode_jpeg_at(ratio):
+    def decode(path, size):
+        import tensorflow as tf
 
-    if not any_pil:  # keep the graph free of Python (and the GIL) when no row needs PIL
-        return from_tf()
-    return tf.cond(use_pil, from_pil, from_tf)
+        return tf.io.decode_jpeg(tf.io.read_file(path), channels=3, ratio=ratio)
+    return decode
+
+
+def _decode_probe(path, size):
+    import tensorflow as tf
+
+    return _decode_tf(tf.io.read_file(path), size)
+
+
+def _decode_pil(path, size):
+    import tensorflow as tf
+
+    from tltoolkit.data import load_rgb
+
+    # PIL's JPEG draft mode gives the same DCT-scale speed-up as the JPEG routes.
+    image = tf.numpy_function(lambda p: load_rgb(p, min_side=max(size)), [path], tf.uint8, stateful=False)
+    image.set_shape([None, None, 3])
+    return image
 
 
 def _decode_tf(data, size):
@@ -164,7 +220,11 @@ def _decode_tf(data, size):
     return tf.cond(tf.io.is_jpeg(data), jpeg, any_format)
 
 
-def _resize(image, size, policy):
+_DECODERS = {FULL: _decode_full, JPEG_HALF: _decode_jpeg_at(2), JPEG_QUARTER: _decode_jpeg_at(4),
+             JPEG_EIGHTH: _decode_jpeg_at(8), PROBE: _decode_probe, PIL: _decode_pil}
+
+
+def _resize(image, size, policy, antialias: bool | None = None):
     """float32 [H, W, 3] in 0..255 from a uint8 image of any size, by `policy`."""
     import tensorflow as tf
 
@@ -176,17 +236,21 @@ def _resize(image, size, policy):
         crop_h = tf.minimum(height, tf.cast(tf.round(tf.cast(width * size[0], tf.float32) / size[1]), tf.int32))
         crop_w = tf.minimum(width, tf.cast(tf.round(tf.cast(height * size[1], tf.float32) / size[0]), tf.int32))
         height, width = tf.maximum(crop_h, 1), tf.maximum(crop_w, 1)
-        image = tf.image.crop_to_bounding_box(image, (shape[0] - height) // 2, (shape[1] - width) // 2,
-                                              height, width)
+        # tf.slice, not tf.image.crop_to_bounding_box: the window is valid by construction, and its
+        # runtime shape assertions cost ~5% of the pipeline's throughput.
+        image = tf.slice(image, [(shape[0] - height) // 2, (shape[1] - width) // 2, 0], [height, width, 3])
     # Bilinear sampling reaches every source pixel up to a 2x reduction; beyond that, skipped pixels
     # alias, so the (2.5x slower) antialiasing filter runs only there. JPEGs rarely need it after the
-    # DCT-scaled decode.
-    shrink = tf.maximum(height // size[0], width // size[1]) >= 2
-    if policy == "pad":
-        resized = tf.cond(shrink, lambda: tf.image.resize_with_pad(image, size[0], size[1], antialias=True),
-                          lambda: tf.image.resize_with_pad(image, size[0], size[1]))
+    # DCT-scaled decode. `antialias=False`: the caller knows that no image gets there.
+    def resized(antialias: bool):
+        if policy == "pad":
+            return tf.image.resize_with_pad(image, size[0], size[1], antialias=antialias)
+        return tf.image.resize(image, size, antialias=antialias)
+
+    if antialias is None:
+        image = tf.cond(tf.maximum(height // size[0], width // size[1]) >= 2, lambda: resized(True),
+                        lambda: resized(False))
     else:
-        resized = tf.cond(shrink, lambda: tf.image.resize(image, size, antialias=True),
-                          lambda: tf.image.resize(image, size))
-    resized.set_shape([size[0], size[1], 3])
-    return resized
+        image = resized(antialias)
+    image.set_shape([size[0], size[1], 3])
+    return image
