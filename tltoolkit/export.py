@@ -174,7 +174,7 @@ def verify(fmt: str, path: Path, images, expected, tolerance: float) -> tuple[fl
     if difference > tolerance:
         raise TltoolkitError(f"the {fmt} export at {path} differs from the Keras model by {difference:.3g} on a "
                              f"{_hxw(size)} image (tolerance {tolerance:g}; checked at "
-                             f"{', '.join(sorted({_hxw(i.shape[:2]) for i in images}))}); it was written but "
+                             f"{', '.join(dict.fromkeys(_hxw(i.shape[:2]) for i in images))}); it was written but "
                              f"should not be trusted")
     return difference, size, float((actual.argmax(1) == expected.argmax(1)).mean())
 
