@@ -24,6 +24,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from tltoolkit.architectures.registry import ArchSpec
 from tltoolkit.cache import FeatureCache, FeatureSpec
 from tltoolkit.errors import TltoolkitError
 
@@ -72,51 +73,64 @@ class ExtractionStats:
 
 
 def cut_layer(model, spec, layer: str) -> str:
-    """The name of the layer whose output `layer` means: `penultimate` is the spec's feature layer; a
-    stage name is that stage's last layer (so `block4` is block4's output, the input of block5)."""
-    from tltoolkit.architectures.stages import spec_stage_ranges
+    """The name of the layer whose output `layer` means: `penultimate` is the spec's feature layer (a
+    derived spec's: the base's output); a stage name is that stage's last layer (so `block4` is
+    block4's output, the input of block5); any other name must be a layer whose output alone
+    determines the rest (`stages.cut_points`)."""
+    from tltoolkit.architectures.stages import check_cut_layer, spec_stage_ranges
 
     if layer == PENULTIMATE:
-        return spec.penultimate
+        return model.layers[-1].name if spec.derived else spec.penultimate
     ranges = {r.name: r for r in spec_stage_ranges(model, spec) if r.name in spec.stage_names}
-    if layer not in ranges:
-        raise TltoolkitError(f"{spec.id} has no stage {layer!r}; use {PENULTIMATE} or one of "
-                             f"{', '.join(spec.stage_names)}")
-    return model.layers[ranges[layer].stop - 1].name
+    if layer in ranges:
+        return model.layers[ranges[layer].stop - 1].name
+    try:
+        return model.layers[check_cut_layer(model, layer)].name
+    except TltoolkitError as error:
+        raise TltoolkitError(f"{spec.id} has no stage {layer!r} (stages: {PENULTIMATE}, "
+                             f"{', '.join(spec.stage_names)}), and as a layer: {error}") from None
 
 
-def feature_extractor(arch: str, weights=None, image_size=None, layer: str = PENULTIMATE, pooling=None,
+def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIMATE, pooling=None,
                       dtype: str = "float32", resize: str = "center_crop", preprocessing: str | None = None,
                       views: int = 0, augmentation: str | None = None, seed: int = 0) -> FeatureExtractor:
-    """Builds the extraction model for `arch` (a registry id) and the spec that keys its features.
+    """Builds the extraction model for `arch` and the spec that keys its features.
 
+    `arch`: a registry id, `keras:NAME`, the path of a saved `.keras` base, or the `ArchSpec` that
+    `tltoolkit.architectures.bases.resolve_base` made of one of them (see there).
     `weights`: None (random init after `keras.utils.set_random_seed(seed)`: reproducible), `imagenet`
-    or a weights file. `layer`: `penultimate` or a stage (its output). `pooling`: None keeps a stage's
-    feature map (what a later fine-tune of the next stages needs), `avg`/`max` pool it to a vector.
-    `views` > 0: that many views per image through the `augmentation` policy, seeded with `seed`.
+    (a saved model: its own weights) or a weights file. `layer`: `penultimate`, a stage (its output)
+    or a layer name (its output; see `cut_layer`). `pooling`: None keeps a stage's feature map (what a
+    later fine-tune of the next stages needs), `avg`/`max` pool it to a vector. `preprocessing`: a
+    mode overriding the base's (required for a saved model). `views` > 0: that many views per image
+    through the `augmentation` policy, seeded with `seed`.
     """
     import keras
 
-    from tltoolkit.architectures import build, get_spec
+    from tltoolkit.architectures import build
+    from tltoolkit.architectures.bases import build_base, cache_name, resolve_base
     from tltoolkit.architectures.preprocessing import preprocessing_layer
     from tltoolkit.pipeline import RESIZE_POLICIES, _image_size
 
-    spec = get_spec(arch)
     if pooling not in (None, *POOLINGS):
         raise TltoolkitError(f"unknown pooling {pooling!r}; use avg, max or none")
     if resize not in RESIZE_POLICIES:
         raise TltoolkitError(f"unknown resize policy {resize!r}; use one of {', '.join(RESIZE_POLICIES)}")
+    spec = arch if isinstance(arch, ArchSpec) else resolve_base(arch, image_size, preprocessing)
+    arch = spec.id
     size = _image_size(image_size or spec.default_size)
-    include_top = layer == PENULTIMATE
     if weights is None:
         keras.utils.set_random_seed(seed)
-    model = build(arch, weights=weights, include_top=include_top, input_shape=(*size, spec.channels))
+    if spec.derived:
+        model = build_base(spec, weights, size)
+    else:
+        model = build(arch, weights=weights, include_top=layer == PENULTIMATE, input_shape=(*size, spec.channels))
     cut = cut_layer(model, spec, layer)
     weights_id = _weights_id(model, spec, weights, seed, cut)
     features = model.get_layer(cut).output
     if pooling and len(features.shape) != 4:
         raise TltoolkitError(f"{arch} layer {cut} outputs vectors already; drop --pooling (it pools feature maps)")
-    truncated = keras.Model(model.inputs, features, name=f"{arch}_to_{cut}")
+    truncated = keras.Model(model.inputs, features, name=f"{cache_name(spec)}_to_{cut}")
 
     augment = None
     if views:
@@ -129,11 +143,12 @@ def feature_extractor(arch: str, weights=None, image_size=None, layer: str = PEN
     if pooling:
         x = (keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D)(
             name=f"{pooling}_pool_features")(x)
-    feature_spec = FeatureSpec(arch=arch, weights=weights_id, image_size=size, resize=resize,
+    feature_spec = FeatureSpec(arch=cache_name(spec), weights=weights_id, image_size=size, resize=resize,
                                preprocessing=preprocessing or spec.preprocessing, cut=cut, pooling=pooling,
                                dtype=dtype, views=views, augmentation=augmentation if views else None,
                                seed=seed)
-    return FeatureExtractor(keras.Model(inputs, x, name=f"{arch}_features"), feature_spec, model, augment)
+    return FeatureExtractor(keras.Model(inputs, x, name=f"{cache_name(spec)}_features"), feature_spec, model,
+                            augment)
 
 
 def _weights_id(model, spec, weights, seed: int, cut: str) -> str:
@@ -143,6 +158,10 @@ def _weights_id(model, spec, weights, seed: int, cut: str) -> str:
         return f"random-init:{seed}"
     if weights != IMAGENET:
         return f"sha256:{file_digest(weights, 'sha256')}"
+    if spec.derived:
+        # keras.applications checked its download against the published hash; a saved model's weights
+        # are in the file that cache_name hashes. Either way the loaded values name them exactly.
+        return f"{IMAGENET}:weights-sha256:{weights_digest(model)}"
     entry = spec.weights[IMAGENET]
     with_top = has_reference_top(model, spec, entry.num_classes)
     names = [layer.name for layer in model.layers]
@@ -154,6 +173,17 @@ def _weights_id(model, spec, weights, seed: int, cut: str) -> str:
                              f"{spec.default_size} or cut at a stage (--layer {spec.stage_names[-1]} --pooling avg)")
     # get_file checked the published hash of the file that was loaded: it names the weights exactly.
     return f"imagenet:{entry.file_hash if with_top else entry.notop_hash}"
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of a model's weight values and shapes, in order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for value in model.get_weights():
+        digest.update(str(value.shape).encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
 
 
 def tail_model(model, cut: str, name: str | None = None):

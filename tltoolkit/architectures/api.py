@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import re
+
 import keras
 
 from tltoolkit.architectures.registry import ArchitectureError, close_matches, get_spec
@@ -60,7 +64,42 @@ def _build_keras_application(name, weights, include_top, num_classes, input_shap
     kwargs = dict(include_top=include_top, weights=weights, input_shape=input_shape, pooling=pooling, **options)
     if num_classes is not None:
         kwargs["classes"] = num_classes
-    return getattr(apps, name)(**kwargs)
+    if weights == "imagenet":  # get_file falls back to /tmp/.keras when the folder is missing
+        from tltoolkit.architectures.weights import keras_cache_dir
+
+        keras_cache_dir().mkdir(parents=True, exist_ok=True)
+    with _fresh_layer_names():
+        try:
+            return getattr(apps, name)(**kwargs)
+        except Exception as error:  # get_file raises bare Exceptions for network failures
+            url = re.search(r"URL fetch failure on (\S+):", str(error))
+            if url is None:
+                raise
+            from tltoolkit.architectures.weights import WeightsError, keras_cache_dir
+
+            fname = url.group(1).rsplit("/", 1)[-1]
+            raise WeightsError(f"could not download {fname} for keras:{name}; download {url.group(1)} and put it "
+                               f"in {keras_cache_dir()}/ (or pass the file's path as the weights)") from None
+
+
+@contextlib.contextmanager
+def _fresh_layer_names():
+    """Auto-generated layer names (`conv2d_8`, `add_3`) as in a fresh session, whatever was built before:
+    a keras.applications model then has the same layer names in every build, so a layer named on the
+    command line, a stage's layers and a cache key's cut layer mean the same layer each time."""
+    from keras.src.backend.common import global_state  # Keras keeps the name counters there
+
+    key = "object_name_uids"
+    counters = global_state.get_global_attribute(key, collections.defaultdict(int), set_to_default=True)
+    fresh = collections.defaultdict(int)
+    global_state.set_global_attribute(key, fresh)
+    try:
+        yield
+    finally:
+        # Names made later continue after both counts: they never repeat one of the model's.
+        for prefix, count in fresh.items():
+            counters[prefix] = max(counters[prefix], count)
+        global_state.set_global_attribute(key, counters)
 
 
 def load_model(path, compile: bool = False) -> keras.Model:

@@ -81,6 +81,9 @@ class ArchSpec:
     keras_application: str | None = None  # keras.applications name whose weights load into ours
     paper: str = ""
     options: tuple[str, ...] = ()  # builder keyword options beyond the common ones
+    # Not registered but derived from a built model (`keras:NAME`, a saved `.keras`; see bases.py): stages
+    # from its graph (`stages.graph_stages`), base_output and penultimate its last layer, no top.
+    derived: bool = False
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:

@@ -52,6 +52,106 @@ def spec_stage_ranges(model: keras.Model, spec) -> list[StageRange]:
     return stage_ranges(model, spec.stages, spec.base_output)
 
 
+def cut_points(model: keras.Model) -> list[int]:
+    """Indices in `model.layers` of the layers whose output is the single live tensor of the graph:
+    nothing after them reads anything computed before them, so their output alone determines the
+    rest (a valid feature-cache cut; a residual block's inner layers are not)."""
+    if isinstance(model, keras.Sequential):
+        return list(range(len(model.layers)))
+    operations = model.operations  # model.layers plus non-layer ops, in the same topological order
+    position = {id(op): i for i, op in enumerate(operations)}
+    last_read = list(range(len(operations)))
+    for nodes in model._nodes_by_depth.values():  # Keras keeps no public edge list
+        for node in nodes:
+            reader = position.get(id(node.operation))
+            for tensor in node.input_tensors:
+                source = position.get(id(tensor._keras_history.operation))
+                if reader is not None and source is not None:
+                    last_read[source] = max(last_read[source], reader)
+    for tensor in model.outputs:
+        last_read[position[id(tensor._keras_history.operation)]] = len(operations)
+    layer_index = {id(layer): i for i, layer in enumerate(model.layers)}
+    cuts, read_later = [], -1
+    for i, op in enumerate(operations):
+        if id(op) in layer_index and _single_output(op) and read_later <= i:
+            cuts.append(layer_index[id(op)])
+        read_later = max(read_later, last_read[i])
+    return cuts
+
+
+def _single_output(layer) -> bool:
+    try:
+        return not isinstance(layer.output, (list, tuple, dict))
+    except (AttributeError, ValueError):  # a layer called several times has no single output
+        return False
+
+
+def _output_shape(layer) -> tuple:
+    return tuple(getattr(layer.output, "shape", ()))
+
+
+def _area(layer) -> int | None:
+    shape = _output_shape(layer)
+    return shape[1] * shape[2] if len(shape) == 4 and None not in shape[1:3] else None
+
+
+def graph_stages(model: keras.Model) -> tuple[tuple[str, str], ...]:
+    """`stage1`..`stageN` of a model we did not register, derived from its graph.
+
+    A new stage begins at each downsampling: a cut point (`cut_points`) whose feature map has at most
+    half the area of the current stage's (a "valid" convolution's trim is no drop). The stage starts
+    at the first layer with trainable weights that computes at the new size, or rather right after the
+    narrowest cut point (fewest channels, the latest on a tie) of the run of consecutive cut points
+    before that layer: the previous block's output, so an inverted-residual block (MobileNetV2,
+    EfficientNet) starts with its expansion and a pooling layer (VGG, DenseNet's transitions) ends
+    the stage before. VGG16 gives block1..block5 and ResNet50 conv1..conv5 exactly (by trainable
+    parameters). Returns (stage name, first layer name) pairs, as registered specs have them.
+    """
+    layers = model.layers
+    cuts = cut_points(model)
+    cut_set = set(cuts)
+    trainable = [i for i, layer in enumerate(layers) if layer.trainable_weights]
+    if not trainable:
+        return ()
+
+    def boundary(first: int, floor: int) -> int:
+        """The index the stage whose first trained layer is `first` starts at."""
+        end = max(c for c in cuts if c < first)
+        run = [end]
+        while run[-1] - 1 in cut_set and run[-1] - 1 >= floor:
+            run.append(run[-1] - 1)
+        return min(run, key=lambda c: (_output_shape(layers[c])[-1:], -c)) + 1
+
+    starts = [boundary(trainable[0], 0)]
+    previous_first, level, previous_cut = trainable[0], _area(layers[0]), 0
+    for c in cuts[1:]:
+        area = _area(layers[c])
+        if area is not None and level is not None and 2 * area <= level:
+            level = area
+            first = next((i for i in trainable if i > previous_cut and _area(layers[i]) == area), None)
+            if first is not None and first > previous_first:
+                start = boundary(first, previous_first)
+                if start > starts[-1]:
+                    starts.append(start)
+                    previous_first = first
+        previous_cut = c
+    return tuple((f"stage{k}", layers[start].name) for k, start in enumerate(starts, start=1))
+
+
+def check_cut_layer(model: keras.Model, name: str) -> int:
+    """The index of layer `name` when its output is a valid cut (see `cut_points`); otherwise a one-line
+    error listing the valid ones."""
+    cuts = cut_points(model)
+    names = [model.layers[c].name for c in cuts[1:]]  # not the input
+    for c in cuts[1:]:
+        if model.layers[c].name == name:
+            return c
+    known = any(layer.name == name for layer in model.layers)
+    what = "is inside a block: later layers also read earlier tensors" if known else "is not a layer of it"
+    shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
+    raise ArchitectureError(f"{name!r} of {model.name!r} {what}; valid cut layers: {shown}")
+
+
 def freeze_index(model: keras.Model, ranges: list[StageRange], until: str) -> int:
     """Index of the first trainable layer for `--freeze-until until`.
 

@@ -16,12 +16,17 @@ from tltoolkit.errors import TltoolkitError
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("extract", help="extract features of images to Parquet files",
                                    description=__doc__)
-    parser.add_argument("--base", required=True, help="architecture id (see `tltoolkit models`)")
-    parser.add_argument("--weights", default="imagenet", help="imagenet (default), none (random init, "
-                        "seeded by --seed) or a weights file")
+    parser.add_argument("--base", required=True, help="architecture id (see `tltoolkit models`), keras:NAME "
+                        "(any keras.applications model) or a saved .keras base (needs --preprocessing)")
+    parser.add_argument("--weights", default="imagenet", help="imagenet (default; for a saved .keras base: "
+                        "its own weights), none (random init, seeded by --seed) or a weights file")
+    parser.add_argument("--preprocessing", choices=["caffe", "tf", "torch", "scale", "none"],
+                        help="how pixels are scaled for the base (default: the base's; required for a saved "
+                             ".keras base)")
     parser.add_argument("--data", required=True, help="class folders, a CSV/Parquet manifest or tfds:NAME")
     parser.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
-    parser.add_argument("--layer", default="penultimate", help="penultimate (default) or a stage name: its output")
+    parser.add_argument("--layer", default="penultimate", help="penultimate (default; for keras:NAME and a "
+                        ".keras base: the base's output), a stage name or a layer name: its output")
     parser.add_argument("--pooling", choices=["avg", "max", "none"], default="none",
                         help="pool a stage's feature map to a vector (default: none, keep the map)")
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float32")
@@ -67,7 +72,7 @@ def run(args) -> int:
     if table.empty:
         raise TltoolkitError(f"no usable images in {args.data}; check the folder (tltoolkit scan {args.data})")
     options = dict(arch=args.base, weights=None if args.weights == "none" else args.weights,
-                   image_size=args.image_size, layer=args.layer,
+                   image_size=args.image_size, layer=args.layer, preprocessing=args.preprocessing,
                    pooling=None if args.pooling == "none" else args.pooling, dtype=args.dtype,
                    resize=args.resize, seed=args.seed, views=args.views, augmentation=args.augment)
     extractor = feature_extractor(**options)

@@ -23,12 +23,17 @@ def _flag(parser, name: str, help: str, **kwargs) -> None:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("finetune", help="fine-tune a pretrained network on class folders",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _flag(parser, "base", "architecture id (see `tltoolkit models`)")
-    _flag(parser, "weights", "imagenet (default), none (random init, seeded by --seed) or a weights file")
+    _flag(parser, "base", "architecture id (see `tltoolkit models`), keras:NAME (any keras.applications model, "
+          "e.g. keras:EfficientNetB0) or a saved .keras base (needs --preprocessing)")
+    _flag(parser, "weights", "imagenet (default; for a saved .keras base: its own weights), none (random init, "
+          "seeded by --seed) or a weights file")
+    _flag(parser, "preprocessing", "how pixels are scaled for the base: caffe, tf, torch, scale or none "
+          "(default: the base's; required for a saved .keras base)", choices=["caffe", "tf", "torch", "scale", "none"])
     _flag(parser, "data", "class folders, a CSV/Parquet manifest or tfds:NAME")
     _flag(parser, "out", "the run directory (default: runs/DATA-BASE); re-use it to continue on a grown dataset")
-    _flag(parser, "freeze-until", "auto (default: the growth policy), a stage (it and all after it train), "
-          "head (train only the head) or none (train everything)")
+    _flag(parser, "freeze-until", "auto (default: the growth policy), a stage (it and all after it train; "
+          "`tltoolkit layers BASE`), a layer name (the same, from that layer), head (train only the head) "
+          "or none (train everything)")
     _flag(parser, "image-size", "input size in pixels (default: the architecture's)", type=int)
     _flag(parser, "resize", "center_crop (default), stretch or pad", choices=["center_crop", "stretch", "pad"])
     _flag(parser, "batch-size", "batch size (default 32)", type=int)

@@ -9,7 +9,8 @@ from tltoolkit.cli.output import add_format_argument, print_table
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("layers", help="show stages and freeze points", description=__doc__)
-    parser.add_argument("arch", help="architecture id (see `tltoolkit models`) or keras:NAME")
+    parser.add_argument("arch", help="architecture id (see `tltoolkit models`), keras:NAME (stages derived from "
+                        "its graph: one per drop in resolution) or a saved .keras base")
     parser.add_argument("--image-size", type=int, help="input size (default: the architecture's)")
     parser.add_argument("--all-layers", action="store_true", help="list every layer, not only stages")
     add_format_argument(parser)
@@ -19,19 +20,17 @@ def add_parser(subparsers) -> None:
 def stages_table(arch: str, image_size: int | None = None, all_layers: bool = False):
     import pandas as pd
 
-    from tltoolkit.architectures import build, get_spec
-    from tltoolkit.architectures.api import KERAS_PREFIX
-    from tltoolkit.architectures.stages import (
-        NONE, StageRange, spec_stage_ranges, trainable_counts_per_stage)
+    from tltoolkit.architectures import build
+    from tltoolkit.architectures.bases import build_base, resolve_base
+    from tltoolkit.architectures.stages import NONE, StageRange, spec_stage_ranges, trainable_counts_per_stage
 
-    keras_app = arch.startswith(KERAS_PREFIX)
-    spec = None if keras_app else get_spec(arch)
-    shape = None
-    if image_size:
-        shape = (image_size, image_size, 3 if spec is None else spec.channels)
-    model = build(arch, input_shape=shape)
-    if spec is None or all_layers:
-        # Without registered stages, every layer is a freeze point.
+    # A saved model's stages do not depend on its preprocessing, which it does not record.
+    spec = resolve_base(arch, image_size, "none" if arch.endswith(".keras") else None)
+    if spec.derived:  # keras:NAME, a saved .keras: the base its stages were derived on
+        model = build_base(spec, None, image_size or spec.default_size)
+    else:
+        model = build(arch, input_shape=image_size and (image_size, image_size, spec.channels))
+    if all_layers:
         ranges = [StageRange(layer.name, i, i + 1) for i, layer in enumerate(model.layers)][1:]
     else:
         ranges = spec_stage_ranges(model, spec)

@@ -34,7 +34,8 @@ from tltoolkit.training.policy import DEFAULT_THRESHOLDS, HEAD, NONE, Decision, 
 AUTO = "auto"
 DEFAULTS = {
     "base": None, "data": None, "out": None,
-    "weights": "imagenet",  # imagenet | none | a weights file
+    "weights": "imagenet",  # imagenet (a saved .keras base: its own) | none | a weights file
+    "preprocessing": None,  # the base's (registry, keras:NAME); required for a saved .keras base
     "freeze_until": AUTO, "image_size": None, "resize": "center_crop",
     "batch_size": 32, "epochs": 30, "fine_tune_epochs": 10,
     "learning_rate": 1e-3, "fine_tune_learning_rate": 1e-4, "stage_lr_decay": 0.3, "warmup_epochs": 1,
@@ -45,7 +46,7 @@ DEFAULTS = {
     "policy_thresholds": list(DEFAULT_THRESHOLDS),
 }
 REQUIRED = ("base", "data")
-IDENTITY = ("base", "weights", "image_size", "resize", "hidden", "pooling")  # what a re-run may not change
+IDENTITY = ("base", "weights", "preprocessing", "image_size", "resize", "hidden", "pooling")  # what a re-run may not change
 
 
 def load_config_file(path) -> dict:
@@ -108,21 +109,26 @@ def resolve_config(*layers: dict) -> dict:
     config["hidden"] = [int(h) for h in config["hidden"]]
     config["data"] = str(config["data"])
     if not config["out"]:  # runs/cats-vgg16: one run directory per data folder and base
-        name = "".join(c if c.isalnum() or c in "._-" else "-" for c in Path(config["data"].rstrip("/")).name)
-        config["out"] = str(Path("runs") / f"{name or 'data'}-{config['base']}")
+        name, base = (_file_name(text) for text in (Path(config["data"].rstrip("/")).name, config["base"]))
+        config["out"] = str(Path("runs") / f"{name or 'data'}-{base}")
     config["out"] = str(config["out"])
     return config
+
+
+def _file_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
 
 
 class _Run:
     """One invocation: the settings, the run directory's state and what was decided."""
 
     def __init__(self, config: dict, force: bool, plan: bool, echo):
-        from tltoolkit.architectures import get_spec
+        from tltoolkit.architectures.bases import resolve_base
 
         self.config = config
         self.echo = echo
-        self.spec = get_spec(config["base"])  # unknown base: one line with close matches
+        # An unknown base: one line with close matches; keras:NAME and saved models derive their stages here.
+        self.spec = resolve_base(config["base"], config["image_size"], config["preprocessing"])
         size = config["image_size"] or self.spec.default_size
         self.size = tuple(int(v) for v in (size if isinstance(size, (list, tuple)) else (size, size)))
         if len(self.size) != 2 or min(self.size) < self.spec.min_size:
@@ -132,10 +138,6 @@ class _Run:
         self.out = Path(config["out"]).expanduser()
         if self.out.exists() and not self.out.is_dir():
             raise TltoolkitError(f"--out {self.out} is a file; pass a folder for the run")
-        until = config["freeze_until"]
-        valid = (AUTO, HEAD, NONE, *self.spec.stage_names)
-        if until not in valid:
-            raise TltoolkitError(f"unknown stage {until!r} for {self.spec.id}; valid: {', '.join(valid)}")
         self.state = rundir.read_json(self.out / "state.json", {"runs": []})
         self.force, self.plan = force, plan
 
@@ -211,14 +213,32 @@ def finetune(config: dict, plan: bool = False, force: bool = False, progress: bo
     return _train(session, result, strategy, plan, progress)
 
 
-def _decide(config, spec, train_counts) -> Decision:
+def _decide(config, spec, train_counts, base) -> Decision:
+    """What trains. `--freeze-until` takes a stage, head, none, auto or a layer of `base` (the built
+    base) after which the frozen part's output is one tensor: that layer and all after it train."""
+    from tltoolkit.architectures.stages import check_cut_layer, spec_stage_ranges
+
     per_class = int(train_counts.min())
     until = config["freeze_until"]
     if until == AUTO:
         return choose_stages(per_class, spec.stage_names, config["policy_thresholds"])
-    trained = stages_from(until, spec.stage_names)
-    what = f"{' and '.join(trained)} and the head" if trained else "the head only"
+    if until in (HEAD, NONE, *spec.stage_names):
+        trained = stages_from(until, spec.stage_names)
+        what = f"{' and '.join(trained)} and the head" if trained else "the head only"
+    else:
+        index = _layer_index(base, until)
+        if index is None:
+            valid = ", ".join((AUTO, HEAD, NONE, *spec.stage_names))
+            raise TltoolkitError(f"unknown stage {until!r} for {spec.id}; valid: {valid}, or a layer name "
+                                 f"(`tltoolkit layers {spec.id} --all-layers`)")
+        check_cut_layer(base, base.layers[index - 1].name)  # the frozen part must end in one tensor
+        trained = tuple(r.name for r in spec_stage_ranges(base, spec) if r.name in spec.stage_names and r.stop > index)
+        what = f"layer {until} on (in {' and '.join(trained)}) and the head"
     return Decision(until, trained, f"--freeze-until {until}: training {what} ({per_class:,} images/class)")
+
+
+def _layer_index(model, name: str) -> int | None:
+    return next((i for i, layer in enumerate(model.layers) if layer.name == name and i > 0), None)
 
 
 def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
@@ -237,7 +257,6 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
     usable = result.usable()
     train_table, val_table = result.usable("train"), result.usable("validation")
     train_counts = train_table.groupby("label").size().reindex(class_names, fill_value=0)
-    decision = _decide(config, spec, train_counts)
     runs = session.state["runs"]
     resuming = bool(runs) and runs[-1]["status"] == "running"
     number = runs[-1]["run"] if resuming else len(runs) + 1
@@ -252,8 +271,9 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
     head_options = dict(hidden=config["hidden"], dropout=config["dropout"], pooling=config["pooling"],
                         l2=config["l2"])
     pooling = config["pooling"] if config["pooling"] in ("avg", "max") else None
-    extractor = feature_extractor(spec.id, weights=weights, image_size=session.size, layer=spec.stage_names[-1],
+    extractor = feature_extractor(spec, weights=weights, image_size=session.size, layer=spec.stage_names[-1],
                                   pooling=pooling, resize=config["resize"], seed=config["seed"])
+    decision = _decide(config, spec, train_counts, extractor.base)
     cache = FeatureCache(extractor.spec, config["cache_dir"])
     misses = len(cache.missing(usable["sha256"]))
 
@@ -335,7 +355,7 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         with strategy.scope():
-            base = _fresh_base(spec, session.size, extractor.base)
+            base = _fresh_base(extractor.base)
             from tltoolkit.architectures.preprocessing import preprocessing_layer
             from tltoolkit.augment import augmentation
 
@@ -375,7 +395,7 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
                                               log_dir and log_dir / f"run{number}-phase2", backup)
         echo(f"phase 2: {' + '.join(decision.trained_stages)} + head, up to {config['fine_tune_epochs']} epochs")
         tic = time.perf_counter()
-        cut = _cut_cache(session, decision, weights, usable, progress) if _can_cut(config, spec, decision) else None
+        cut = _cut_cache(session, base, decision, weights, usable, progress) if _can_cut(config, spec, decision) else None
         if cut is None:
             model = training
             train = prepared(_images(train_table, session.size, config, shuffle=True))
@@ -418,33 +438,36 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
     return entry
 
 
-def _fresh_base(spec, size, source):
-    """The base rebuilt in the current strategy's scope (variables made outside it cannot be mirrored),
-    with the weights the features were extracted with."""
-    from tltoolkit.architectures import build
+def _fresh_base(source):
+    """The base cloned in the current strategy's scope (variables made outside it cannot be mirrored),
+    with the weights the features were extracted with; a clone keeps the layer names."""
+    import keras
 
-    base = build(spec.id, include_top=False, input_shape=(*size, spec.channels))
+    base = keras.models.clone_model(source)
     base.set_weights(source.get_weights())
     return base
 
 
 def _can_cut(config, spec, decision) -> bool:
-    """Phase 2 can start from a cache of the last frozen stage's output when nothing random comes
-    before it (no augmentation) and something is frozen."""
+    """Phase 2 can start from a cache of the last frozen stage's (or layer's) output when nothing random
+    comes before it (no augmentation) and something is frozen."""
     return (bool(config["cut_cache"]) and config["augment"] == "none" and not config["mixed_precision"]
-            and decision.freeze_until in spec.stage_names[1:])
+            and decision.freeze_until not in (HEAD, NONE, spec.stage_names[0]))
 
 
-def _cut_cache(session, decision, weights, usable, progress):
-    """(cache, cut layer, stats) of the output of the stage before the first trained one."""
-    from tltoolkit.extract import extract_features, feature_extractor
+def _cut_cache(session, base, decision, weights, usable, progress):
+    """(cache, cut layer, stats) of the output of the stage (or layer) before the first trained one."""
+    from tltoolkit.extract import cut_layer, extract_features, feature_extractor
 
-    config, spec = session.config, session.spec
-    frozen_stage = spec.stage_names[spec.stage_names.index(decision.freeze_until) - 1]
-    extractor = feature_extractor(spec.id, weights=weights, image_size=session.size, layer=frozen_stage,
+    config, spec, until = session.config, session.spec, decision.freeze_until
+    if until in spec.stage_names:
+        frozen = spec.stage_names[spec.stage_names.index(until) - 1]
+    else:
+        frozen = base.layers[_layer_index(base, until) - 1].name
+    extractor = feature_extractor(spec, weights=weights, image_size=session.size, layer=frozen,
                                   resize=config["resize"], seed=config["seed"], dtype="float16")
     cache, stats = extract_features(usable, extractor, config["cache_dir"], config["batch_size"], progress=progress)
-    return cache, extractor.spec.cut, stats
+    return cache, cut_layer(base, spec, frozen), stats
 
 
 def _tail_on_cut(base, cut_layer, classifier, num_classes, head_options):
