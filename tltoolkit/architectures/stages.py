@@ -138,18 +138,22 @@ def graph_stages(model: keras.Model) -> tuple[tuple[str, str], ...]:
     return tuple((f"stage{k}", layers[start].name) for k, start in enumerate(starts, start=1))
 
 
-def check_cut_layer(model: keras.Model, name: str) -> int:
-    """The index of layer `name` when its output is a valid cut (see `cut_points`); otherwise a one-line
-    error listing the valid ones."""
+def check_cut_layer(model: keras.Model, name: str, starts: bool = False) -> int:
+    """The index of layer `name` when its output is a valid cut (`cut_points`), or with `starts` when the
+    output of the layer before it is (everything from `name` on trains; the frozen part ends in one
+    tensor). Otherwise a one-line error listing the valid layers."""
     cuts = cut_points(model)
-    names = [model.layers[c].name for c in cuts[1:]]  # not the input
-    for c in cuts[1:]:
-        if model.layers[c].name == name:
-            return c
+    valid = [c + 1 for c in cuts if c + 1 < len(model.layers)] if starts else cuts[1:]  # not the input
+    names = [model.layers[i].name for i in valid]
+    if name in names:
+        return valid[names.index(name)]
     known = any(layer.name == name for layer in model.layers)
-    what = "is inside a block: later layers also read earlier tensors" if known else "is not a layer of it"
+    what = "is inside a block: later layers also read tensors from before it" if known else "is not a layer of it"
+    if known and starts:
+        what = "starts inside a block: layers after it also read tensors from before it"
     shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
-    raise ArchitectureError(f"{name!r} of {model.name!r} {what}; valid cut layers: {shown}")
+    kind = "layers to train from" if starts else "cut layers"
+    raise ArchitectureError(f"{name!r} of {model.name!r} {what}; valid {kind}: {shown}")
 
 
 def freeze_index(model: keras.Model, ranges: list[StageRange], until: str) -> int:

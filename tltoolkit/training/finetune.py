@@ -226,12 +226,11 @@ def _decide(config, spec, train_counts, base) -> Decision:
         trained = stages_from(until, spec.stage_names)
         what = f"{' and '.join(trained)} and the head" if trained else "the head only"
     else:
-        index = _layer_index(base, until)
-        if index is None:
+        if _layer_index(base, until) is None:
             valid = ", ".join((AUTO, HEAD, NONE, *spec.stage_names))
             raise TltoolkitError(f"unknown stage {until!r} for {spec.id}; valid: {valid}, or a layer name "
                                  f"(`tltoolkit layers {spec.id} --all-layers`)")
-        check_cut_layer(base, base.layers[index - 1].name)  # the frozen part must end in one tensor
+        index = check_cut_layer(base, until, starts=True)  # the frozen part must end in one tensor
         trained = tuple(r.name for r in spec_stage_ranges(base, spec) if r.name in spec.stage_names and r.stop > index)
         what = f"layer {until} on (in {' and '.join(trained)}) and the head"
     return Decision(until, trained, f"--freeze-until {until}: training {what} ({per_class:,} images/class)")
