@@ -90,6 +90,11 @@ def test_leftovers_of_a_killed_writer_are_ignored_and_recomputed(tmp_path):
     (cache.folder / "parts" / ".abc.parquet.y.tmp").write_bytes(b"PAR1 half")
     assert cache.missing(hashes(8)) == hashes(4, start=4)
     assert len(cache.manifest()) == 4
+    fill(cache, hashes(4, start=4))  # the resumed run: computes what is missing, then collects the leftovers
+    assert cache.missing(hashes(8)) == []
+    leftovers = [p.name for p in cache.folder.rglob("*") if "orphan" in p.name or p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert sorted(p.name for p in cache.folder.glob("shard-*.npy")) == sorted(set(cache.manifest()["shard"]))
 
 
 WRITER_SCRIPT = """

@@ -15,9 +15,10 @@ Layout of `<cache_dir>/<key>/`:
 Every file is written to a temporary name in the same folder and renamed, and a shard is written
 before its manifest part: a part on disk commits its shard. So a job killed at any point (kill -9)
 leaves only complete shards that the manifest knows about, or orphan shards it ignores; a re-run
-computes what the manifest lacks. Concurrent runs never write the same file (ids are random); the
-merge into `manifest.parquet` and the reads take an `fcntl` lock. An image two runs both computed
-is stored twice and served once.
+computes what the manifest lacks, and its final `compact()` deletes the orphans. Concurrent runs
+never write the same file (ids are random); writes and reads take a shared `fcntl` lock, the merge
+into `manifest.parquet` an exclusive one. An image two runs both computed is stored twice and served
+once.
 """
 
 from __future__ import annotations
@@ -118,33 +119,40 @@ class FeatureCache:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _read_manifest(self) -> tuple[pd.DataFrame, list[Path]]:
-        """The merged manifest and the part files it includes (call under the lock)."""
+        """The merged manifest, duplicates included, and the part files it includes (call under the lock)."""
         parts = sorted((self.folder / "parts").glob("*.parquet"))
         frames = [pd.read_parquet(p) for p in [self.folder / "manifest.parquet", *parts] if p.exists()]
         if not frames:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
                 MANIFEST_COLUMNS, ["str", "str", "str", "str", "int64", "int64"])}), parts
-        manifest = pd.concat(frames, ignore_index=True)
-        # Two runs may both have stored an image; serve the first copy.
-        return manifest.drop_duplicates(["sha256", "view"]).reset_index(drop=True), parts
+        return pd.concat(frames, ignore_index=True), parts
 
     def manifest(self) -> pd.DataFrame:
-        """Every stored row: sha256, path and label when extracted, shard file, row in it, view."""
+        """Every stored image view once: sha256, path and label when extracted, shard file, row, view."""
         if not self.folder.exists():
             return self._read_manifest()[0]
         with self._lock(exclusive=False):
-            return self._read_manifest()[0]
+            manifest = self._read_manifest()[0]
+        # Two runs may both have stored an image; serve the first copy (compact() keeps both rows,
+        # so a shard stays in use while anyone may read it).
+        return manifest.drop_duplicates(["sha256", "view"]).reset_index(drop=True)
 
     def compact(self) -> None:
-        """Merges the manifest parts into `manifest.parquet` (one atomic rename), then drops them."""
+        """Merges the manifest parts into `manifest.parquet` (one atomic rename) and drops them; then
+        deletes what killed writers left behind: shards no manifest row uses, and temporary files.
+        Writers hold the shared lock while they write, so under this exclusive lock none is mid-write."""
         with self._lock(exclusive=True):
             manifest, parts = self._read_manifest()
-            if not parts:
-                return
-            with atomic_path(self.folder / "manifest.parquet") as temporary:
-                manifest.to_parquet(temporary, index=False)
-            for part in parts:
-                part.unlink()
+            if parts:
+                with atomic_path(self.folder / "manifest.parquet") as temporary:
+                    manifest.to_parquet(temporary, index=False)
+                for part in parts:
+                    part.unlink()
+            used = set(manifest["shard"])
+            leftovers = [p for p in self.folder.glob("shard-*.npy") if p.name not in used]
+            leftovers += [*self.folder.glob(".*.tmp"), *self.folder.glob("parts/.*.tmp")]
+            for leftover in leftovers:
+                leftover.unlink(missing_ok=True)
 
     def missing(self, sha256s) -> list[str]:
         """The distinct hashes of `sha256s` (in order) that lack any of their views."""
@@ -156,11 +164,11 @@ class FeatureCache:
     # -- writing ------------------------------------------------------------------------------------
 
     def writer(self) -> "ShardWriter":
-        self.folder.mkdir(parents=True, exist_ok=True)
         spec_file = self.folder / "spec.json"
-        if not spec_file.exists():
-            with atomic_path(spec_file) as temporary:
-                Path(temporary).write_text(json.dumps(self.spec.to_json(), indent=2) + "\n")
+        with self._lock(exclusive=False):
+            if not spec_file.exists():
+                with atomic_path(spec_file) as temporary:
+                    Path(temporary).write_text(json.dumps(self.spec.to_json(), indent=2) + "\n")
         return ShardWriter(self)
 
     # -- reading ------------------------------------------------------------------------------------
@@ -245,15 +253,16 @@ class ShardWriter:
         shard_id = uuid.uuid4().hex[:16]
         shard_name = f"shard-{shard_id}.npy"
         folder = self.cache.folder
-        with atomic_path(folder / shard_name) as temporary:
-            with open(temporary, "wb") as handle:  # np.save on a name would append ".npy"
-                np.save(handle, features[:count])
         part = pd.DataFrame(rows)
         part["shard"] = shard_name
         part["row"] = np.arange(count, dtype="int64")
         part["label"] = part["label"].astype(str)
-        with atomic_path(folder / "parts" / f"{shard_id}.parquet") as temporary:
-            part[MANIFEST_COLUMNS].to_parquet(temporary, index=False)
+        with self.cache._lock(exclusive=False):  # from the shard's temporary file to its committing part
+            with atomic_path(folder / shard_name) as temporary:
+                with open(temporary, "wb") as handle:  # np.save on a name would append ".npy"
+                    np.save(handle, features[:count])
+            with atomic_path(folder / "parts" / f"{shard_id}.parquet") as temporary:
+                part[MANIFEST_COLUMNS].to_parquet(temporary, index=False)
         self.written += count
 
     def __enter__(self):
