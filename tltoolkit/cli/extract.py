@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from tltoolkit.architectures.registry import PREPROCESSING_MODES
 from tltoolkit.errors import TltoolkitError
 
 
@@ -20,7 +21,7 @@ def add_parser(subparsers) -> None:
                         "(any keras.applications model) or a saved .keras base (needs --preprocessing)")
     parser.add_argument("--weights", default="imagenet", help="imagenet (default; for a saved .keras base: "
                         "its own weights), none (random init, seeded by --seed) or a weights file")
-    parser.add_argument("--preprocessing", choices=["caffe", "tf", "torch", "scale", "none"],
+    parser.add_argument("--preprocessing", choices=PREPROCESSING_MODES,
                         help="how pixels are scaled for the base (default: the base's; required for a saved "
                              ".keras base)")
     parser.add_argument("--data", required=True, help="class folders, a CSV/Parquet manifest or tfds:NAME")
