@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 
-from tltoolkit.architectures.registry import PREPROCESSING_MODES
 from tltoolkit.errors import TltoolkitError
 
 
@@ -21,9 +20,8 @@ def add_parser(subparsers) -> None:
                         "(any keras.applications model) or a saved .keras base (needs --preprocessing)")
     parser.add_argument("--weights", default="imagenet", help="imagenet (default; for a saved .keras base: "
                         "its own weights), none (random init, seeded by --seed) or a weights file")
-    parser.add_argument("--preprocessing", choices=PREPROCESSING_MODES,
-                        help="how pixels are scaled for the base (default: the base's; required for a saved "
-                             ".keras base)")
+    parser.add_argument("--preprocessing", help="how pixels are scaled for the base: caffe, tf, torch, scale or "
+                        "none (default: the base's; required for a saved .keras base)")
     parser.add_argument("--data", required=True, help="class folders, a CSV/Parquet manifest or tfds:NAME")
     parser.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
     parser.add_argument("--layer", default="penultimate", help="penultimate (default; for keras:NAME and a "

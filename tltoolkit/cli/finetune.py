@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 
-from tltoolkit.architectures.registry import PREPROCESSING_MODES
-
 
 def _flag(parser, name: str, help: str, **kwargs) -> None:
     # default=None: a flag not given leaves the --config value (or the built-in default) in place.
@@ -30,7 +28,7 @@ def add_parser(subparsers) -> None:
     _flag(parser, "weights", "imagenet (default; for a saved .keras base: its own weights), none (random init, "
           "seeded by --seed) or a weights file")
     _flag(parser, "preprocessing", "how pixels are scaled for the base: caffe, tf, torch, scale or none "
-          "(default: the base's; required for a saved .keras base)", choices=PREPROCESSING_MODES)
+          "(default: the base's; required for a saved .keras base)")
     _flag(parser, "data", "class folders, a CSV/Parquet manifest or tfds:NAME")
     _flag(parser, "out", "the run directory (default: runs/DATA-BASE); re-use it to continue on a grown dataset")
     _flag(parser, "freeze-until", "auto (default: the growth policy), a stage (it and all after it train; "
