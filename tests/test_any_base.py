@@ -91,6 +91,12 @@ def test_a_saved_base_needs_preprocessing_and_its_cache_key_follows_the_file(tmp
     save_residual_base(path, seed=1)  # other weights, same architecture and name
     assert key() != first
     other_weights = key()
+    with pytest.raises(TltoolkitError, match="weights file .*missing.weights.h5 does not exist"):
+        feature_extractor(path, preprocessing="scale", weights=str(tmp_path / "missing.weights.h5"))
+    keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(
+        tmp_path / "vgg.weights.h5")
+    with pytest.raises(TltoolkitError, match=f"vgg.weights.h5 does not fit {path}: "):
+        feature_extractor(path, preprocessing="scale", weights=str(tmp_path / "vgg.weights.h5"))
     save_residual_base(path, filters=4)  # another architecture
     assert key() not in (first, other_weights)
 
@@ -171,6 +177,9 @@ def test_saved_base_finetunes_from_a_layer_name(tmp_path):
         finetune({**config, "freeze_until": "block_out", "out": str(tmp_path / "run2")}, plan=True, echo=quiet)
     with pytest.raises(TltoolkitError, match=r"holds a run that differs \(preprocessing 'scale' -> 'tf'\)"):
         finetune({**config, "preprocessing": "tf"}, plan=True, echo=quiet)
+    save_residual_base(path, seed=1)  # the same path, other weights: not the run's base any more
+    with pytest.raises(TltoolkitError, match=r"holds a run that differs \(base content saved-\w+ -> saved-\w+\)"):
+        finetune(config, plan=True, echo=quiet)
 
 
 def test_extract_cli_on_a_keras_app_stage_with_pooling(tmp_path, capsys, monkeypatch):

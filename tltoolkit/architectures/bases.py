@@ -49,7 +49,21 @@ def resolve_base(base: str, image_size=None, preprocessing: str | None = None) -
 def build_base(spec: ArchSpec, weights, image_size) -> "keras.Model":  # noqa: F821
     """The base without a classifier at `image_size` (height, width), with `weights`: None (random
     init), `imagenet` (for a saved model: the weights it was saved with) or a weights file."""
+    from tltoolkit.architectures.weights import IMAGENET, WeightsError
+
     shape = (*_pair(image_size), spec.channels)
+    if weights in (None, IMAGENET):
+        return _build_base(spec, weights, shape)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; pass 'imagenet', none or an existing file")
+    try:
+        return _build_base(spec, str(path), shape)
+    except Exception as error:
+        raise WeightsError(f"{path.name} does not fit {spec.id}: {' '.join(str(error).split())[:200]}") from None
+
+
+def _build_base(spec: ArchSpec, weights, shape):
     if spec.family != SAVED_FAMILY:
         return build(spec.id, weights=weights, include_top=False, input_shape=shape)
     saved = load_model(spec.id)

@@ -123,12 +123,13 @@ class _Run:
     """One invocation: the settings, the run directory's state and what was decided."""
 
     def __init__(self, config: dict, force: bool, plan: bool, echo):
-        from tltoolkit.architectures.bases import resolve_base
+        from tltoolkit.architectures.bases import cache_name, resolve_base
 
         self.config = config
         self.echo = echo
         # An unknown base: one line with close matches; keras:NAME and saved models derive their stages here.
         self.spec = resolve_base(config["base"], config["image_size"], config["preprocessing"])
+        self.base_id = cache_name(self.spec)  # what the base is, beyond its name (a saved file's hash)
         size = config["image_size"] or self.spec.default_size
         self.size = tuple(int(v) for v in (size if isinstance(size, (list, tuple)) else (size, size)))
         if len(self.size) != 2 or min(self.size) < self.spec.min_size:
@@ -155,10 +156,12 @@ class _Run:
                 raise TltoolkitError(f"--out {self.out} is not empty and holds no finetune run; choose another "
                                      f"folder or pass --force to replace its contents")
             return
-        changed = [k for k in IDENTITY if previous["config"].get(k) != self.config.get(k)]
+        keys = [k for k in IDENTITY if previous["config"].get(k) != self.config.get(k)]
+        changed = [f"{k} {previous['config'].get(k)!r} -> {self.config.get(k)!r}" for k in keys]
+        if "base" not in keys and previous.get("base_id", self.base_id) != self.base_id:
+            changed.append(f"base content {previous['base_id']} -> {self.base_id}")  # a saved .keras rewritten
         if changed:
-            self._refuse_or_reset(", ".join(f"{k} {previous['config'].get(k)!r} -> {self.config.get(k)!r}"
-                                            for k in changed))
+            self._refuse_or_reset(", ".join(changed))
 
     def check_classes(self, classes) -> None:
         index = self.old_class_index()
@@ -293,7 +296,8 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
 
     for line in notes:
         echo(line)
-    entry = {"run": number, "status": "running", "config": config, "replicas": strategy.num_replicas_in_sync,
+    entry = {"run": number, "status": "running", "config": config, "base_id": session.base_id,
+             "replicas": strategy.num_replicas_in_sync,
              "chief": chief, "decision": decision.freeze_until,
              "trained_stages": list(decision.trained_stages), "notes": notes, "phases": []}
     if chief:
