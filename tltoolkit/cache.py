@@ -287,6 +287,8 @@ def cached_dataset(cache: FeatureCache, table: pd.DataFrame, batch_size: int = 3
     """
     import tensorflow as tf
 
+    from tltoolkit.pipeline import dataset_options
+
     if batch_size < 1:
         raise TltoolkitError(f"batch_size must be at least 1, got {batch_size}")
     if with_labels and "label_id" not in table.columns:
@@ -321,4 +323,4 @@ def cached_dataset(cache: FeatureCache, table: pd.DataFrame, batch_size: int = 3
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size).map(load_tensors, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(dataset_options(deterministic=True))

@@ -50,8 +50,10 @@ class FeatureExtractor:
             # The base (BatchNormalization included) always runs in inference mode.
             return self.model(images, training=False)
 
-        # One trace for every batch size (the last batch is smaller).
-        self._call = tf.function(features, reduce_retracing=True)
+        # One trace for every batch size (the last batch is smaller): a second trace would cost a
+        # fresh process about as much as extracting a batch.
+        inputs = self.model.inputs[0]
+        self._call = tf.function(features, input_signature=[tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype)])
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
