@@ -112,7 +112,8 @@ def write_manifest(path: Path, classes: dict[str, list[Path]], n: str, seed: int
 def config_for(method: str, manifest: Path, out: Path, cache: Path, seed: int, args) -> dict:
     config = {"base": BASE, "data": str(manifest), "out": str(out), "cache_dir": str(cache), "seed": seed,
               "augment": "none", "val_split": 0.0, "batch_size": args.batch_size, "weights": str(BACKBONE),
-              "epochs": args.head_epochs, "fine_tune_epochs": args.fine_tune_epochs}
+              "epochs": args.head_epochs, "fine_tune_epochs": args.fine_tune_epochs,
+              "min_head_steps": 0}  # one pass per epoch: --min-steps raises both phases alike
     if method == "head":
         config.update(freeze_until="head", fine_tune_epochs=0)
     elif method == "conv4":

@@ -136,6 +136,20 @@ def two_phases(tmp_path_factory):
     return finetune(config, progress=False, echo=quiet)
 
 
+def test_a_small_folder_still_gives_the_head_min_head_steps(tmp_path):
+    """18 training images make 3 steps of 8 per pass: without the floor, 2 epochs are 6 Adam steps."""
+    make_images(tmp_path / "data", 6)
+    losses = {}
+    for floor in (0, 120):
+        lines = []
+        config = settings(tmp_path, data=str(tmp_path / "data"), out=str(tmp_path / f"run{floor}"), val_split=0.0,
+                          freeze_until="head", epochs=2, min_head_steps=floor, learning_rate=1e-2)
+        finetune(config, progress=False, echo=lines.append)
+        assert any(f"up to 2 epochs of {floor // 2} steps" in line for line in lines) == bool(floor)
+        losses[floor] = pd.read_csv(tmp_path / f"run{floor}" / "metrics.csv")["loss"].iloc[-1]
+    assert losses[120] < 0.3 * losses[0], losses
+
+
 def test_freeze_until_a_stage_trains_exactly_that_stage_and_the_head(two_phases):
     from tltoolkit.architectures import build, get_spec
     from tltoolkit.architectures.stages import spec_stage_ranges, trainable_counts_per_stage

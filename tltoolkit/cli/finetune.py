@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
     _flag(parser, "resize", "center_crop (default), stretch or pad", choices=["center_crop", "stretch", "pad"])
     _flag(parser, "batch-size", "batch size (default 32)", type=int)
     _flag(parser, "epochs", "phase-1 epochs: the head on cached features (default 30, with early stopping)", type=int)
+    _flag(parser, "min-head-steps", "phase-1 optimizer steps at least: on a small folder an epoch repeats "
+                                    "the cached features to reach them (default 300; 0: one pass per epoch)", type=int)
     _flag(parser, "fine-tune-epochs", "phase-2 epochs: unfrozen stages and head (default 10)", type=int)
     _flag(parser, "learning-rate", "phase-1 learning rate (default 1e-3)", type=float)
     _flag(parser, "fine-tune-learning-rate", "phase-2 rate of the head (default 1e-4); the last trained "

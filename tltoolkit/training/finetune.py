@@ -37,7 +37,7 @@ DEFAULTS = {
     "weights": "imagenet",  # imagenet (a saved .keras base: its own) | none | a weights file
     "preprocessing": None,  # the base's (registry, keras:NAME); required for a saved .keras base
     "freeze_until": AUTO, "image_size": None, "resize": "center_crop",
-    "batch_size": 32, "epochs": 30, "fine_tune_epochs": 10,
+    "batch_size": 32, "epochs": 30, "min_head_steps": 300, "fine_tune_epochs": 10,
     "learning_rate": 1e-3, "fine_tune_learning_rate": 1e-4, "stage_lr_decay": 0.3, "warmup_epochs": 1,
     "augment": "standard", "val_split": 0.2, "cache_dir": None, "seed": 0,
     "hidden": [], "dropout": 0.2, "pooling": "avg", "l2": 0.0, "label_smoothing": 0.0, "class_weight": "none",
@@ -98,7 +98,7 @@ def resolve_config(*layers: dict) -> dict:
     for key in ("batch_size",):
         if int(config[key]) < 1:
             raise TltoolkitError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
-    for key in ("epochs", "fine_tune_epochs", "patience", "warmup_epochs"):
+    for key in ("epochs", "min_head_steps", "fine_tune_epochs", "patience", "warmup_epochs"):
         if int(config[key]) < 0:
             raise TltoolkitError(f"--{key.replace('_', '-')} must be 0 or more, got {config[key]}")
     if config["class_weight"] not in ("none", AUTO):
@@ -343,14 +343,16 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
     metrics.drop(number, 1)
     phase1_seconds = 0.0
     if int(config["epochs"]) > 0:
-        echo(f"phase 1: the head on cached features, up to {config['epochs']} epochs")
-        train = prepared(cached_dataset(cache, train_table, config["batch_size"], shuffle=True, seed=seed))
+        steps = head_steps_per_epoch(len(train_table), config)
+        echo(f"phase 1: the head on cached features, {_head_epochs(config, steps)}")
+        train = prepared(cached_dataset(cache, train_table, config["batch_size"], shuffle=True, seed=seed,
+                                        repeat=steps is not None))
         val = prepared(cached_dataset(cache, val_table, config["batch_size"], shuffle=False)) if has_val else None
         callbacks = phases.training_callbacks(has_val, int(config["patience"]), config["monitor"], recorder(1),
                                               log_dir and log_dir / f"run{number}-phase1")
         tic = time.perf_counter()
         phases.fit(head, strategy, train, validation_data=val, epochs=int(config["epochs"]), callbacks=callbacks,
-                   class_weight=weights_by_class, verbose=verbose)
+                   class_weight=weights_by_class, verbose=verbose, steps_per_epoch=steps)
         phase1_seconds = time.perf_counter() - tic
 
     # -- the full model, starting from the phase-1 head -----------------------------------------------
@@ -439,6 +441,20 @@ def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
     if chief:
         _write_artefacts(session, result, inference, base, base_trained, metrics, truth, predicted)
     return entry
+
+
+def head_steps_per_epoch(train_images: int, config: dict) -> int | None:
+    """Phase 1's steps per epoch when one pass over the data is too few for `min_head_steps` in all
+    (None: an epoch is one pass). A small folder then still gives the head enough optimizer steps
+    (50 images make 2 steps of 32 per pass), at the price of seconds: the features are cached."""
+    passes = -(-train_images // int(config["batch_size"]))
+    wanted = -(-int(config["min_head_steps"]) // max(1, int(config["epochs"])))
+    return wanted if wanted > passes else None
+
+
+def _head_epochs(config, steps: int | None) -> str:
+    text = f"up to {config['epochs']} epochs"
+    return text + (f" of {steps} steps (min_head_steps {config['min_head_steps']})" if steps else "")
 
 
 def _fresh_base(source):
@@ -556,7 +572,7 @@ def _plan(session, extractor, decision, notes, misses, images, train_images) -> 
     seconds = misses * per_image + (3 * per_image * train_images * int(config["fine_tune_epochs"]) if fine_tune else 0)
     lines = [*notes,
              f"cache: {images - misses} hits, {misses} to extract ({extractor.spec.key()})",
-             f"phase 1: head on cached features, up to {config['epochs']} epochs",
+             f"phase 1: head on cached features, {_head_epochs(config, head_steps_per_epoch(train_images, config))}",
              (f"phase 2: {' + '.join(decision.trained_stages)} + head, up to {config['fine_tune_epochs']} epochs, "
               f"bn {config['bn']}" if fine_tune else "phase 2: none (nothing unfrozen)"),
              f"estimated time: ~{_duration(seconds)} on this machine (rough: forward passes timed on one batch)",
