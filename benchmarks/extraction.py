@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/extraction.py [--images 96] [--arch resnet50] [--image-size 224]
 
-Sizes: `--images` JPEGs of 320x256 (random content) in two class folders, ResNet-50 at 224x224,
+Sizes: `--images` JPEGs of 320x256 (`--photo-size W H` for others; random content) in two class
+folders, ResNet-50 at 224x224,
 batch 32, random-init weights (seeded; compute is the same as ImageNet weights' and this machine
 has no internet). On 2 CPU cores it runs in a few minutes. Printed, all measured in this run:
 - the rates of the compute paths on in-memory tensors: `model.predict` on NumPy, `predict` on a
@@ -31,12 +32,13 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
-def write_jpegs(folder: Path, count: int, start: int = 0) -> None:
+def write_jpegs(folder: Path, count: int, start: int = 0, size: tuple[int, int] = (320, 256)) -> None:
+    """`count` JPEGs of `size` (width, height) in two class folders."""
     for i in range(start, start + count):
         rng = np.random.default_rng(i)
         # Smooth random content compresses and decodes like a photo more than white noise does.
         small = rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)
-        image = Image.fromarray(small).resize((320, 256), Image.BILINEAR)
+        image = Image.fromarray(small).resize(size, Image.BILINEAR)
         path = folder / ("cats" if i % 2 else "dogs") / f"img_{i:05d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path, quality=90)
@@ -63,6 +65,8 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--photo-size", type=int, nargs=2, default=(320, 256), metavar=("W", "H"),
+                        help="the JPEGs' width and height (default: 320 256; phone photos are ~4000 3000)")
     parser.add_argument("--p3-images", type=int, default=384, help="images before P3's growth (default: 384)")
     args = parser.parse_args()
 
@@ -74,11 +78,12 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="tltoolkit-bench-"))
     data = work / "data"
-    write_jpegs(data, args.images)
+    write_jpegs(data, args.images, size=tuple(args.photo_size))
     n, size, batch = args.images, args.image_size, args.batch_size
     extractor = feature_extractor(args.arch, weights=None, image_size=size)
     model = extractor.model
-    print(f"{args.arch} at {size}x{size}, {n} JPEGs 320x256, batch {batch}, {os.cpu_count()} CPU(s), "
+    photo = "x".join(map(str, args.photo_size))
+    print(f"{args.arch} at {size}x{size}, {n} JPEGs {photo}, batch {batch}, {os.cpu_count()} CPU(s), "
           f"TF {tf.__version__}, Keras {keras.__version__}")
 
     # The compute paths on in-memory tensors, and P1: decode from disk -> features on disk (into a
@@ -112,13 +117,13 @@ def main() -> None:
     # P3: a fresh extractor per run, as a new process would have (its first batch traces in both
     # runs); then the same growth again on the warm extractor.
     cache_dir, data, n = work / "cache-p3", work / "data-p3", args.p3_images
-    write_jpegs(data, n)
+    write_jpegs(data, n, size=tuple(args.photo_size))
     table = scan(data, cache_dir=work / "scan-cache").usable()
     started = time.perf_counter()
     extract_features(table, feature_extractor(args.arch, weights=None, image_size=size), cache_dir, batch,
                      progress=False)
     first = time.perf_counter() - started
-    write_jpegs(data, n // 10, start=n)
+    write_jpegs(data, n // 10, start=n, size=tuple(args.photo_size))
     grown = scan(data, cache_dir=work / "scan-cache").usable()
     again = feature_extractor(args.arch, weights=None, image_size=size)
     started = time.perf_counter()
@@ -127,7 +132,7 @@ def main() -> None:
     fixed = second - stats.computed / extraction  # what the re-run spent beyond extracting at the P1 rate
     print(f"P3 first run {first:.2f} s ({n} images); after +{stats.computed} images {second:.2f} s: "
           f"{second / first:.3f}x  (target <= 0.15; fresh extractor in both runs, ~{fixed:.2f} s of it fixed)")
-    write_jpegs(data, n // 10, start=n + n // 10)
+    write_jpegs(data, n // 10, start=n + n // 10, size=tuple(args.photo_size))
     grown = scan(data, cache_dir=work / "scan-cache").usable()
     started = time.perf_counter()
     _, stats = extract_features(grown, again, cache_dir, batch, progress=False)
