@@ -235,6 +235,8 @@ def cli_data(tmp_path, monkeypatch):
 @pytest.mark.parametrize("arguments, message", [
     (["--base", "vgg17"], "unknown architecture 'vgg17'; close matches: vgg19, vgg16"),
     (["--freeze-until", "block5"], "unknown stage 'block5' for resnet20_cifar; valid: auto, head, none, conv1"),
+    # before the scan: a misspelt stage is reported without reading a (possibly huge) folder first
+    (["--freeze-until", "block5", "--data", "{tmp}/nowhere"], "unknown stage 'block5' for resnet20_cifar"),
     (["--data", "{tmp}/nowhere"], "does not exist"),
     (["--data", "{tmp}/empty"], "no images in"),
     (["--data", "{tmp}/one"], "only one class"),

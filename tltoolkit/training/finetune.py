@@ -136,6 +136,11 @@ class _Run:
             raise TltoolkitError(f"--image-size {size} does not fit {self.spec.id}: give one size or [height, width], "
                                  f"at least {self.spec.min_size}")
         config["image_size"] = list(self.size)  # resolved, as evaluate/predict read it
+        if config["freeze_until"] not in (AUTO, HEAD, NONE, *self.spec.stage_names):
+            # A layer name: checked on the bare architecture now, not after scanning a large folder.
+            from tltoolkit.architectures.bases import build_base
+
+            _freeze_layer_index(config["freeze_until"], self.spec, build_base(self.spec, None, self.size))
         self.out = Path(config["out"]).expanduser()
         if self.out.exists() and not self.out.is_dir():
             raise TltoolkitError(f"--out {self.out} is a file; pass a folder for the run")
@@ -219,24 +224,34 @@ def finetune(config: dict, plan: bool = False, force: bool = False, progress: bo
 def _decide(config, spec, train_counts, base) -> Decision:
     """What trains. `--freeze-until` takes a stage, head, none, auto or a layer of `base` (the built
     base) after which the frozen part's output is one tensor: that layer and all after it train."""
-    from tltoolkit.architectures.stages import check_cut_layer, spec_stage_ranges
+    from tltoolkit.architectures.stages import spec_stage_ranges
 
     per_class = int(train_counts.min())
     until = config["freeze_until"]
     if until == AUTO:
         return choose_stages(per_class, spec.stage_names, config["policy_thresholds"])
-    if until in (HEAD, NONE, *spec.stage_names):
+    index = _freeze_layer_index(until, spec, base)
+    if index is None:
         trained = stages_from(until, spec.stage_names)
         what = f"{' and '.join(trained)} and the head" if trained else "the head only"
     else:
-        if _layer_index(base, until) is None:
-            valid = ", ".join((AUTO, HEAD, NONE, *spec.stage_names))
-            raise TltoolkitError(f"unknown stage {until!r} for {spec.id}; valid: {valid}, or a layer name "
-                                 f"(`tltoolkit layers {spec.id} --all-layers`)")
-        index = check_cut_layer(base, until, starts=True)  # the frozen part must end in one tensor
         trained = tuple(r.name for r in spec_stage_ranges(base, spec) if r.name in spec.stage_names and r.stop > index)
         what = f"layer {until} on (in {' and '.join(trained)}) and the head"
     return Decision(until, trained, f"--freeze-until {until}: training {what} ({per_class:,} images/class)")
+
+
+def _freeze_layer_index(until: str, spec, base) -> int | None:
+    """None for a stage or keyword; for a layer name of `base`, its index, once the frozen part before
+    it ends in one tensor; otherwise a one-line error listing what is valid."""
+    from tltoolkit.architectures.stages import check_cut_layer
+
+    if until in (AUTO, HEAD, NONE, *spec.stage_names):
+        return None
+    if _layer_index(base, until) is None:
+        valid = ", ".join((AUTO, HEAD, NONE, *spec.stage_names))
+        raise TltoolkitError(f"unknown stage {until!r} for {spec.id}; valid: {valid}, or a layer name "
+                             f"(`tltoolkit layers {spec.id} --all-layers`)")
+    return check_cut_layer(base, until, starts=True)  # the frozen part must end in one tensor
 
 
 def _layer_index(model, name: str) -> int | None:
