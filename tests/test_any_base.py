@@ -71,6 +71,10 @@ def test_only_single_tensor_layers_are_cut_points(tmp_path):
                                              r"block_out, down, top$"):
         feature_extractor(spec, layer="inner")
     assert feature_extractor(spec, layer="block_out", pooling="avg").feature_shape == (8,)
+    # penultimate: the base's output as a vector (avg-pooled unless told max); naming the layer keeps the map
+    penultimate, last = feature_extractor(spec), feature_extractor(spec, layer="top")
+    assert penultimate.spec.pooling == "avg" and penultimate.feature_shape == last.feature_shape[-1:]
+    assert len(last.feature_shape) == 3 and feature_extractor(spec, pooling="max").spec.pooling == "max"
 
 
 def test_a_saved_base_needs_preprocessing_and_its_cache_key_follows_the_file(tmp_path, capsys, monkeypatch):

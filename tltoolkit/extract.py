@@ -101,8 +101,9 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
     `arch`: a registry id, `keras:NAME`, the path of a saved `.keras` base, or the `ArchSpec` that
     `tltoolkit.architectures.bases.resolve_base` made of one of them (see there).
     `weights`: None (random init after `keras.utils.set_random_seed(seed)`: reproducible), `imagenet`
-    (a saved model: its own weights) or a weights file. `layer`: `penultimate`, a stage (its output)
-    or a layer name (its output; see `cut_layer`). `pooling`: None keeps a stage's feature map (what a
+    (a saved model: its own weights) or a weights file. `layer`: `penultimate` (for `keras:NAME` and a
+    saved base: their output, average-pooled unless `pooling="max"`), a stage (its output) or a layer
+    name (its output; see `cut_layer`). `pooling`: None keeps a stage's feature map (what a
     later fine-tune of the next stages needs), `avg`/`max` pool it to a vector. `preprocessing`: a
     mode overriding the base's (required for a saved model). `views` > 0: that many views per image
     through the `augmentation` policy, seeded with `seed`.
@@ -130,6 +131,8 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
     cut = cut_layer(model, spec, layer)
     weights_id = _weights_id(model, spec, weights, seed, cut)
     features = model.get_layer(cut).output
+    if layer == PENULTIMATE and spec.derived and pooling is None and len(features.shape) == 4:
+        pooling = "avg"  # penultimate means a vector: keras.applications' pooling="avg" (a stage keeps its map)
     if pooling and len(features.shape) != 4:
         raise TltoolkitError(f"{arch} layer {cut} outputs vectors already; drop --pooling (it pools feature maps)")
     truncated = keras.Model(model.inputs, features, name=f"{cache_name(spec)}_to_{cut}")

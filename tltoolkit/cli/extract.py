@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", required=True, help="class folders, a CSV/Parquet manifest or tfds:NAME")
     parser.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
     parser.add_argument("--layer", default="penultimate", help="penultimate (default; for keras:NAME and a "
-                        ".keras base: the base's output), a stage name or a layer name: its output")
+                        ".keras base: the base's output, average-pooled), a stage name or a layer name: its output")
     parser.add_argument("--pooling", choices=["avg", "max", "none"], default="none",
                         help="pool a stage's feature map to a vector (default: none, keep the map)")
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float32")
