@@ -307,6 +307,16 @@ def test_ray_engine_matches_the_local_engine_row_for_row(tmp_path, weights, caps
                                atol=1e-5)
     meta = json.loads((tmp_path / "ray" / "_extract.json").read_text())
     assert meta["engine"] == "ray" and meta["count"] == 8
+    # The Ray engine fills the feature cache too: a grown folder computes only its new images.
+    write_classes(tmp_path / "data", per_class=5)
+    capsys.readouterr()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main(["extract", *common, "--out", str(tmp_path / "ray"), "--force", "--engine", "ray"]) == 0
+    finally:
+        ray.shutdown()
+    assert "computed 2 of 10 image(s) (8 from the cache" in capsys.readouterr().err
+    assert len(pd.read_parquet(tmp_path / "ray")) == 10
 
 
 def test_ray_engine_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):

@@ -232,9 +232,7 @@ def extract_features(table: pd.DataFrame, extractor: FeatureExtractor, cache_dir
     from tltoolkit.pipeline import image_dataset
 
     started = time.perf_counter()
-    table = _prepared(table)
-    cache = FeatureCache(extractor.spec, cache_dir, shard_size)
-    todo = table[table["sha256"].isin(set(cache.missing(table["sha256"])))].reset_index(drop=True)
+    table, cache, todo = _cache_and_misses(table, extractor, cache_dir, shard_size)
     if len(todo):
         # The row index travels as the "label": tf.data may deliver images out of order (faster),
         # except with augmented views, whose random draws then follow the table's order (seeded runs
@@ -253,6 +251,13 @@ def extract_features(table: pd.DataFrame, extractor: FeatureExtractor, cache_dir
                     bar.update(len(index))
         bar.close()
     return cache, ExtractionStats(len(table), len(todo), time.perf_counter() - started)
+
+
+def _cache_and_misses(table, extractor, cache_dir, shard_size=None):
+    """The rows to extract, the extractor's cache, and the rows it lacks."""
+    table = _prepared(table)
+    cache = FeatureCache(extractor.spec, cache_dir, shard_size)
+    return table, cache, table[table["sha256"].isin(set(cache.missing(table["sha256"])))].reset_index(drop=True)
 
 
 class _Background:
@@ -419,6 +424,21 @@ def require_ray():
     except ImportError:
         raise TltoolkitError("the ray engine needs Ray: pip install 'tltoolkit[ray]' (or use --engine local)") from None
     return ray
+
+
+def extract_features_with_ray(table: pd.DataFrame, extractor: FeatureExtractor, options: dict, cache_dir=None,
+                              batch_size: int = 32, address: str | None = None, workers: int | None = None,
+                              ) -> tuple[FeatureCache, ExtractionStats]:
+    """`extract_features` with the images the cache lacks computed by a Ray job (`extract_with_ray`,
+    `options` are the extractor's `feature_extractor` arguments) and stored in the cache here, on the
+    driver, as they arrive: a killed job or a grown folder computes only what the cache lacks."""
+    started = time.perf_counter()
+    table, cache, todo = _cache_and_misses(table, extractor, cache_dir)
+    if len(todo):
+        with cache.writer() as writer:
+            for rows, features in extract_with_ray(todo, options, batch_size, address, workers):
+                writer.add(rows["sha256"].tolist(), rows["path"].tolist(), rows["label"].tolist(), features)
+    return cache, ExtractionStats(len(table), len(todo), time.perf_counter() - started)
 
 
 def extract_with_ray(table: pd.DataFrame, options: dict, batch_size: int = 32, address: str | None = None,

@@ -1,9 +1,10 @@
 """`tltoolkit extract`: images to feature vectors on disk, the batch job.
 
 Writes `part-NNNNN.parquet` files (`path`, `label`, `sha256`, `view`, `features` as a fixed-size list) and
-`_extract.json` (model, weights hash, layer, preprocessing, feature shape, count) into --out. The
-local engine goes through the feature cache, so a re-run on a grown folder computes only the new
-images; `--engine ray` runs the same model on a Ray cluster (pip install 'tltoolkit[ray]').
+`_extract.json` (model, weights hash, layer, preprocessing, feature shape, count) into --out. Both
+engines go through the feature cache (on this machine), so a re-run on a grown folder, or after a
+kill, computes only what it lacks; `--engine ray` computes that on a Ray cluster (pip install
+'tltoolkit[ray]').
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from tltoolkit.data import scan
-    from tltoolkit.extract import (cache_chunks, check_output_folder, extract_features, extract_with_ray,
+    from tltoolkit.extract import (cache_chunks, check_output_folder, extract_features, extract_features_with_ray,
                                    feature_extractor, output_metadata, require_ray, write_output)
 
     if args.batch_size < 1:
@@ -76,12 +77,13 @@ def run(args) -> int:
                    resize=args.resize, seed=args.seed, views=args.views, augmentation=args.augment)
     extractor = feature_extractor(**options)
     if args.engine == "ray":
-        chunks = extract_with_ray(table, options, args.batch_size, args.address, args.workers)
+        cache, stats = extract_features_with_ray(table, extractor, options, args.cache_dir, args.batch_size,
+                                                 args.address, args.workers)
     else:
         cache, stats = extract_features(table, extractor, args.cache_dir, args.batch_size, progress=not args.quiet)
-        print(f"computed {stats.computed} of {stats.images} image(s) ({stats.images - stats.computed} from the "
-              f"cache {cache.folder})", file=sys.stderr)
-        chunks = cache_chunks(cache, table)
-    count = write_output(out, chunks, output_metadata(extractor, args.engine, options["weights"], quarantined))
+    print(f"computed {stats.computed} of {stats.images} image(s) ({stats.images - stats.computed} from the "
+          f"cache {cache.folder})", file=sys.stderr)
+    count = write_output(out, cache_chunks(cache, table),
+                         output_metadata(extractor, args.engine, options["weights"], quarantined))
     print(f"wrote {count} feature vector(s) {list(extractor.feature_shape)} to {out}")
     return 0
