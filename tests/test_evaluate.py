@@ -107,6 +107,13 @@ def test_predict_reports_bad_files_and_writes_parquet(trained, tmp_path, capsys)
     assert frame.loc[str(folder / "notes.jpg"), "error"].startswith("not an image")
     assert frame.loc[str(folder / "empty.png"), "error"].startswith("empty")
     assert np.isnan(frame.loc[str(folder / "empty.png"), "probability"])
+    # the check pass keeps the facts the pipeline plans each file's decoder from
+    from PIL import Image
+
+    from tltoolkit.evaluate import image_table
+
+    checked = image_table([folder]).set_index("path")
+    assert tuple(checked.loc[str(good), ["decoder", "format", "width", "height"]]) == ("tf", "PNG", *Image.open(good).size)
 
     # an existing --out is kept; nothing predictable is a failure
     assert main(["predict", "--model", str(run), str(folder), "--out", str(out), "--quiet"]) == 2

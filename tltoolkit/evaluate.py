@@ -238,7 +238,8 @@ def _classifier_probabilities(classifier: Classifier, table, tta, batch_size, pr
 
 def image_table(inputs, progress: bool = False) -> pd.DataFrame:
     """Image files and folders (searched recursively for image files) as a table with `path`,
-    `decoder` and `error` (why a file cannot be read; "" when it can), in the order given. Every file
+    `decoder`, `format`, `width`, `height` and `error` (why a file cannot be read; "" when it can), in
+    the order given. Every file
     is checked first (as `scan` does), so one bad file cannot stop a batch."""
     from tqdm import tqdm
 
@@ -262,7 +263,10 @@ def image_table(inputs, progress: bool = False) -> pd.DataFrame:
         probes = list(tqdm(pool.map(probe_file, paths), total=len(paths), unit="file", desc="check",
                            disable=not progress, file=sys.stderr, dynamic_ncols=True))
     errors = ["" if p["status"] != "quarantined" else f"{p['reason']}: {p['detail']}".rstrip(": ") for p in probes]
-    return pd.DataFrame({"path": paths, "decoder": [p["decoder"] or "tf" for p in probes], "error": errors})
+    # format, width and height let the pipeline plan each file's decoder (e.g. reduced-scale JPEG decoding).
+    facts = pd.DataFrame(probes, columns=["decoder", "format", "width", "height"]).assign(
+        decoder=lambda t: t["decoder"].replace("", "tf"))
+    return pd.concat([pd.DataFrame({"path": paths}), facts, pd.DataFrame({"error": errors})], axis=1)
 
 
 def predict(model_or_runs, images_or_table, top_k: int = 5, tta: str = "none", batch_size: int = 32,
