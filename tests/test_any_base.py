@@ -167,6 +167,20 @@ def test_keras_app_rerun_on_a_grown_folder_extracts_only_new_images(vgg_runs):
     assert any("warm start from run 1" in note for note in second["notes"])
 
 
+def test_a_keras_app_run_predicts_evaluates_and_exports(vgg_runs, tmp_path):
+    from tltoolkit.evaluate import evaluate, predict
+    from tltoolkit.export import export
+
+    out = vgg_runs["out"]
+    data = out.parent / "data"
+    predictions = predict(out, data)
+    assert (predictions["error"] == "").all() and set(predictions["label"]) <= {"red", "green", "blue"}
+    accuracy = evaluate(out, data).accuracy
+    assert accuracy >= 0.9, accuracy  # colours, seen in training (1.0 here)
+    result = export(out, "keras", tmp_path / "model.keras")
+    assert result.max_difference <= result.tolerance
+
+
 def test_saved_base_finetunes_from_a_layer_name(tmp_path):
     path = save_residual_base(tmp_path / "base.keras")
     make_images(tmp_path / "data", 6)
