@@ -12,21 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def median_seconds(function, images, calls=5, warmup=2):
-    for _ in range(warmup):
-        function(images).numpy()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        function(images).numpy()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():
@@ -39,6 +26,7 @@ def main():
     import tensorflow as tf
 
     from tltoolkit.architectures import build
+    from tltoolkit.compare import median_seconds
     from tltoolkit.evaluate import load_size, ten_crop
 
     size = (args.image_size, args.image_size)
@@ -57,7 +45,7 @@ def main():
         return tf.reduce_mean(tf.stack([tf.nn.softmax(model(views[:, v], training=False)) for v in range(10)]), axis=0)
 
     difference = float(tf.reduce_max(tf.abs(batched(images) - looped(images))))
-    one, loop = median_seconds(batched, images), median_seconds(looped, images)
+    one, loop = median_seconds(batched, images, calls=5), median_seconds(looped, images, calls=5)
     print(f"{args.arch} {size[0]}x{size[1]}, batch {args.batch} (x10 views), {os.cpu_count()} CPUs")
     print(f"one forward pass of 10 x batch: {args.batch / one:8.1f} images/s")
     print(f"python loop over the 10 crops:  {args.batch / loop:8.1f} images/s")

@@ -70,13 +70,18 @@ def _median_seconds(model, batch, size, channels, calls) -> float:
     import tensorflow as tf
 
     forward = tf.function(lambda x: model(x, training=False))
-    images = tf.random.uniform((batch, size, size, channels), 0, 255, seed=0)
-    for _ in range(WARMUP_CALLS):  # tracing and allocation
-        forward(images).numpy()
+    return median_seconds(forward, tf.random.uniform((batch, size, size, channels), 0, 255, seed=0), calls)
+
+
+def median_seconds(function, inputs, calls: int, warmup: int = WARMUP_CALLS) -> float:
+    """The median wall time of `function(inputs)` (a tensor out) over `calls`, after `warmup` calls
+    (tracing and allocation)."""
+    for _ in range(warmup):
+        function(inputs).numpy()
     times = []
     for _ in range(calls):
         start = time.perf_counter()
-        forward(images).numpy()
+        function(inputs).numpy()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
