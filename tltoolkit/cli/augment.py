@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tltoolkit.cli.output import check_output_file
 from tltoolkit.data.files import atomic_path
 from tltoolkit.errors import TltoolkitError
 
@@ -29,11 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise TltoolkitError(f"--out must be a .png file, got {out}")
-    if out.exists() and not args.force:
-        raise TltoolkitError(f"{out} exists; pass --force to overwrite it")
+    out = check_output_file(args.out, "--out", (".png",), args.force)
     if not out.parent.is_dir():
         raise TltoolkitError(f"the folder {out.parent} does not exist; create it or choose another --out")
     if args.n < 1 or args.variants < 1 or args.image_size < 8:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tltoolkit.cli.output import add_format_argument, print_table
+from tltoolkit.cli.output import add_format_argument, check_output_file, print_table
 
 
 def add_parser(subparsers) -> None:
@@ -53,17 +53,10 @@ def run(args) -> int:
 
 
 def run_compare(args) -> int:
-    from pathlib import Path
-
     from tltoolkit.compare import compare, comparison_figure
-    from tltoolkit.errors import TltoolkitError
     from tltoolkit.evaluate import save_figure
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise TltoolkitError(f"--out {out} must end in .png")
-    if out.exists() and not args.force:
-        raise TltoolkitError(f"--out {out} already exists; pass --force to replace it or choose another name")
+    out = check_output_file(args.out, "--out", (".png",), args.force)
     frame = compare(args.compare, quick=args.quick)
     save_figure(comparison_figure(frame), out)
     if args.format in ("table", "markdown"):

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from tltoolkit.cli.output import add_format_argument, print_table
-from tltoolkit.errors import TltoolkitError
+from tltoolkit.cli.output import add_format_argument, check_output_file, print_table
 
 
 def add_parser(subparsers) -> None:
@@ -30,17 +29,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from tltoolkit.data.files import atomic_path
     from tltoolkit.evaluate import load_ensemble, predict
 
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        if out.suffix.lower() not in (".csv", ".parquet"):
-            raise TltoolkitError(f"--out {out} must end in .csv or .parquet")
-        if out.exists() and not args.force:
-            raise TltoolkitError(f"--out {out} already exists; pass --force to replace it or choose another name")
+    out = check_output_file(args.out, "--out", (".csv", ".parquet"), args.force) if args.out else None
     classifiers = load_ensemble(args.model)
     frame = predict(classifiers, args.images, top_k=args.top_k, tta=args.tta, batch_size=args.batch_size,
                     progress=not args.quiet)

@@ -4,10 +4,8 @@ duplicates and label conflicts; optionally a per-file report (CSV or Parquet).""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from tltoolkit.cli.output import add_format_argument, print_table
-from tltoolkit.errors import TltoolkitError
+from tltoolkit.cli.output import add_format_argument, check_output_file, print_table
 
 
 def add_parser(subparsers) -> None:
@@ -30,11 +28,7 @@ def run(args) -> int:
     from tltoolkit.data import scan
 
     if args.report:
-        report = Path(args.report)
-        if report.suffix.lower() not in (".csv", ".parquet"):
-            raise TltoolkitError(f"--report {report} must end in .csv or .parquet")
-        if report.exists() and not args.force:
-            raise TltoolkitError(f"--report {report} already exists; pass --force to replace it or choose another name")
+        check_output_file(args.report, "--report", (".csv", ".parquet"), args.force)  # before the scan
     result = scan(args.data, args.val_split, data_dir=args.data_dir, cache=not args.no_cache,
                   cache_dir=args.cache_dir, check=False, splits_from=args.splits_from)
     if args.report:
