@@ -168,7 +168,7 @@ def _may_need_antialias(table, size, policy, routes) -> bool:
     graph skips that per-image decision; True when some row might (or its size is unknown)."""
     if (routes >= PROBE).any():
         return True
-    ratio = np.array(JPEG_SCALES)[np.where(routes == FULL, 0, routes)]
+    ratio = np.array(JPEG_SCALES)[routes]  # FULL, JPEG_HALF.. are 0..3: their DCT scale's index
     height = -(-table["height"].to_numpy() // ratio)  # libjpeg's scaled size rounds up
     width = -(-table["width"].to_numpy() // ratio)
     if policy == "center_crop":  # bounds on the crop window (`_resize` rounds it)
