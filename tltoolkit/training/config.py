@@ -64,8 +64,8 @@ class FinetuneConfig:
     learning_rate: float | None = _setting(None, "phase 1's Adam rate (default: chosen on validation from 1e-2)")
     l2: float | None = _setting(None, "L2 weight decay on the head's kernels (default: chosen on validation "
                                       "from 1e-5..1e-1)")
-    dropout: float | None = _setting(None, "dropout on the head's inputs (default: chosen on validation from "
-                                           "0, 0.5)")
+    dropout: float | None = _setting(None, "dropout on the input of each Dense layer of the head (default: 0 for "
+                                           "a linear head; with --hidden, chosen on validation from 0, 0.5)")
     hidden: list[int] = _setting((), "hidden Dense layer sizes of the head, comma-separated (default: none)")
     pooling: str = _setting("avg", "avg (default), max, flatten or none")
     label_smoothing: float = _setting(0.0, "label smoothing (default 0)")

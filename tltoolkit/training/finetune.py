@@ -205,13 +205,13 @@ class _Training:
         val_x, val_y = self._cached(cache, self.val_table) if self.has_val else (None, None)
         init = self._previous_head()
         self.metrics.drop(self.number, 1)
-        settings = sweep_settings(config.l2, config.dropout, config.learning_rate)
+        settings = sweep_settings(config.l2, config.dropout, config.learning_rate, config.hidden)
         weights = self._class_weights()
         fit = None
         if config.epochs > 0:
             self.echo(f"phase 1: the head on cached features, {len(settings)} settings, up to {config.epochs} epochs")
             fit = fit_head(train_x, train_y, val_x, val_y, self.num_classes, settings, config.hidden,
-                           epochs=config.epochs, patience=config.head_patience, batch_size=config.batch_size,
+                           epochs=config.epochs, patience=config.head_patience,
                            label_smoothing=config.label_smoothing, class_weight=weights, monitor=config.monitor,
                            seed=config.seed, init=init)
         chosen = fit.chosen.setting if fit else None

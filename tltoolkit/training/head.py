@@ -31,6 +31,8 @@ from tltoolkit.errors import TltoolkitError
 # The sweep: each flag the user gives fixes its axis. L2 is Keras' kernel_regularizer L2 (lambda * sum w^2
 # added to the mean cross-entropy); on standardised features 1e-5..1e-1 spans "none" to "strong".
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+# Dropout is swept for heads with hidden layers only: a linear head's regulariser is its L2 (dropout on
+# its inputs rarely wins there, and costs a mask per feature per image for every setting).
 DROPOUT_GRID = (0.0, 0.5)
 LEARNING_RATE_GRID = (1e-2,)  # Adam on standardised features: fast and stable for every L2 above
 ADAM = (0.9, 0.999, 1e-7)  # beta_1, beta_2, epsilon: Keras' defaults
@@ -76,11 +78,12 @@ class HeadFit:
                 for t in self.trials]
 
 
-def sweep_settings(l2: float | None = None, dropout: float | None = None,
-                   learning_rate: float | None = None) -> list[HeadSetting]:
+def sweep_settings(l2: float | None = None, dropout: float | None = None, learning_rate: float | None = None,
+                   hidden: Sequence[int] = ()) -> list[HeadSetting]:
     """Every combination of the grids, with a given value fixing its axis."""
+    dropouts = DROPOUT_GRID if hidden else (0.0,)
     axes = [(v,) if v is not None else grid for v, grid in
-            ((l2, L2_GRID), (dropout, DROPOUT_GRID), (learning_rate, LEARNING_RATE_GRID))]
+            ((l2, L2_GRID), (dropout, dropouts), (learning_rate, LEARNING_RATE_GRID))]
     return [HeadSetting(float(a), float(b), float(c)) for a, b, c in itertools.product(*axes)]
 
 
@@ -97,12 +100,13 @@ def standardisation(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None, val_y: np.ndarray | None,
              num_classes: int, settings: Sequence[HeadSetting], hidden: Sequence[int] = (), *, epochs: int = 500,
-             patience: int = 20, batch_size: int = 32, label_smoothing: float = 0.0, class_weight=None,
-             monitor: str = "val_loss", seed: int = 0, init=None) -> HeadFit:
+             patience: int = 20, label_smoothing: float = 0.0, class_weight=None, monitor: str = "val_loss",
+             seed: int = 0, init=None) -> HeadFit:
     """Trains one head per setting on (standardised) `train_x` vectors and keeps the best on validation.
 
     `train_y`/`val_y`: class ids. `class_weight`: {class id: weight} or None. `init`: (kernel, bias)
-    pairs to start every head from (a previous run's head, grown for new classes), or None.
+    pairs to start every head from (a previous run's head, grown for new classes), or None. Batches
+    are a tenth of the training images (8 to 256): an epoch is about ten steps, or more for large folders.
     """
     if not settings:
         raise TltoolkitError("the head sweep has no settings to try")
@@ -114,6 +118,7 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None,
     train_y = np.asarray(train_y, "int32")
     weights = None if class_weight is None else np.array([class_weight.get(c, 1.0) for c in range(num_classes)],
                                                          "float32")
+    batch_size = min(256, max(8, len(train_x) // 10))
     options = dict(num_classes=num_classes, hidden=tuple(int(h) for h in hidden), batch_size=batch_size,
                    label_smoothing=label_smoothing, class_weight=weights, seed=seed, init=init)
     if val_x is not None and len(val_x):
@@ -181,6 +186,7 @@ class _Sweep:
         self.class_weight = None if class_weight is None else tf.constant(class_weight)
         self.l2 = tf.constant([s.l2 for s in self.settings], tf.float32)
         self.keep = tf.constant([1.0 - s.dropout for s in self.settings], tf.float32)
+        self.dropout = any(s.dropout for s in self.settings)
         self.learning_rate = tf.constant([s.learning_rate for s in self.settings], tf.float32)
         rng = np.random.default_rng(seed)
         sizes = [features, *hidden, num_classes]
@@ -206,14 +212,18 @@ class _Sweep:
     def _logits(self, x, training: bool):
         import tensorflow as tf
 
-        h = tf.broadcast_to(x[None], tf.concat([[len(self.settings)], tf.shape(x)], 0))
-        layers = len(self.params) // 2
+        h, layers = x, len(self.params) // 2
+        dropout = training and self.dropout
         for i in range(layers):
-            if training:  # inverted dropout on each Dense layer's input, one rate per head
-                keep = self.keep[:, None, None]
-                mask = tf.cast(self.generator.uniform(tf.shape(h)) < keep, h.dtype)
-                h = h * mask / keep
-            h = tf.einsum("kbi,kio->kbo", h, self.params[2 * i]) + self.params[2 * i + 1][:, None, :]
+            if dropout:  # inverted dropout on each Dense layer's input, one rate per head
+                # One uniform draw shared by the heads: each head still sees independent dropout over time,
+                # and the sweep draws d numbers per image instead of K * d.
+                keep = tf.reshape(self.keep, [-1, 1, 1])
+                draw = self.generator.uniform(tf.shape(h)[-2:])
+                h = tf.cast(draw < keep, h.dtype) * (h if i else h[None]) / keep
+            kernel, bias = self.params[2 * i], self.params[2 * i + 1]
+            equation = "kbi,kio->kbo" if (i or dropout) else "bi,kio->kbo"  # the first input is shared
+            h = tf.einsum(equation, h, kernel) + bias[:, None, :]
             if i < layers - 1:
                 h = tf.nn.relu(h)
         return h

@@ -23,7 +23,7 @@ def describe(training, misses: int, measure: bool) -> dict:
         phase2 = f"phase 2: {' + '.join(decision.trained_stages)} + head, {recipe.describe()}"
     else:
         phase2 = "phase 2: none (nothing unfrozen)"
-    settings = sweep_settings(config.l2, config.dropout, config.learning_rate)
+    settings = sweep_settings(config.l2, config.dropout, config.learning_rate, config.hidden)
     lines = [*training.notes,
              f"cache: {images - misses} hits, {misses} to extract ({training.extractor.spec.key()})",
              f"phase 1: head on cached features, {len(settings)} settings, up to {config.epochs} epochs "
