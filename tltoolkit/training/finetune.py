@@ -287,22 +287,30 @@ class _Training:
     def _measure(self, head, phase1, phase1_cost) -> dict:
         """--freeze-until auto: each candidate freeze point trained and scored on validation, cheapest
         first, until the budget is spent; the best is kept and the decision says what was measured."""
+        from tltoolkit.training.phases import recipe_for
+
         budget = self.config.policy_budget * phase1_cost
-        deadline = time.monotonic() + budget
-        best = {"until": HEAD, "score": phase1, "weights": None, "seconds": phase1_cost}
+        end = time.monotonic() + budget
+        best = {"until": HEAD, "score": phase1, "weights": None, "seconds": phase1_cost, "recipe": "-"}
         tried, skipped = [best], []
-        for until in candidates(self.spec.stage_names)[1:]:
-            if time.monotonic() >= deadline:
+        points = candidates(self.spec.stage_names)[1:]
+        for i, until in enumerate(points):
+            left = end - time.monotonic()
+            if left <= 0:
                 skipped.append(until)
                 continue
-            tried.append(self._phase2(head, resolve_freeze(until, self.spec, self.extractor.base), deadline))
+            # Each candidate gets an equal share of what is left (one that stops early leaves time to the
+            # next); the last trains every layer at one rate: with enough data the weights only initialise.
+            recipe = self.recipe if until != NONE else recipe_for(self.config.replace(recipe="scratch"), True)
+            deadline = time.monotonic() + left / (len(points) - i)
+            tried.append(self._phase2(head, resolve_freeze(until, self.spec, self.extractor.base), deadline, recipe))
             if _better(tried[-1]["score"], best["score"], self.config.monitor, strictly=True):
                 best["weights"] = None  # only the best so far keeps its weights
                 best = tried[-1]
             else:
                 tried[-1]["weights"] = None
         monitor = self.config.monitor
-        rows = [{"freeze_until": r["until"], "val_loss": round(r["score"][0], 4),
+        rows = [{"freeze_until": r["until"], "recipe": r["recipe"], "val_loss": round(r["score"][0], 4),
                  "val_accuracy": round(r["score"][1], 4), "seconds": round(r["seconds"], 1),
                  "stopped": r.get("stopped", "phase 1"), "kept": "yes" if r is best else ""} for r in tried]
         rows += [{"freeze_until": u, "stopped": "not tried: the budget was spent", "kept": ""} for u in skipped]
@@ -316,9 +324,9 @@ class _Training:
         self._note(f"policy: {self.decision.reason}")
         return best
 
-    def _phase2(self, head, decision: Decision, deadline: float | None = None) -> dict:
-        """The full model from the phase-1 head with `decision`'s stages unfrozen, trained with the recipe;
-        returns {until, score, weights (the classifier's), seconds, stopped}."""
+    def _phase2(self, head, decision: Decision, deadline: float | None = None, recipe=None) -> dict:
+        """The full model from the phase-1 head with `decision`'s stages unfrozen, trained with `recipe`
+        (default: the run's); returns {until, recipe, score, weights (the classifier's), seconds, stopped}."""
         import keras
 
         from tltoolkit.architectures.preprocessing import preprocessing_layer
@@ -328,7 +336,8 @@ class _Training:
         from tltoolkit.heads import copy_head_weights
         from tltoolkit.training import phases
 
-        config, recipe, strategy, until = self.config, self.recipe, self.strategy, decision.freeze_until
+        config, strategy, until = self.config, self.strategy, decision.freeze_until
+        recipe = recipe or self.recipe
         tic = time.perf_counter()
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
@@ -358,7 +367,7 @@ class _Training:
         log_dir = self.out / "logs" / f"run{self.number}-phase2{'-' + trial if trial else ''}" if self.chief else None
         callbacks = phases.training_callbacks(self.has_val, recipe.patience, config.monitor, self._recorder(2, trial),
                                               log_dir, backup, deadline)
-        self.echo(f"phase 2: {' + '.join(decision.trained_stages)} + head, up to {recipe.epochs} epochs")
+        self.echo(f"phase 2: {' + '.join(decision.trained_stages)} + head, {recipe.describe()}")
         cut = self._cut_cache(base, decision) if self._can_cut(decision) else None
         if cut is None:
             model = training
@@ -389,7 +398,7 @@ class _Training:
                                      "first_epoch": history.epoch[0] if history.epoch else None, "stopped": stopped,
                                      "trainable_params": trainable_count(model), "summary": summary})
         self.echo(summary)
-        return {"until": until, "score": score, "seconds": seconds, "stopped": stopped,
+        return {"until": until, "recipe": recipe.name, "score": score, "seconds": seconds, "stopped": stopped,
                 "weights": [w.copy() for w in classifier.get_weights()]}
 
     def _head_options(self, head) -> dict:
