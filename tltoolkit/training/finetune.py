@@ -339,6 +339,10 @@ class _Training:
         config, strategy, until = self.config, self.strategy, decision.freeze_until
         recipe = recipe or self.recipe
         tic = time.perf_counter()
+        # The scratch recipe starts a fresh head (no standardisation, no L2), as a plain training loop
+        # does: features trained in batch-statistics mode move far from those the phase-1 head was fit on.
+        scratch = recipe.name == "scratch"
+        options = {**self.head_options, "dropout": 0.0, "l2": 0.0} if scratch else self._head_options(head)
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
         try:
@@ -347,8 +351,9 @@ class _Training:
                 aug = augmentation(config.augment, image_size=self.size, seed=config.seed)
                 training, inference, classifier = phases.full_model(
                     base, aug, preprocessing_layer(self.spec.preprocessing, channels=self.spec.channels), self.size,
-                    self.num_classes, self._head_options(head), recipe.bn)
-                copy_head_weights(head, classifier)
+                    self.num_classes, options, recipe.bn)
+                if not scratch:
+                    copy_head_weights(head, classifier)
         finally:
             keras.mixed_precision.set_global_policy("float32")
         with strategy.scope():
@@ -376,7 +381,7 @@ class _Training:
         else:
             cut_cache, cut_layer, cut_stats = cut
             with strategy.scope():
-                model, tail_head = _tail_on_cut(base, cut_layer, classifier, self.num_classes, self._head_options(head))
+                model, tail_head = _tail_on_cut(base, cut_layer, classifier, self.num_classes, options)
                 phases.compile_model(model, schedule, config.label_smoothing, config.jit, multipliers)
             train = self._prepared(cached_dataset(cut_cache, self.train_table, config.batch_size, shuffle=True,
                                                   seed=config.seed))
