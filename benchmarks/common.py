@@ -7,6 +7,7 @@ Used by transfer_table.py, head_quality.py and vs_plain_keras.py (run from the r
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import platform
@@ -106,6 +107,11 @@ def manifest_for(work: Path, domain: Domain, n: str, seed: int) -> tuple[Path, s
     return manifest, write_manifest(manifest, domain, n, seed)
 
 
+def cache_dir(work: Path) -> Path:
+    """The feature cache every run of a grid shares."""
+    return work / "cache"
+
+
 @dataclasses.dataclass
 class Run:
     accuracy: float  # on the domain's test folder
@@ -116,13 +122,13 @@ class Run:
 
 def run_finetune(domain: Domain, manifest: Path, work: Path, seed: int, **settings) -> Run:
     """finetune on `manifest` with the backbone, the domain's settings and `settings` (DEFAULTS for the
-    rest), in a fresh folder under `work` with the shared cache `work/cache`; scored on `domain.test`."""
+    rest), in a fresh folder under `work` with the grid's shared cache; scored on `domain.test`."""
     import tltoolkit
     from tltoolkit.evaluate import evaluate  # tltoolkit.evaluate is shadowed by its module once imported
 
     out = Path(tempfile.mkdtemp(prefix=f"{domain.name}-", dir=work))
     config = {"base": BASE, "weights": str(BACKBONE), "data": str(manifest), "out": str(out),
-              "cache_dir": str(work / "cache"), "seed": seed, **dict(domain.settings), **settings}
+              "cache_dir": str(cache_dir(work)), "seed": seed, **dict(domain.settings), **settings}
     started = time.perf_counter()
     entry = tltoolkit.finetune(config, progress=False, echo=lambda line: None)
     seconds = time.perf_counter() - started
@@ -138,24 +144,66 @@ def mean_spread(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
 
 
-def cell(accuracies: list[float], seconds: list[float]) -> str:
-    """mean ± std [min–max], mean seconds."""
+def cell(values: list[tuple]) -> str:
+    """Per seed (accuracy, seconds, finetune's decision or None) -> mean ± std [min–max], mean seconds
+    (decisions ×count)."""
+    accuracies = [v[0] for v in values]
+    decisions = collections.Counter(v[2] for v in values if v[2])
+    decided = f" ({', '.join(f'{d} ×{c}' for d, c in decisions.items())})" if decisions else ""
     return (f"{mean_spread(accuracies)} [{min(accuracies):.3f}–{max(accuracies):.3f}], "
-            f"{statistics.fmean(seconds):.0f} s")
+            f"{statistics.fmean(v[1] for v in values):.0f} s{decided}")
 
 
 def count_images(folder: Path) -> int:
     return sum(1 for _ in folder.glob("*/*.png"))
 
 
-def command_line(script: str, argv) -> str:
-    return shlex.join(["python", f"benchmarks/{script}.py", *(sys.argv[1:] if argv is None else argv)])
+def document(title: str, intro: str, results: dict, section, command: str, complete: bool,
+             total_seconds: float) -> str:
+    """The Markdown file: title, command, machine, `intro`, then per domain a heading and
+    `section(rows)` (its table's lines)."""
+    lines = [f"# {title}" + ("" if complete else " (PARTIAL)"), "", f"Command: `{command}`", "",
+             f"Machine: {os.cpu_count()} CPU core(s), {platform.machine()}, no GPU used; "
+             f"{total_seconds / 60:.1f} min in all.", "", intro, ""]
+    for name, rows in results.items():
+        domain = DOMAINS[name]
+        lines += [f"## {domain.title}: `data/{name}`, {count_images(domain.test)} test images", "",
+                  *section(rows), ""]
+    if not complete:
+        lines += ["PARTIAL: the grid was interrupted; only the runs above were measured (a row's last "
+                  "cells may have fewer seeds).", ""]
+    return "\n".join(lines)
 
 
-def preamble(title: str, command: str, complete: bool, total_seconds: float) -> list[str]:
-    return [f"# {title}" + ("" if complete else " (PARTIAL)"), "", f"Command: `{command}`", "",
-            f"Machine: {os.cpu_count()} CPU core(s), {platform.machine()}, no GPU used; "
-            f"{total_seconds / 60:.1f} min in all.", ""]
+def run_grid(args, script: str, argv, measure, render, prepare=None) -> None:
+    """For each domain, n and seed: draws the manifest and calls `measure(domain, manifest, work, seed,
+    prepared)` (`prepared`: what `prepare(domain, work)` returned once per domain), collecting its
+    results as `{domain: {row label: [result per seed]}}`; after each, rewrites `args.out` atomically
+    with `render(results, command, complete, total_seconds)` (an interrupted grid leaves the rows it
+    measured, marked partial); prints the file at the end."""
+    command = shlex.join(["python", f"benchmarks/{script}.py", *(sys.argv[1:] if argv is None else argv)])
+    for name in args.domains:
+        pool_files(DOMAINS[name])  # before any training: a missing folder fails now
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # retracing notices: each run builds new models on purpose
+    results: dict = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"tltoolkit-{script}-") as folder:
+        work = Path(folder)
+        for name in args.domains:
+            domain = DOMAINS[name]
+            prepared = prepare(domain, work) if prepare else None
+            for n in args.n:
+                for seed in args.seeds:
+                    manifest, label = manifest_for(work, domain, n, seed)
+                    result = measure(domain, manifest, work, seed, prepared)
+                    results.setdefault(name, {}).setdefault(label, []).append(result)
+                    complete = name == args.domains[-1] and n == args.n[-1] and seed == args.seeds[-1]
+                    write_atomically(args.out, render(results, command, complete, time.perf_counter() - started))
+    print()
+    print(args.out.read_text(), end="")
+    print(f"(written to {args.out})")
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -164,15 +212,3 @@ def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
         Path(temporary).write_text(text)
-
-
-def quiet_tensorflow() -> None:
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")  # retracing notices: each run builds new models on purpose
-
-
-def show(path: Path) -> None:
-    print()
-    print(path.read_text(), end="")
-    print(f"(written to {path})")

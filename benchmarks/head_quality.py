@@ -25,8 +25,8 @@ finetune call's. Target (issue 11): ratio >= 0.98 in every row, phase 1 in secon
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     return common.finish_arguments(parser, args, "head_quality")
 
 
-def cache_features(domain, cache_dir: Path):
+def cache_features(domain, work: Path):
     """Extracts the pool's and the test folder's features into the cache; returns the cache."""
     import tltoolkit
     from tltoolkit.extract import extract_features, feature_extractor
@@ -53,7 +53,7 @@ def cache_features(domain, cache_dir: Path):
     spec = tltoolkit.get_spec(common.BASE)
     extractor = feature_extractor(common.BASE, weights=str(common.BACKBONE), layer=spec.stage_names[-1], pooling="avg")
     for folder in (domain.pool, domain.test):
-        cache, _ = extract_features(tltoolkit.scan(folder).usable(), extractor, cache_dir, progress=False)
+        cache, _ = extract_features(tltoolkit.scan(folder).usable(), extractor, common.cache_dir(work), progress=False)
     return cache
 
 
@@ -85,7 +85,7 @@ def tuned_logreg(train, test, seed: int) -> tuple[float, float, float]:
     return float((search.predict(x_test) == y_test).mean()), float(search.best_params_["logisticregression__C"]), seconds
 
 
-def measure(domain, manifest: Path, work: Path, cache, seed: int) -> dict:
+def measure(domain, manifest: Path, work: Path, seed: int, cache) -> dict:
     import pandas as pd
 
     import tltoolkit
@@ -98,8 +98,11 @@ def measure(domain, manifest: Path, work: Path, cache, seed: int) -> dict:
     test = features(cache, tltoolkit.scan(domain.test).usable())
     everything = tuned_logreg(features(cache, snapshot), test, seed)
     train_only = tuned_logreg(features(cache, snapshot[snapshot["split"] == "train"]), test, seed)
-    return {"tltoolkit": run.accuracy, "logreg": everything[0], "C": everything[1], "logreg_train": train_only[0],
-            "phase1": common.phase_seconds(run.entry, 1), "finetune": run.seconds, "logreg_seconds": everything[2]}
+    values = {"tltoolkit": run.accuracy, "logreg": everything[0], "C": everything[1], "logreg_train": train_only[0],
+              "phase1": common.phase_seconds(run.entry, 1), "finetune": run.seconds, "logreg_seconds": everything[2]}
+    print(f"{domain.name} {manifest.stem} tltoolkit {values['tltoolkit']:.3f} logreg {values['logreg']:.3f} "
+          f"(train split {values['logreg_train']:.3f}, C {values['C']:.3g}) phase 1 {values['phase1']:.1f} s", flush=True)
+    return values
 
 
 def ratios(values: list[dict], key: str) -> str:
@@ -107,19 +110,11 @@ def ratios(values: list[dict], key: str) -> str:
     return f"{statistics.fmean(ratio):.3f} ({min(ratio):.3f})"
 
 
-def table(results: dict, args, command: str, complete: bool, total_seconds: float) -> str:
-    lines = common.preamble("Phase-1 head vs tuned logistic regression on the same cached features", command,
-                            complete, total_seconds)
-    lines += [f"resnet20_cifar from the digits 0-4 backbone; seeds {', '.join(map(str, args.seeds))}. Test accuracy "
-              "mean ± std over seeds; ratio = tltoolkit / LogReg, mean over seeds (worst seed). tltoolkit: finetune "
-              "--freeze-until head --augment none, defaults otherwise. LogReg: standardised features, C by "
-              "cross-validation; 'all n' fits every drawn image, 'train split' only those phase 1 fits.", ""]
-    for name, rows in results.items():
-        domain = common.DOMAINS[name]
-        lines += [f"## {domain.title}: `data/{name}`, {common.count_images(domain.test)} test images", "",
-                  "| images/class | tltoolkit phase-1 test acc | tuned LogReg test acc (all n) | ratio | "
-                  "LogReg on finetune's train split | ratio | LogReg C (median) | phase-1 s | finetune s | LogReg CV s |",
-                  "|" + " --- |" * 10]
+def render(args, results: dict, command: str, complete: bool, total_seconds: float) -> str:
+    def section(rows):
+        lines = ["| images/class | tltoolkit phase-1 test acc | tuned LogReg test acc (all n) | ratio | "
+                 "LogReg on finetune's train split | ratio | LogReg C (median) | phase-1 s | finetune s | LogReg CV s |",
+                 "|" + " --- |" * 10]
         for label, values in rows.items():
             def column(key):
                 return common.mean_spread([v[key] for v in values])
@@ -131,37 +126,19 @@ def table(results: dict, args, command: str, complete: bool, total_seconds: floa
                          f"{column('logreg_train')} | {ratios(values, 'logreg_train')} | "
                          f"{statistics.median(v['C'] for v in values):.3g} | {seconds('phase1')} | "
                          f"{seconds('finetune')} | {seconds('logreg_seconds')} |")
-        lines.append("")
-    if not complete:
-        lines += ["PARTIAL: the grid was interrupted; only the runs above were measured.", ""]
-    return "\n".join(lines)
+        return lines
+
+    intro = (f"resnet20_cifar from the digits 0-4 backbone; seeds {', '.join(map(str, args.seeds))}. Test accuracy "
+             "mean ± std over seeds; ratio = tltoolkit / LogReg, mean over seeds (worst seed). tltoolkit: finetune "
+             "--freeze-until head --augment none, defaults otherwise. LogReg: standardised features, C by "
+             "cross-validation; 'all n' fits every drawn image, 'train split' only those phase 1 fits.")
+    return common.document("Phase-1 head vs tuned logistic regression on the same cached features", intro, results,
+                           section, command, complete, total_seconds)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    command = common.command_line("head_quality", argv)
-    for name in args.domains:
-        common.pool_files(common.DOMAINS[name])  # before any training: a missing folder fails now
-    common.quiet_tensorflow()
-    results: dict = {}
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="tltoolkit-head-quality-") as folder:
-        work = Path(folder)
-        for name in args.domains:
-            domain = common.DOMAINS[name]
-            cache = cache_features(domain, work / "cache")
-            for n in args.n:
-                for seed in args.seeds:
-                    manifest, label = common.manifest_for(work, domain, n, seed)
-                    values = measure(domain, manifest, work, cache, seed)
-                    results.setdefault(name, {}).setdefault(label, []).append(values)
-                    print(f"{name} n={n} seed={seed} tltoolkit {values['tltoolkit']:.3f} logreg {values['logreg']:.3f} "
-                          f"(train split {values['logreg_train']:.3f}, C {values['C']:g}) phase 1 "
-                          f"{values['phase1']:.1f} s", flush=True)
-                    complete = name == args.domains[-1] and n == args.n[-1] and seed == args.seeds[-1]
-                    common.write_atomically(args.out, table(results, args, command, complete,
-                                                            time.perf_counter() - started))
-    common.show(args.out)
+    common.run_grid(args, "head_quality", argv, measure, functools.partial(render, args), prepare=cache_features)
 
 
 if __name__ == "__main__":

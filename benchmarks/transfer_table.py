@@ -28,10 +28,7 @@ the mean wall time of a run (the whole `finetune` call; evaluation not included)
 from __future__ import annotations
 
 import argparse
-import collections
-import tempfile
-import time
-from pathlib import Path
+import functools
 
 import common
 
@@ -51,66 +48,42 @@ def parse_args(argv=None):
     return common.finish_arguments(parser, args, "transfer_table")
 
 
-def table(results: dict, args, command: str, complete: bool, total_seconds: float) -> str:
-    lines = common.preamble("Transfer-learning table: resnet20_cifar from the digits 0-4 backbone, finetune defaults",
-                            command, complete, total_seconds)
-    lines += ["Test accuracy on each domain's held-out folder: mean ± std over seeds "
-              f"{', '.join(map(str, args.seeds))} [min–max], then the mean wall time of one finetune run. "
-              "Every run is finetune with its defaults; only the method's setting is given (and --augment none "
-              "for digits). Where the method leaves --freeze-until to finetune (auto, scratch), its decisions over the seeds are in brackets.", ""]
-    for name, rows in results.items():
-        domain = common.DOMAINS[name]
-        lines += [f"## {domain.title}: `data/{name}`, {common.count_images(domain.test)} test images", "",
-                  "| images/class | " + " | ".join(TITLES[m] for m in args.methods) + " |",
-                  "|" + " --- |" * (len(args.methods) + 1)]
-        for label, by_method in rows.items():
-            cells = []
-            for method in args.methods:
-                if method not in by_method:
-                    cells.append("—")
-                    continue
-                accuracies, seconds, decisions = by_method[method]
-                decided = f" ({', '.join(f'{d} ×{c}' for d, c in collections.Counter(decisions).items())})"
-                chosen = "freeze_until" not in METHODS[method]  # finetune decided what trains
-                cells.append(common.cell(accuracies, seconds) + (decided if chosen else ""))
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines.append("")
-    if not complete:
-        lines += ["PARTIAL: the grid was interrupted; only the runs above were measured (a row's last "
-                  "cells may have fewer seeds).", ""]
-    return "\n".join(lines)
+def measure(args, domain, manifest, work, seed: int, prepared=None) -> dict:
+    """{method: (test accuracy, seconds, finetune's decision where the method leaves it to finetune)}."""
+    results = {}
+    for method, settings in METHODS.items():
+        if method in args.methods:
+            run = common.run_finetune(domain, manifest, work, seed, **settings)
+            results[method] = (run.accuracy, run.seconds, chosen(settings, run))
+            print(f"{domain.name} {manifest.stem} {method:8s} test accuracy {run.accuracy:.3f}  {run.seconds:5.1f} s  "
+                  f"({run.entry['decision']})", flush=True)
+    return results
+
+
+def chosen(settings: dict, run) -> str | None:
+    """What finetune decided to train, where the method leaves that to it (auto, --weights none)."""
+    return run.entry["decision"] if settings.get("freeze_until", "auto") == "auto" else None
+
+
+def render(args, results: dict, command: str, complete: bool, total_seconds: float) -> str:
+    def section(rows):
+        lines = ["| images/class | " + " | ".join(TITLES[m] for m in args.methods) + " |",
+                 "|" + " --- |" * (len(args.methods) + 1)]
+        for label, seeds in rows.items():
+            lines.append(f"| {label} | " + " | ".join(common.cell([s[m] for s in seeds]) for m in args.methods) + " |")
+        return lines
+
+    intro = (f"Test accuracy on each domain's held-out folder: mean ± std over seeds {', '.join(map(str, args.seeds))} "
+             "[min–max], then the mean wall time of one finetune run. Every run is finetune with its defaults; only "
+             "the method's setting is given (and --augment none for digits). Where the method leaves --freeze-until "
+             "to finetune (auto, scratch), its decisions over the seeds are in brackets.")
+    return common.document("Transfer-learning table: resnet20_cifar from the digits 0-4 backbone, finetune defaults",
+                           intro, results, section, command, complete, total_seconds)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    command = common.command_line("transfer_table", argv)
-    for name in args.domains:
-        common.pool_files(common.DOMAINS[name])  # before any training: a missing folder fails now
-    common.quiet_tensorflow()
-    with tempfile.TemporaryDirectory(prefix="tltoolkit-transfer-") as work:
-        grid(args, command, Path(work))
-    common.show(args.out)
-
-
-def grid(args, command, work: Path) -> None:
-    results: dict = {}
-    started = time.perf_counter()
-    for name in args.domains:
-        domain = common.DOMAINS[name]
-        for n in args.n:
-            for seed in args.seeds:
-                manifest, label = common.manifest_for(work, domain, n, seed)
-                row = results.setdefault(name, {}).setdefault(label, {})
-                for method in args.methods:
-                    run = common.run_finetune(domain, manifest, work, seed, **METHODS[method])
-                    accuracies, times, decisions = row.setdefault(method, ([], [], []))
-                    accuracies.append(run.accuracy)
-                    times.append(run.seconds)
-                    decisions.append(run.entry["decision"])
-                    print(f"{name} n={n} seed={seed} {method:8s} test accuracy {run.accuracy:.3f}  "
-                          f"{run.seconds:5.1f} s  ({run.entry['decision']})", flush=True)
-                complete = name == args.domains[-1] and n == args.n[-1] and seed == args.seeds[-1]
-                common.write_atomically(args.out, table(results, args, command, complete, time.perf_counter() - started))
+    common.run_grid(args, "transfer_table", argv, functools.partial(measure, args), functools.partial(render, args))
 
 
 if __name__ == "__main__":

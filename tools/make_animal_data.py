@@ -9,11 +9,12 @@ The source is the file `animal_mnist/data/Animal_MNIST/animal_data_version_3.gz`
 read here by an unpickler that admits nothing but NumPy arrays, after checking the file's SHA-256).
 No network: the file is in the wheel.
 
-About 5% of the source images are copies of another image of their class, exactly or within a
-pixel-distance of 0.1 (L2 over 0..1 pixels), a few mirrored; the next-closest pairs are 5x
-further apart (0.5 and up). Each such group keeps its first image only, so no image appears in both
-the pool and the test set, mirrored or not. Of each class's remaining images a seeded permutation
-(NumPy's PCG64, seed 0) takes `--test` for `animals-test/` and the next `--pool` for `animals/`.
+284 of the source images (2.8%) repeat an earlier image of their class, exactly or mirrored
+(compared by pixel distance, L2 over 0..1 pixels: these copies are within 0.1, while the closest
+distinct pairs are 0.5 and more apart). Each such group keeps its first image only, so no image
+appears in both the pool and the test set, mirrored or not. Of each class's remaining images a seeded
+permutation (NumPy's PCG64, seed 0) takes `--test` for `animals-test/` and the next `--pool` for
+`animals/`.
 
 Each image becomes a 32x32 RGB PNG (what the CIFAR ResNets take): padded by 2 black pixels on each
 side (the silhouettes' own background; no resampling, so no library version changes a pixel), grey
