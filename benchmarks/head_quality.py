@@ -22,7 +22,7 @@ extract's default `--layer penultimate` (the `avg_pool` layer) gives equal value
 Columns: test accuracy mean ± std over seeds, the ratio tltoolkit / LogReg (mean over seeds, and the
 worst seed), LogReg's chosen C (median), phase 1's seconds as finetune reports them and the whole
 finetune call's. Target (issue 11): ratio >= 0.98 in every row, phase 1 in seconds.
-`--quick`: n 5 and 20, seed 0 (about 2 minutes on 2 cores; at n=all the cross-validation alone takes ~40 s).
+`--quick`: n 5 and 20, seed 0 (2-3 minutes on 2 cores; at n=all the cross-validation alone takes ~40 s).
 """
 
 from __future__ import annotations

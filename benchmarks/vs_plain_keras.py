@@ -17,7 +17,8 @@ models train on them and are scored on the domain's held-out `-test` folder:
 Columns: test accuracy mean ± std over seeds and mean seconds (finetune: the whole call), then for
 each tltoolkit variant its accuracy / the better plain loop's (mean over seeds; the worst seed's
 difference in brackets). Target (issue 11): the defaults never more than 0.03 below the better plain loop.
-`--quick`: n 10, seed 0, 3 plain epochs (a smoke run of about 2 minutes on 2 cores).
+`--quick`: n 10, seed 0, 3 plain epochs: a smoke run of every path (2 min on 2 cores with the training
+before issue 11, 8 min with its phase 1 sweep and measured policy; `--domains digits59` for one domain).
 """
 
 from __future__ import annotations
