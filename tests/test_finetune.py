@@ -167,8 +167,8 @@ BACKBONE = str(ROOT / "data" / "backbone" / "digits04_resnet20_cifar.weights.h5"
 
 
 def test_phase_1_converges_and_standardises_inside_the_model(tmp_path):
-    """Real digits 5-9 on the digits 0-4 backbone: the sweep's head fits the training images, its
-    standardisation is the training features' statistics, held inside the saved model."""
+    """Real digits 5-9 on the digits 0-4 backbone: the sweep's head fits the training images; kept, it
+    is refit on training and validation images, its standardisation their statistics, inside the model."""
     from tltoolkit.cache import FeatureCache
     from tltoolkit.data import scan
     from tltoolkit.extract import feature_extractor
@@ -185,7 +185,8 @@ def test_phase_1_converges_and_standardises_inside_the_model(tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "### Phase 1: the head settings tried (scored on validation)" in report
 
-    table = scan(str(data), 0.2).usable("train")
+    assert any(note.startswith("the head is kept: its setting") for note in entry["notes"])
+    table = scan(str(data), 0.2).usable()
     extractor = feature_extractor("resnet20_cifar", weights=BACKBONE, image_size=32, layer="conv4", pooling="avg")
     _, features = FeatureCache(extractor.spec, tmp_path / "cache").features(table)
     head = find_classifier(keras.models.load_model(tmp_path / "run" / "model.keras"))

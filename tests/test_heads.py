@@ -74,3 +74,20 @@ def test_balanced_class_weights_match_scikit_learn():
 def test_bad_head_options_are_one_line_errors(kwargs, message):
     with pytest.raises(TltoolkitError, match=message):
         head_model((8,), **{"num_classes": 3, **kwargs})
+
+
+def test_folding_the_standardisation_keeps_the_function(base):
+    from tltoolkit.heads import NORMALIZATION, fold_standardisation
+
+    full = attach_head(base, 4, hidden=(16,), dropout=0.3)
+    rng = np.random.default_rng(3)
+    set_standardisation(full, rng.normal(size=64), rng.uniform(0.01, 3, 64))
+    for layer in dense_layers(full):
+        layer.set_weights([rng.normal(size=w.shape) for w in layer.get_weights()])
+    images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    outer = keras.Model(full.input, full(full.input))  # the head nested one level down: fold finds it
+    before = outer(images, training=False).numpy()
+    assert fold_standardisation(outer)
+    np.testing.assert_allclose(outer(images, training=False).numpy(), before, atol=1e-5)
+    mean, variance = full.get_layer(NORMALIZATION).get_weights()
+    assert not mean.any() and np.allclose(variance, 1.0)

@@ -81,8 +81,11 @@ def _hxw(size) -> str:
 
 def serving_model(classifier):
     """The classifier behind a resizing front end: uint8 `[B, H, W, 3]` of any size -> probabilities.
-    Built from core Keras layers only, so the `.keras` file loads in safe mode."""
+    Built from core Keras layers only, so the `.keras` file loads in safe mode. The head's
+    standardisation is folded into its first Dense layer (`fold_standardisation`, in place)."""
     import keras
+
+    from tltoolkit.heads import fold_standardisation
 
     height, width = classifier.image_size
     inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
@@ -94,6 +97,7 @@ def serving_model(classifier):
         # The model casts its input to integers, which truncates: +0.5 makes that the pipeline's
         # rounding (bilinear resizing never leaves 0..255, so this cannot overflow).
         x = keras.layers.Rescaling(1.0, offset=0.5, name="round")(x)
+    fold_standardisation(classifier.model)  # the same function, quantised better
     outputs = classifier.model(x, training=False)
     return keras.Model(inputs, outputs, name=f"{classifier.model.name}_serving")
 
@@ -294,8 +298,19 @@ def _convert_int8(converter, calibration) -> bytes:
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
                                                              debug_dataset=converter.representative_dataset)
         debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_nodes=_size_arithmetic(debugger.calibrated_model))
+            denylisted_nodes=_size_arithmetic(debugger.calibrated_model) + _head_ops(debugger.calibrated_model))
         return debugger.get_nondebug_quantized_model()
+
+
+def _head_ops(flat: bytes) -> list[str]:
+    """The output names of the classifier head's ops (pooling, standardisation, Dense layers, softmax):
+    a few thousand multiply-adds, kept float so that neither the pooled features nor the logits are
+    rounded to 8 bits (the base's convolutions, nearly all of the compute, stay int8)."""
+    from tltoolkit.heads import HEAD_LAYER_PREFIX, PREDICTIONS
+
+    interpreter = _interpreter(model_content=flat)
+    names = [tensor["name"] for tensor in interpreter.get_tensor_details() if tensor["dtype"] == np.float32]
+    return [name for name in names if f"/{PREDICTIONS}" in name or f"/{HEAD_LAYER_PREFIX}" in name]
 
 
 def _size_arithmetic(flat: bytes) -> list[str]:

@@ -8,9 +8,11 @@ by dropout) -> `Dense(num_classes, softmax)` named `predictions`, on any base (a
 
 The head alone (`head_model`) and the head inside the full model (`attach_head`) have the same layer
 names and weight shapes, so weights move between them 1:1. Pooling has no weights: a head trained on
-pooled feature vectors is the head of the full model. The standardisation (a Keras `Normalization`
-layer, `head_normalization`) holds the training features' mean and variance once phase 1 has set
-them (`set_standardisation`); until then it is the identity. Only Keras core layers: saved models
+pooled feature vectors is the head of the full model. The standardisation (`head_normalization`)
+holds the training features' mean and variance once phase 1 has set them (`set_standardisation`);
+until then it is the identity. It is a frozen `BatchNormalization` without scale and offset, i.e.
+(x - mean) / sqrt(variance), its statistics variables: Keras' `Normalization` layer computes with
+constant copies of its statistics, which tf2onnx cannot export. Only Keras core layers: saved models
 load in safe mode without custom objects.
 """
 
@@ -39,6 +41,29 @@ def _check(num_classes: int, hidden: Sequence[int], dropout: float, pooling: str
         raise TltoolkitError(f"hidden layer sizes must be positive, got {list(hidden)}")
 
 
+def fold_standardisation(model) -> bool:
+    """Folds the head's standardisation into the Dense layer after it, in place: that layer's kernel
+    and bias absorb (x - mean) / std, the standardisation becomes the identity, and the model computes
+    the same function. Exports do this: int8 quantisation of the standardised features would amplify
+    the rounding of every low-variance feature. Returns whether `model` (or a model nested in it) had one."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and fold_standardisation(layer):
+            return True
+    names = [layer.name for layer in model.layers]
+    if NORMALIZATION not in names:
+        return False
+    norm = model.get_layer(NORMALIZATION)
+    mean, variance = (np.asarray(w, "float64") for w in norm.get_weights())
+    scale = 1.0 / np.sqrt(variance + norm.epsilon)
+    dense = dense_layers(model)[0]  # dropout between them is the identity at inference
+    kernel, bias = (np.asarray(w, "float64") for w in dense.get_weights())
+    dense.set_weights([(kernel * scale[:, None]).astype("float32"), (bias - (mean * scale) @ kernel).astype("float32")])
+    norm.set_weights([np.zeros_like(mean, "float32"), np.full_like(variance, 1.0 - norm.epsilon, "float32")])
+    return True
+
+
 def _pool(x, pooling: str):
     import keras
 
@@ -55,7 +80,8 @@ def _classifier(x, num_classes: int, hidden: Sequence[int], dropout: float, l2: 
     import keras
 
     regularizer = keras.regularizers.L2(l2) if l2 else None
-    x = keras.layers.Normalization(axis=-1, name=NORMALIZATION)(x)
+    x = keras.layers.BatchNormalization(center=False, scale=False, epsilon=1e-9, trainable=False,
+                                        name=NORMALIZATION)(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"{HEAD_LAYER_PREFIX}dropout")(x)
     for i, units in enumerate(hidden, start=1):
@@ -104,14 +130,7 @@ def dense_layers(model) -> list:
 
 def set_standardisation(model, mean: np.ndarray, variance: np.ndarray) -> None:
     """Sets the head's standardisation to the training features' statistics."""
-    _set_weights(model.get_layer(NORMALIZATION), [np.asarray(mean, "float32"), np.asarray(variance, "float32"),
-                                                  np.asarray(0)])
-
-
-def _set_weights(layer, weights) -> None:
-    layer.set_weights(weights)
-    if hasattr(layer, "finalize_state"):  # Normalization computes with a copy of its statistics, made here
-        layer.finalize_state()
+    model.get_layer(NORMALIZATION).set_weights([np.asarray(mean, "float32"), np.asarray(variance, "float32")])
 
 
 def copy_head_weights(source, target) -> None:
@@ -121,7 +140,7 @@ def copy_head_weights(source, target) -> None:
             other = target.get_layer(layer.name)
         except ValueError:
             raise TltoolkitError(f"{target.name} has no head layer {layer.name!r}; the heads differ") from None
-        _set_weights(other, layer.get_weights())
+        other.set_weights(layer.get_weights())
 
 
 def grow_predictions(old_kernel: np.ndarray, old_bias: np.ndarray, new_kernel: np.ndarray,
@@ -145,7 +164,7 @@ def transfer_head(source, target) -> int:
     names = {layer.name for layer in head_layers(target)}
     for layer in head_layers(source):  # a head saved before standardisation existed has no such layer
         if layer.name != PREDICTIONS and layer.name in names:
-            _set_weights(target.get_layer(layer.name), layer.get_weights())
+            target.get_layer(layer.name).set_weights(layer.get_weights())
     old = source.get_layer(PREDICTIONS)
     new = target.get_layer(PREDICTIONS)
     kernel, bias = grow_predictions(*old.get_weights(), *new.get_weights())

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tltoolkit.errors import TltoolkitError
 from tltoolkit.training import run as rundir
 from tltoolkit.training.config import DEFAULTS, IDENTITY, FinetuneConfig, load_config_file, resolve_config
 from tltoolkit.training.policy import AUTO, HEAD, NONE, Decision, candidates, prior_freeze_point, resolve_freeze
@@ -41,7 +42,6 @@ def finetune(config, plan: bool = False, force: bool = False, progress: bool = T
     """
     from tltoolkit.architectures.bases import build_base, cache_name, resolve_base
     from tltoolkit.data import scan
-    from tltoolkit.errors import TltoolkitError
     from tltoolkit.training import distribute
 
     echo = echo or (lambda line: print(line, flush=True))
@@ -214,6 +214,7 @@ class _Training:
                            epochs=config.epochs, patience=config.head_patience,
                            label_smoothing=config.label_smoothing, class_weight=weights, monitor=config.monitor,
                            seed=config.seed, init=init)
+        self._head_fit = (fit, train_x, train_y, val_x, val_y, weights)
         chosen = fit.chosen.setting if fit else None
         head = head_model(self.extractor.feature_shape, self.num_classes, dropout=chosen.dropout if chosen else 0.0,
                           l2=chosen.l2 if chosen else 0.0, **self.head_options)
@@ -479,12 +480,41 @@ class _Training:
             copy_head_weights(head, classifier)
         truth, predicted = (phases.predict_labels(inference, self._val_images()) if self.has_val
                             else (np.zeros(0), np.zeros(0)))
+        if not base_trained and self._refit_head(head):
+            copy_head_weights(head, classifier)
         self.entry.update(status="finished", base_trained=bool(base_trained or (self.previous and
                                                                                  self.previous.get("base_trained"))),
                           kept=best["until"], classes=self.class_names, new_classes=self.new_classes,
                           extracted=self.extracted)
         if self.chief:
             self._write_artefacts(inference, base, base_trained, truth, predicted)
+
+    def _refit_head(self, head) -> bool:
+        """When the head alone is kept: its chosen setting trained again on the training and validation
+        images together (as a cross-validated estimator refits on all its data; the epoch count comes
+        from a held-out fifth of them). The scores reported stay those of the choice, on validation."""
+        from tltoolkit.heads import dense_layers, set_standardisation
+        from tltoolkit.training.head import fit_head
+
+        fit, train_x, train_y, val_x, val_y, weights = self._head_fit
+        if fit is None or val_x is None:
+            return False
+        config = self.config
+        try:
+            refit = fit_head(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]), None, None,
+                             self.num_classes, [fit.chosen.setting], config.hidden, epochs=config.epochs,
+                             patience=config.head_patience, label_smoothing=config.label_smoothing,
+                             class_weight=weights, monitor=config.monitor, seed=config.seed)
+        except TltoolkitError as error:
+            self._note(f"phase 1's head was not refit on the validation images too: {error}")
+            return False
+        set_standardisation(head, refit.mean, refit.variance)
+        for layer, (kernel, bias) in zip(dense_layers(head), refit.weights):
+            layer.set_weights([kernel, bias])
+        self._note(f"the head is kept: its setting ({fit.chosen.setting}) trained again on the {len(train_y)} "
+                   f"training and {len(val_y)} validation images, {refit.chosen.best_epoch} epochs (the scores "
+                   f"above are the choice's, on validation)")
+        return True
 
     def _write_artefacts(self, inference, base, base_trained, truth, predicted) -> None:
         import shutil
