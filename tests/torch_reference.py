@@ -1,19 +1,26 @@
 """torch, torchvision and timm for the checkpoint tests (the test extra installs them; tltoolkit never imports them).
 
 PyPI's torchvision wheels are built against CUDA torch; with the CPU torch wheel their compiled ops
-(nms, ...) do not load, yet torchvision registers fake kernels for two of them at import. Declaring
-their schemas first lets it import; the models the tests build never call them.
+(nms, ...) do not load, yet torchvision registers fake kernels for two of them at import and fails.
+Then the two schemas are declared and torchvision imported again; the models the tests build never
+call those ops. Where the ops load (matching builds), nothing is declared.
 """
+
+import sys
 
 import torch
 
-if not hasattr(torch.ops.torchvision, "nms"):
+try:
+    import torchvision
+except RuntimeError:  # "operator torchvision::nms does not exist": the compiled ops did not load
+    for _module in [name for name in sys.modules if name.split(".")[0] == "torchvision"]:
+        del sys.modules[_module]
     _LIBRARY = torch.library.Library("torchvision", "DEF")
     for _op in ("nms", "qnms"):
         _LIBRARY.define(f"{_op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    import torchvision
 
 import timm  # noqa: E402
-import torchvision  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 __all__ = ["randomize_batch_norm", "save_safetensors", "timm", "torch", "torchvision"]

@@ -22,9 +22,11 @@ checkpoint keys that fill its weights, in Keras weight order:
   * BatchNormalization: [weight, bias, running_mean, running_var].
   * any other layer: the tensors as they are.
 `head` names the key prefixes of the checkpoint's classifier, which a model with a new head skips.
-A spec may list several layouts (timm and torchvision key names); the one that names all of a
-checkpoint's tensors is used. To support a family, write its `layers` function next to its builder
-and pass `torch_layouts=(TorchLayout("timm", layers, head=("fc.",)),)` to its `ArchSpec`.
+A spec may list several layouts (timm's and torchvision's key names); the one whose keys the checkpoint
+holds most of is used (weights.load_checkpoint), and a mismatch is reported against it. To support a
+family, write its `layers` function next to its builder and pass
+`torch_layouts=(TorchLayout("timm", layers, head=("fc.",)),)` to its `ArchSpec`; its published files
+are `Checkpoint` entries in `ArchSpec.weights` (registry.torchvision_checkpoint / timm_checkpoint).
 
 `load_torch_state(model, state, layout)` converts and checks everything first and assigns only when
 every tensor fits, naming the first mismatch otherwise (a missing tensor, an extra one, a shape).
