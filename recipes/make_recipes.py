@@ -382,13 +382,13 @@ GROWING_DATASET = header(
     "trains more of the network as the data grows (the more labelled data, the fewer layers frozen).\n\n"
     "Here one folder grows to 10, 50, 200 images per class (smoke: 10, 50, 100), then all of them.\n\n"
     "- **Colab**: cats vs dogs (`tfds:cats_vs_dogs`, about 11,600 images per class) on ResNet-50 with "
-    "ImageNet weights and the default policy (< 100 training images per class: the head; < 1,000: the "
-    "last stage; < 10,000: the last two).\n"
-    "- **Smoke**: the embedded digits 5-9 (133 to 153 per class) on the embedded ResNet-20, with small "
-    "policy thresholds (< 20 training images per class: the head; < 100: the last stage; < 1,000: the "
-    "last two) so the decisions change "
-    "at these sizes. The accuracies of a few epochs on a few images mean little; the decisions and the "
-    "cache counts are the point.",
+    "ImageNet weights and the default policy, which measures: each run tries the head, the last stage, "
+    "the last two, ... on validation within its time budget and keeps the best.\n"
+    "- **Smoke**: the embedded digits 5-9 (133 to 153 per class) on the embedded ResNet-20, with no "
+    "budget to measure in (`policy_budget` 0), so the rule of thumb decides, with small thresholds "
+    "(< 20 training images per class: the head; < 100: the last stage; < 1,000: the last two) so the "
+    "decisions change at these sizes. The accuracies of a few epochs on a few images mean little; the "
+    "decisions and the cache counts are the point.",
     '''\
 import shutil
 
@@ -398,7 +398,8 @@ if SMOKE:  # digits 5-9 have 133-153 images per class: 100, then all
     SIZES = [10, 50, 100, None]  # images per class; None: all
     POOL = str(ROOT / "data/digits59")
     SETTINGS = {"base": "resnet20_cifar", "weights": str(ROOT / "data/backbone/digits04_resnet20_cifar.weights.h5"),
-                "augment": "none", "epochs": 10, "fine_tune_epochs": 2, "policy_thresholds": [20, 100, 1000]}
+                "augment": "none", "epochs": 10, "fine_tune_epochs": 2, "policy_budget": 0,
+                "policy_thresholds": [20, 100, 1000]}
 else:
     SIZES = [10, 50, 200, None]
     POOL = "tfds:cats_vs_dogs"  # written once as files under tltoolkit's cache, then linked from FOLDER

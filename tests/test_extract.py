@@ -326,3 +326,19 @@ def test_ray_engine_without_ray_says_how_to_install_it(tmp_path, capsys, monkeyp
     assert main(["extract", "--base", ARCH, "--data", str(tmp_path), "--out", str(out), "--engine", "ray"]) == 2
     assert "pip install 'tltoolkit[ray]'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_seed_keys_features_only_where_it_changes_them(tmp_path):
+    """A weights file's features are the same whatever --seed; random weights and augmented views differ."""
+    from tltoolkit.extract import feature_extractor
+
+    weights = tmp_path / "w.weights.h5"
+    feature_extractor("resnet20_cifar", image_size=32, seed=0).base.save_weights(weights)
+
+    def key(**options):
+        return feature_extractor("resnet20_cifar", image_size=32, **options).spec.key()
+
+    assert key(weights=str(weights), seed=0) == key(weights=str(weights), seed=3)
+    assert key(seed=0) != key(seed=3)  # random init: the seed is the weights
+    assert key(weights=str(weights), seed=0, views=2, augmentation="flip") != key(
+        weights=str(weights), seed=3, views=2, augmentation="flip")

@@ -4,8 +4,8 @@ import pytest
 
 from tltoolkit.architectures import build
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.heads import (attach_head, class_weights, copy_head_weights, grow_predictions, head_layers,
-                             head_model, transfer_head)
+from tltoolkit.heads import (attach_head, class_weights, copy_head_weights, dense_layers, grow_predictions,
+                             head_layers, head_model, set_standardisation, transfer_head)
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +19,15 @@ def test_head_on_cached_features_predicts_like_the_full_model(base):
     full = attach_head(base, 4, hidden=(16,), dropout=0.3, pooling="avg", l2=1e-4)
     features = keras.layers.GlobalAveragePooling2D()(base(images, training=False)).numpy()
     head = head_model(features.shape[1:], 4, hidden=(16,), dropout=0.3, pooling="avg", l2=1e-4)
-    head.set_weights([w * 0 + np.random.default_rng(i).normal(size=w.shape) for i, w in enumerate(head.get_weights())])
+    for i, layer in enumerate(dense_layers(head)):
+        layer.set_weights([np.random.default_rng(i).normal(size=w.shape) for w in layer.get_weights()])
+    rng = np.random.default_rng(9)
+    set_standardisation(head, rng.normal(size=features.shape[1]), rng.uniform(0.5, 2, features.shape[1]))
     copy_head_weights(head, full)
     np.testing.assert_allclose(full(images, training=False).numpy(), head(features, training=False).numpy(),
                                atol=1e-5)
     assert full.layers[-1].name == "predictions" and full.output.shape[-1] == 4
-    assert [layer.name for layer in head_layers(full)] == ["head_dense1", "predictions"]
+    assert [layer.name for layer in head_layers(full)] == ["head_normalization", "head_dense1", "predictions"]
     assert len(full.losses) == 2  # L2 on both Dense kernels
 
 

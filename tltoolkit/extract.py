@@ -151,7 +151,7 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
     feature_spec = FeatureSpec(arch=cache_name(spec), weights=weights_id, image_size=size, resize=resize,
                                preprocessing=preprocessing or spec.preprocessing, cut=cut, pooling=pooling,
                                dtype=dtype, views=views, augmentation=augmentation if views else None,
-                               seed=seed)
+                               seed=seed if views else 0)  # random weights: their seed is in the weights id
     return FeatureExtractor(keras.Model(inputs, x, name=f"{cache_name(spec)}_features"), feature_spec, model,
                             augment)
 

@@ -1,5 +1,6 @@
-"""New classifier heads: pooling -> optional hidden Dense layers -> dropout -> `Dense(num_classes, softmax)`
-named `predictions`, on any base (a registry model, `keras:NAME`, a saved `.keras`).
+"""New classifier heads: pooling -> standardisation -> dropout -> optional hidden Dense layers (each followed
+by dropout) -> `Dense(num_classes, softmax)` named `predictions`, on any base (a registry model,
+`keras:NAME`, a saved `.keras`).
 
     head = head_model(features.shape[1:], num_classes=3)   # phase 1: trained on cached features
     model = attach_head(base, 3)                             # phase 2: the base and the same head
@@ -7,8 +8,10 @@ named `predictions`, on any base (a registry model, `keras:NAME`, a saved `.kera
 
 The head alone (`head_model`) and the head inside the full model (`attach_head`) have the same layer
 names and weight shapes, so weights move between them 1:1. Pooling has no weights: a head trained on
-pooled feature vectors is the head of the full model. Only Keras core layers: saved models load in
-safe mode without custom objects.
+pooled feature vectors is the head of the full model. The standardisation (a Keras `Normalization`
+layer, `head_normalization`) holds the training features' mean and variance once phase 1 has set
+them (`set_standardisation`); until then it is the identity. Only Keras core layers: saved models
+load in safe mode without custom objects.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from tltoolkit.errors import TltoolkitError
 POOLINGS = ("avg", "max", "flatten", "none")
 PREDICTIONS = "predictions"
 HEAD_LAYER_PREFIX = "head_"  # every head layer but `predictions` is named head_*: a head's layers are findable
+NORMALIZATION = f"{HEAD_LAYER_PREFIX}normalization"
 
 
 def _check(num_classes: int, hidden: Sequence[int], dropout: float, pooling: str) -> None:
@@ -51,13 +55,14 @@ def _classifier(x, num_classes: int, hidden: Sequence[int], dropout: float, l2: 
     import keras
 
     regularizer = keras.regularizers.L2(l2) if l2 else None
+    x = keras.layers.Normalization(axis=-1, name=NORMALIZATION)(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=f"{HEAD_LAYER_PREFIX}dropout")(x)
     for i, units in enumerate(hidden, start=1):
         x = keras.layers.Dense(int(units), activation="relu", kernel_regularizer=regularizer,
                                name=f"{HEAD_LAYER_PREFIX}dense{i}")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"{HEAD_LAYER_PREFIX}dropout{i}")(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name=f"{HEAD_LAYER_PREFIX}dropout")(x)
     # float32 softmax even under mixed precision: half-precision probabilities underflow.
     return keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer,
                               dtype="float32", name=name)(x)
@@ -87,9 +92,26 @@ def head_model(feature_shape, num_classes: int, hidden: Sequence[int] = (), drop
 
 
 def head_layers(model) -> list:
-    """The weighted head layers of `model` (hidden Dense layers, then `predictions`), in order."""
+    """The weighted head layers of `model` (standardisation, hidden Dense layers, `predictions`), in order."""
     return [layer for layer in model.layers
             if layer.weights and (layer.name.startswith(HEAD_LAYER_PREFIX) or layer.name == PREDICTIONS)]
+
+
+def dense_layers(model) -> list:
+    """The head's Dense layers (hidden ones, then `predictions`), in order."""
+    return [layer for layer in head_layers(model) if layer.name != NORMALIZATION]
+
+
+def set_standardisation(model, mean: np.ndarray, variance: np.ndarray) -> None:
+    """Sets the head's standardisation to the training features' statistics."""
+    _set_weights(model.get_layer(NORMALIZATION), [np.asarray(mean, "float32"), np.asarray(variance, "float32"),
+                                                  np.asarray(0)])
+
+
+def _set_weights(layer, weights) -> None:
+    layer.set_weights(weights)
+    if hasattr(layer, "finalize_state"):  # Normalization computes with a copy of its statistics, made here
+        layer.finalize_state()
 
 
 def copy_head_weights(source, target) -> None:
@@ -99,7 +121,7 @@ def copy_head_weights(source, target) -> None:
             other = target.get_layer(layer.name)
         except ValueError:
             raise TltoolkitError(f"{target.name} has no head layer {layer.name!r}; the heads differ") from None
-        other.set_weights(layer.get_weights())
+        _set_weights(other, layer.get_weights())
 
 
 def grow_predictions(old_kernel: np.ndarray, old_bias: np.ndarray, new_kernel: np.ndarray,
@@ -120,9 +142,10 @@ def grow_predictions(old_kernel: np.ndarray, old_bias: np.ndarray, new_kernel: n
 def transfer_head(source, target) -> int:
     """Copies `source`'s head into `target`, whose `predictions` may have more classes: old classes keep
     their weights, new ones keep `target`'s fresh initialisation. Returns the number of added classes."""
-    hidden = [layer for layer in head_layers(source) if layer.name != PREDICTIONS]
-    for layer in hidden:
-        target.get_layer(layer.name).set_weights(layer.get_weights())
+    names = {layer.name for layer in head_layers(target)}
+    for layer in head_layers(source):  # a head saved before standardisation existed has no such layer
+        if layer.name != PREDICTIONS and layer.name in names:
+            _set_weights(target.get_layer(layer.name), layer.get_weights())
     old = source.get_layer(PREDICTIONS)
     new = target.get_layer(PREDICTIONS)
     kernel, bias = grow_predictions(*old.get_weights(), *new.get_weights())

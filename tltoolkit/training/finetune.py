@@ -1,475 +1,529 @@
-"""`finetune(config)`: a new head on a pretrained base, in two phases, into a run directory that grows
-with the dataset.
+"""`finetune(config)`: a new head on a base, in two phases, into a run directory that grows with the dataset.
 
     finetune({"base": "vgg16", "data": "./cats", "out": "runs/cats", "freeze_until": "block5"})
 
 1. Scan the data (stable content-hash splits; the run's class index keeps old ids, new classes append).
-2. Decide what trains: `freeze_until` = a stage, `head`, `none`, or `auto` (the growth policy, from
-   the training images per class; see `policy.py`).
-3. Phase 1: the head on cached features of the frozen base (only images the cache lacks are
-   extracted), warm-started from the previous run's head (grown for new classes).
-4. Phase 2, when stages train: the full model from the phase-1 head, per-stage learning rates,
-   warm-up, BN policy, early stopping, BackupAndRestore (a killed run resumes at its epoch).
-   Without augmentation the frozen stages compute the same thing every epoch: phase 2 then trains
-   the later stages on a cache of the last frozen stage's output (`cut_cache`, default on).
-   If phase 2 ends worse on validation than phase 1 did, phase 1's model is kept (and the report says so).
+2. Phase 1 (`head.py`): the head on cached features of the frozen base (only images the cache lacks
+   are extracted): standardised features, a sweep of L2/dropout settings trained to convergence, the
+   best on validation kept.
+3. Decide what else trains (`policy.py`): `--freeze-until` a stage, a layer, `head` or `none`; `auto`
+   tries the head, the last stage, the last two, ... within a time budget and keeps the best on
+   validation. A base that is not pretrained trains everything, with the from-scratch recipe.
+4. Phase 2 (`phases.py`), for each freeze point tried: the full model from the phase-1 head, the
+   recipe's learning rates and BatchNorm policy, early stopping with the best epoch kept,
+   BackupAndRestore (a killed run resumes at its epoch). Without augmentation the frozen stages
+   compute the same thing every epoch: phase 2 then trains on a cache of the last frozen stage's
+   output (`cut_cache`, default on). A phase 2 worse on validation than phase 1 is not kept.
 5. The run directory (`run.py`): model, metrics across runs, plots, report.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
-import json
-import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tltoolkit.errors import TltoolkitError
 from tltoolkit.training import run as rundir
-from tltoolkit.training.policy import DEFAULT_THRESHOLDS, HEAD, NONE, Decision, check_thresholds, choose_stages, stages_from
+from tltoolkit.training.config import DEFAULTS, IDENTITY, FinetuneConfig, load_config_file, resolve_config
+from tltoolkit.training.policy import AUTO, HEAD, NONE, Decision, candidates, prior_freeze_point, resolve_freeze
 
-AUTO = "auto"
-DEFAULTS = {
-    "base": None, "data": None, "out": None,
-    "weights": "imagenet",  # imagenet (a saved .keras base: its own) | none | a weights file
-    "preprocessing": None,  # the base's (registry, keras:NAME); required for a saved .keras base
-    "freeze_until": AUTO, "image_size": None, "resize": "center_crop",
-    "batch_size": 32, "epochs": 30, "min_head_steps": 300, "fine_tune_epochs": 10,
-    "learning_rate": 1e-3, "fine_tune_learning_rate": 1e-4, "stage_lr_decay": 0.3, "warmup_epochs": 1,
-    "augment": "standard", "val_split": 0.2, "cache_dir": None, "seed": 0,
-    "hidden": [], "dropout": 0.2, "pooling": "avg", "l2": 0.0, "label_smoothing": 0.0, "class_weight": "none",
-    "bn": "frozen", "patience": 3, "monitor": "val_loss",
-    "strategy": "auto", "mixed_precision": False, "jit": False, "cut_cache": True,
-    "policy_thresholds": list(DEFAULT_THRESHOLDS),
-}
-REQUIRED = ("base", "data")
-IDENTITY = ("base", "weights", "preprocessing", "image_size", "resize", "hidden", "pooling")  # what a re-run may not change
+__all__ = ["finetune", "DEFAULTS", "FinetuneConfig", "load_config_file", "resolve_config"]
 
 
-def load_config_file(path) -> dict:
-    """A JSON (or, with pyyaml installed, YAML) file with the keys of `DEFAULTS` (flag names with _)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise TltoolkitError(f"cannot read --config {path}: {error.strerror}") from None
-    try:
-        data = yaml_or_json(text, path.suffix.lower())
-    except ValueError as error:
-        raise TltoolkitError(f"--config {path} is not valid {error}") from None
-    if not isinstance(data, dict):
-        raise TltoolkitError(f"--config {path} must hold a mapping of settings like {{\"epochs\": 5}}")
-    return {k.replace("-", "_"): v for k, v in data.items()}
-
-
-def yaml_or_json(text: str, suffix: str):
-    if suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise ValueError("YAML: pyyaml is not installed (pip install pyyaml), or use JSON") from None
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ValueError(f"YAML ({' '.join(str(error).split())[:120]})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"JSON ({error})") from None
-
-
-def resolve_config(*layers: dict) -> dict:
-    """DEFAULTS overlaid with each mapping in turn (config file, then flags); None means "not given"."""
-    config = copy.deepcopy(DEFAULTS)
-    for layer in layers:
-        for key, value in layer.items():
-            if key not in DEFAULTS:
-                close = difflib.get_close_matches(key, DEFAULTS, n=3)
-                hint = f"close matches: {', '.join(close)}" if close else f"known keys: {', '.join(DEFAULTS)}"
-                raise TltoolkitError(f"unknown setting {key!r}; {hint}")
-            if value is not None:
-                config[key] = value
-    missing = [f"--{k}" for k in REQUIRED if not config[k]]
-    if missing:
-        raise TltoolkitError(f"missing {', '.join(missing)} (as a flag or a --config key)")
-    for key in ("batch_size",):
-        if int(config[key]) < 1:
-            raise TltoolkitError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
-    for key in ("epochs", "min_head_steps", "fine_tune_epochs", "patience", "warmup_epochs"):
-        if int(config[key]) < 0:
-            raise TltoolkitError(f"--{key.replace('_', '-')} must be 0 or more, got {config[key]}")
-    if config["class_weight"] not in ("none", AUTO):
-        raise TltoolkitError(f"--class-weight must be none or auto, got {config['class_weight']!r}")
-    if config["monitor"] not in ("val_loss", "val_accuracy"):
-        raise TltoolkitError(f"--monitor must be val_loss or val_accuracy, got {config['monitor']!r}")
-    config["policy_thresholds"] = list(check_thresholds(config["policy_thresholds"]))
-    config["hidden"] = [int(h) for h in config["hidden"]]
-    config["data"] = str(config["data"])
-    if not config["out"]:  # runs/cats-vgg16: one run directory per data folder and base
-        name, base = (_file_name(text) for text in (Path(config["data"].rstrip("/")).name, config["base"]))
-        config["out"] = str(Path("runs") / f"{name or 'data'}-{base}")
-    config["out"] = str(config["out"])
-    return config
-
-
-def _file_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
-
-
-class _Run:
-    """One invocation: the settings, the run directory's state and what was decided."""
-
-    def __init__(self, config: dict, force: bool, plan: bool, echo):
-        from tltoolkit.architectures.bases import cache_name, resolve_base
-
-        self.config = config
-        self.echo = echo
-        # An unknown base: one line with close matches; keras:NAME and saved models derive their stages here.
-        self.spec = resolve_base(config["base"], config["image_size"], config["preprocessing"], config["weights"])
-        self.base_id = cache_name(self.spec)  # what the base is, beyond its name (a saved file's hash)
-        size = config["image_size"] or self.spec.default_size
-        self.size = tuple(int(v) for v in (size if isinstance(size, (list, tuple)) else (size, size)))
-        if len(self.size) != 2 or min(self.size) < self.spec.min_size:
-            raise TltoolkitError(f"--image-size {size} does not fit {self.spec.id}: give one size or [height, width], "
-                                 f"at least {self.spec.min_size}")
-        config["image_size"] = list(self.size)  # resolved, as evaluate/predict read it
-        if config["freeze_until"] not in (AUTO, HEAD, NONE, *self.spec.stage_names):
-            # A layer name: checked on the bare architecture now, not after scanning a large folder.
-            from tltoolkit.architectures.bases import build_base
-
-            _freeze_layer_index(config["freeze_until"], self.spec, build_base(self.spec, None, self.size))
-        self.out = Path(config["out"]).expanduser()
-        if self.out.exists() and not self.out.is_dir():
-            raise TltoolkitError(f"--out {self.out} is a file; pass a folder for the run")
-        self.state = rundir.read_json(self.out / "state.json", {"runs": []})
-        self.force, self.plan = force, plan
-
-    # -- the run directory's history ------------------------------------------------------------
-
-    @property
-    def finished_runs(self) -> list[dict]:
-        return [r for r in self.state["runs"] if r["status"] == "finished"]
-
-    def check_compatible(self) -> None:
-        """A re-run may grow the data, not change what the model is; --force starts the folder over."""
-        previous = self.finished_runs[-1] if self.finished_runs else (self.state["runs"] or [None])[-1]
-        if previous is None:
-            if self.out.exists() and any(self.out.iterdir()) and not self.force:
-                raise TltoolkitError(f"--out {self.out} is not empty and holds no finetune run; choose another "
-                                     f"folder or pass --force to replace its contents")
-            return
-        keys = [k for k in IDENTITY if previous["config"].get(k) != self.config.get(k)]
-        changed = [f"{k} {previous['config'].get(k)!r} -> {self.config.get(k)!r}" for k in keys]
-        if "base" not in keys and previous.get("base_id", self.base_id) != self.base_id:
-            changed.append(f"base content {previous['base_id']} -> {self.base_id}")  # a saved .keras rewritten
-        if changed:
-            self._refuse_or_reset(", ".join(changed))
-
-    def check_classes(self, classes) -> None:
-        index = self.old_class_index()
-        lost = sorted(set(index) - set(classes))
-        if lost:
-            self._refuse_or_reset(f"classes {', '.join(lost)} of the earlier run are missing from --data")
-
-    def _refuse_or_reset(self, what: str) -> None:
-        if not self.force:
-            raise TltoolkitError(f"--out {self.out} holds a run that differs ({what}); use another --out, "
-                                 f"or --force to start it over")
-        if self.plan:
-            self.echo(f"--force: would remove the earlier run in {self.out} ({what})")
-            return
-        shutil.rmtree(self.out)
-        self.state = {"runs": []}
-        self.echo(f"--force: removed the earlier run in {self.out} ({what})")
-
-    def old_class_index(self) -> dict:
-        from tltoolkit.data import load_class_index
-
-        path = self.out / "class_index.json"
-        return load_class_index(path) if path.exists() and self.finished_runs else {}
-
-
-def finetune(config: dict, plan: bool = False, force: bool = False, progress: bool = True, echo=None) -> dict:
+def finetune(config, plan: bool = False, force: bool = False, progress: bool = True, echo=None) -> dict:
     """Runs (or with `plan=True` only describes) a fine-tuning run; returns its entry of state.json.
 
-    `config`: the keys of `DEFAULTS` (missing keys take their defaults). Raises `TltoolkitError` (one
-    line) for bad input; nothing in the run directory is half-written.
+    `config`: a mapping of settings (`tltoolkit.training.config.FinetuneConfig`'s fields; missing ones
+    take their defaults) or a `FinetuneConfig`. Raises `TltoolkitError` (one line) for bad input;
+    nothing in the run directory is half-written.
     """
-    echo = echo or (lambda line: print(line, flush=True))
-    config = resolve_config(config)
-    session = _Run(config, force, plan, echo)
+    from tltoolkit.architectures.bases import build_base, cache_name, resolve_base
+    from tltoolkit.data import scan
+    from tltoolkit.errors import TltoolkitError
     from tltoolkit.training import distribute
 
+    echo = echo or (lambda line: print(line, flush=True))
+    config = resolve_config(config)
+    # An unknown base: one line with close matches; keras:NAME and saved models derive their stages here.
+    spec = resolve_base(config.base, config.image_size, config.preprocessing, config.weights)
+    size = tuple(config.image_size or (spec.default_size, spec.default_size))
+    if min(size) < spec.min_size:
+        raise TltoolkitError(f"--image-size {'x'.join(map(str, size))} is too small for {spec.id}: at least "
+                             f"{spec.min_size}")
+    config = config.replace(image_size=list(size))  # resolved once, as evaluate/predict read it
+    if config.freeze_until not in (AUTO, HEAD, NONE, *spec.stage_names):
+        # A layer name: checked on the bare architecture now, not after scanning a large folder.
+        resolve_freeze(config.freeze_until, spec, build_base(spec, None, size))
+    state = rundir.RunState(Path(config.out).expanduser(), echo, force, plan)
     # Before any TensorFlow op: multi-worker collectives must be configured at start-up.
-    strategy = None if plan else distribute.make_strategy(config["strategy"])
+    strategy = None if plan else distribute.make_strategy(config.strategy)
+    base_id = cache_name(spec)  # what the base is, beyond its name (a saved file's hash)
     if distribute.is_chief():  # other workers follow the chief's run directory
-        session.check_compatible()
-
-    from tltoolkit.data import scan
+        state.check_compatible(config.to_json(), IDENTITY, base_id)
 
     # The previous runs' splits win: images seen before never change split, small classes included.
-    snapshot = session.out / "snapshot.parquet"
-    result = scan(config["data"], config["val_split"], class_index=session.old_class_index() or None,
+    snapshot = state.out / "snapshot.parquet"
+    result = scan(config.data, config.val_split, class_index=state.old_class_index() or None,
                   splits_from=snapshot if snapshot.exists() else None)
     if distribute.is_chief():
-        session.check_classes(result.source_classes)
-    if not session.state["runs"]:  # --force may have cleared the folder: scan again without the old index
-        result = scan(config["data"], config["val_split"])
-    return _train(session, result, strategy, plan, progress)
+        state.check_classes(result.source_classes)
+    if not state.runs:  # --force may have cleared the folder: scan again without the old index
+        result = scan(config.data, config.val_split)
+    return _Training(config, spec, size, base_id, state, result, strategy, progress, echo).run(plan)
 
 
-def _decide(config, spec, train_counts, base) -> Decision:
-    """What trains. `--freeze-until` takes a stage, head, none, auto or a layer of `base` (the built
-    base) after which the frozen part's output is one tensor: that layer and all after it train."""
-    from tltoolkit.architectures.stages import spec_stage_ranges
+class _Training:
+    """One invocation after its checks: the data, the base, and the run being written."""
 
-    per_class = int(train_counts.min())
-    until = config["freeze_until"]
-    if until == AUTO:
-        return choose_stages(per_class, spec.stage_names, config["policy_thresholds"])
-    index = _freeze_layer_index(until, spec, base)
-    if index is None:
-        trained = stages_from(until, spec.stage_names)
-        what = f"{' and '.join(trained)} and the head" if trained else "the head only"
-    else:
-        trained = tuple(r.name for r in spec_stage_ranges(base, spec) if r.name in spec.stage_names and r.stop > index)
-        what = f"layer {until} on (in {' and '.join(trained)}) and the head"
-    return Decision(until, trained, f"--freeze-until {until}: training {what} ({per_class:,} images/class)")
+    def __init__(self, config: FinetuneConfig, spec, size, base_id, state, result, strategy, progress, echo):
+        from tltoolkit.training import distribute
 
+        self.config, self.spec, self.size, self.base_id = config, spec, size, base_id
+        self.state, self.result, self.strategy, self.progress, self.echo = state, result, strategy, progress, echo
+        self.out = state.out
+        self.chief = distribute.is_chief()
+        self.class_names = result.class_names
+        self.num_classes = len(self.class_names)
+        self.usable = result.usable()
+        self.train_table, self.val_table = result.usable("train"), result.usable("validation")
+        self.has_val = len(self.val_table) > 0
+        self.train_counts = self.train_table.groupby("label").size().reindex(self.class_names, fill_value=0)
+        runs = state.runs
+        self.resuming = bool(runs) and runs[-1]["status"] == "running"
+        self.number = runs[-1]["run"] if self.resuming else len(runs) + 1
+        self.previous = state.finished_runs[-1] if state.finished_runs else None
+        self.old_classes = list(state.old_class_index())
+        self.new_classes = [c for c in self.class_names if c not in self.old_classes] if self.previous else []
+        # The base as the last finished run left it (fine-tuned or not): its features are the ones to cache.
+        base_file = self.out / "base.weights.h5"
+        self.refined_base = bool(self.previous and self.previous.get("base_trained") and base_file.exists())
+        self.weights = str(base_file) if self.refined_base else (None if config.weights == "none" else config.weights)
+        self.pretrained = self.weights is not None
+        self.head_options = dict(hidden=list(config.hidden), pooling=config.pooling)
 
-def _freeze_layer_index(until: str, spec, base) -> int | None:
-    """None for a stage or keyword; for a layer name of `base`, its index, once the frozen part before
-    it ends in one tensor; otherwise a one-line error listing what is valid."""
-    from tltoolkit.architectures.stages import check_cut_layer
+    # -- the run ------------------------------------------------------------------------------------------
 
-    if until in (AUTO, HEAD, NONE, *spec.stage_names):
-        return None
-    if _layer_index(base, until) is None:
-        valid = ", ".join((AUTO, HEAD, NONE, *spec.stage_names))
-        raise TltoolkitError(f"unknown stage {until!r} for {spec.id}; valid: {valid}, or a layer name "
-                             f"(`tltoolkit layers {spec.id} --all-layers`)")
-    return check_cut_layer(base, until, starts=True)  # the frozen part must end in one tensor
+    def run(self, plan: bool) -> dict:
+        from tltoolkit.cache import FeatureCache
+        from tltoolkit.extract import feature_extractor
+        from tltoolkit.training import phases
 
+        config = self.config
+        pooling = config.pooling if config.pooling in ("avg", "max") else None
+        self.extractor = feature_extractor(self.spec, weights=self.weights, image_size=self.size,
+                                           layer=self.spec.stage_names[-1], pooling=pooling, resize=config.resize,
+                                           seed=config.seed)
+        self.recipe = phases.recipe_for(config, self.pretrained)
+        self.decision, measure = self._decide()
+        cache = FeatureCache(self.extractor.spec, config.cache_dir)
+        misses = len(cache.missing(self.usable["sha256"]))
+        self.notes = [f"data: {len(self.train_table)} training and {len(self.val_table)} validation images in "
+                      f"{self.num_classes} classes (smallest class: {int(self.train_counts.min())} training images)",
+                      f"policy: {self.decision.reason}"]
+        if self.decision.trained_stages or measure:
+            self.notes.append(f"phase 2: {self.recipe.describe()}: {self.recipe.why}")
+        if self.new_classes:
+            self.notes.append(f"new classes {', '.join(self.new_classes)}: the head grows from "
+                              f"{len(self.old_classes)} to {self.num_classes} outputs, the old classes keep their weights")
+        if self.previous:
+            self.notes.append(f"warm start from run {self.previous['run']}'s model"
+                              + (" (its fine-tuned base re-extracts the features)" if self.refined_base else ""))
+        if self.resuming:
+            self.notes.append(f"resuming run {self.number}, which was interrupted")
+        if plan:
+            from tltoolkit.training.plan import describe
 
-def _layer_index(model, name: str) -> int | None:
-    return next((i for i, layer in enumerate(model.layers) if layer.name == name and i > 0), None)
+            return describe(self, misses, measure)
+        for line in self.notes:
+            self.echo(line)
+        self.entry = {"run": self.number, "status": "running", "config": config.to_json(), "base_id": self.base_id,
+                      "replicas": self.strategy.num_replicas_in_sync, "chief": self.chief,
+                      "decision": self.decision.freeze_until, "trained_stages": list(self.decision.trained_stages),
+                      "recipe": self.recipe.name, "notes": self.notes, "phases": []}
+        if self.chief:
+            (self.out / "plots").mkdir(parents=True, exist_ok=True)
+            self.state.runs[:] = [*(self.state.runs[:-1] if self.resuming else self.state.runs), self.entry]
+            self.state.save()
+        self.metrics = rundir.Metrics(self.out / "metrics.csv")
 
+        import keras
 
-def _train(session: _Run, result, strategy, plan: bool, progress: bool) -> dict:
-    import keras
+        keras.utils.set_random_seed(int(config.seed))
+        head, phase1, phase1_cost = self._phase1()
+        best = {"until": HEAD, "score": phase1, "weights": None, "seconds": phase1_cost}
+        if measure:
+            best = self._measure(head, phase1, phase1_cost)
+        elif self.decision.trained_stages and config.fine_tune_epochs > 0:
+            result = self._phase2(head, self.decision)
+            if _better(result["score"], phase1, config.monitor):
+                best = result
+            else:
+                self.entry["phases"][-1]["summary"] += "; worse than phase 1 on validation: phase 1's model is kept"
+        for phase in self.entry["phases"]:
+            phase["kept"] = phase.get("trial", HEAD) == best["until"]
+        self._finish(head, best)
+        return self.entry
 
-    from tltoolkit.architectures import load_model
-    from tltoolkit.cache import FeatureCache, cached_dataset
-    from tltoolkit.extract import extract_features, feature_extractor
-    from tltoolkit.heads import class_weights, copy_head_weights, head_model, transfer_head
-    from tltoolkit.training import distribute, phases
+    def _decide(self) -> tuple[Decision, bool]:
+        """(what trains, whether auto measures candidates). The measured choice replaces the decision later."""
+        config, spec = self.config, self.spec
+        per_class = int(self.train_counts.min())
+        if config.freeze_until != AUTO:
+            return resolve_freeze(config.freeze_until, spec, self.extractor.base), False
+        if self.recipe.name == "scratch":
+            return resolve_freeze(NONE, spec, self.extractor.base, f"auto, {self.recipe.why}"), False
+        until, why = prior_freeze_point(per_class, spec.stage_names, config.policy_thresholds)
+        if not self.has_val:
+            why = f"auto without validation images to measure on, by the rule of thumb ({why})"
+        elif config.policy_budget <= 0 or config.fine_tune_epochs <= 0:
+            why = f"auto without a budget to measure in, by the rule of thumb ({why})"
+        else:
+            tried = ", ".join(candidates(spec.stage_names))
+            return Decision(AUTO, (), None, f"auto: trying {tried} on validation within {config.policy_budget:g}x "
+                                            f"phase 1's cost (the rule of thumb would say {until}: {why})"), True
+        return resolve_freeze(until, spec, self.extractor.base, why), False
 
-    config, spec, out, echo = session.config, session.spec, session.out, session.echo
-    chief = distribute.is_chief()
-    class_names = result.class_names
-    num_classes = len(class_names)
-    usable = result.usable()
-    train_table, val_table = result.usable("train"), result.usable("validation")
-    train_counts = train_table.groupby("label").size().reindex(class_names, fill_value=0)
-    runs = session.state["runs"]
-    resuming = bool(runs) and runs[-1]["status"] == "running"
-    number = runs[-1]["run"] if resuming else len(runs) + 1
-    previous = session.finished_runs[-1] if session.finished_runs else None
-    old_classes = list(session.old_class_index())
-    new_classes = [c for c in class_names if c not in old_classes] if previous else []
+    # -- phase 1 ------------------------------------------------------------------------------------------
 
-    # The base as the last finished run left it (fine-tuned or not): its features are the ones to cache.
-    base_file = out / "base.weights.h5"
-    weights = str(base_file) if previous and previous.get("base_trained") and base_file.exists() else (
-        None if config["weights"] == "none" else config["weights"])
-    head_options = dict(hidden=config["hidden"], dropout=config["dropout"], pooling=config["pooling"],
-                        l2=config["l2"])
-    pooling = config["pooling"] if config["pooling"] in ("avg", "max") else None
-    extractor = feature_extractor(spec, weights=weights, image_size=session.size, layer=spec.stage_names[-1],
-                                  pooling=pooling, resize=config["resize"], seed=config["seed"])
-    decision = _decide(config, spec, train_counts, extractor.base)
-    cache = FeatureCache(extractor.spec, config["cache_dir"])
-    misses = len(cache.missing(usable["sha256"]))
+    def _phase1(self):
+        """The head on cached features: (the Keras head, its validation score, phase 1's cost in seconds:
+        one forward pass over the training images plus the sweep)."""
+        from tltoolkit.extract import extract_features
+        from tltoolkit.heads import dense_layers, head_model, set_standardisation, transfer_head
+        from tltoolkit.training.head import fit_head, sweep_settings
 
-    notes = [f"data: {len(train_table)} training and {len(val_table)} validation images in {num_classes} classes "
-             f"(smallest class: {int(train_counts.min())} training images)",
-             f"policy: {decision.reason}"]
-    if new_classes:
-        notes.append(f"new classes {', '.join(new_classes)}: the head grows from {len(old_classes)} to "
-                     f"{num_classes} outputs, the old classes keep their weights")
-    if previous:
-        notes.append(f"warm start from run {previous['run']}'s model"
-                     + (" (its fine-tuned base re-extracts the features)" if weights == str(base_file) else ""))
-    if resuming:
-        notes.append(f"resuming run {number}, which was interrupted")
+        config = self.config
+        started = time.perf_counter()
+        cache, stats = extract_features(self.usable, self.extractor, config.cache_dir, config.batch_size,
+                                        progress=self.progress)
+        self.extracted = stats.computed
+        self._note(f"features: computed {stats.computed} of {stats.images} images ({stats.images - stats.computed} "
+                   f"from the cache) in {time.perf_counter() - started:.1f} s")
+        train_x, train_y = self._cached(cache, self.train_table)
+        val_x, val_y = self._cached(cache, self.val_table) if self.has_val else (None, None)
+        init = self._previous_head()
+        self.metrics.drop(self.number, 1)
+        settings = sweep_settings(config.l2, config.dropout, config.learning_rate, config.hidden)
+        weights = self._class_weights()
+        fit = None
+        if config.epochs > 0:
+            self.echo(f"phase 1: the head on cached features, {len(settings)} settings, up to {config.epochs} epochs")
+            fit = fit_head(train_x, train_y, val_x, val_y, self.num_classes, settings, config.hidden,
+                           epochs=config.epochs, patience=config.head_patience,
+                           label_smoothing=config.label_smoothing, class_weight=weights, monitor=config.monitor,
+                           seed=config.seed, init=init)
+        chosen = fit.chosen.setting if fit else None
+        head = head_model(self.extractor.feature_shape, self.num_classes, dropout=chosen.dropout if chosen else 0.0,
+                          l2=chosen.l2 if chosen else 0.0, **self.head_options)
+        if fit:
+            set_standardisation(head, fit.mean, fit.variance)
+            for layer, (kernel, bias) in zip(dense_layers(head), fit.weights):
+                layer.set_weights([kernel, bias])
+        elif self.previous_model is not None:
+            transfer_head(self.previous_model, head)
+        score = _score(head, val_x, val_y) if self.has_val else None
+        seconds = fit.seconds if fit else 0.0
+        cost = self._forward_seconds() * len(self.train_table) + seconds
+        summary = _phase_line(1, "head on cached features", score, seconds)
+        if fit:
+            summary += f"; chosen {chosen} on {fit.scored_on.split(' (')[0]}; {fit.stopped}"
+            self.entry.update(head_sweep=fit.table(), head_scored_on=fit.scored_on, head_setting=str(chosen))
+            if self.chief:  # one row: the chosen setting at its best epoch
+                train_score = _score(head, train_x, train_y)
+                self.metrics.record(self.number, 1, fit.chosen.best_epoch - 1, {
+                    "loss": train_score[0], "accuracy": train_score[1], "learning_rate": chosen.learning_rate,
+                    **({"val_loss": score[0], "val_accuracy": score[1]} if score else {})})
+        self.entry["phases"].append({"phase": 1, "trial": HEAD, "seconds": round(seconds, 2), **_scores(score),
+                                     "summary": summary})
+        self.echo(summary)
+        return head, score, cost
 
-    if plan:
-        return _plan(session, extractor, decision, notes, misses, len(usable), len(train_table))
+    def _cached(self, cache, table):
+        located, features = cache.features(table)
+        return features, table["label_id"].to_numpy()
 
-    for line in notes:
-        echo(line)
-    entry = {"run": number, "status": "running", "config": config, "base_id": session.base_id,
-             "replicas": strategy.num_replicas_in_sync,
-             "chief": chief, "decision": decision.freeze_until,
-             "trained_stages": list(decision.trained_stages), "notes": notes, "phases": []}
-    if chief:
-        (out / "plots").mkdir(parents=True, exist_ok=True)
-        runs[:] = [*(runs[:-1] if resuming else runs), entry]
-        rundir.write_json(out / "state.json", session.state)
-    metrics = rundir.Metrics(out / "metrics.csv")
+    def _class_weights(self):
+        from tltoolkit.heads import class_weights
 
-    def recorder(phase):
-        def record(epoch, logs):
-            if chief:
-                metrics.record(number, phase, epoch, logs)
-        return record
+        if self.config.class_weight != AUTO:
+            return None
+        return class_weights([int(self.train_counts[name]) for name in self.class_names])
 
-    started = time.perf_counter()
-    cache, stats = extract_features(usable, extractor, config["cache_dir"], config["batch_size"], progress=progress)
-    notes.append(f"features: computed {stats.computed} of {stats.images} images ({stats.images - stats.computed} "
-                 f"from the cache) in {time.perf_counter() - started:.1f} s")
-    echo(notes[-1])
+    def _previous_head(self):
+        """The previous run's head as (kernel, bias) pairs to start from (grown for new classes), or None
+        when its shape does not fit (another pooling, a head from before standardisation)."""
+        from tltoolkit.architectures import load_model
+        from tltoolkit.heads import NORMALIZATION, dense_layers, grow_predictions, head_layers
+        from tltoolkit.training.phases import find_classifier
 
-    has_val = len(val_table) > 0
-    weights_by_class = None
-    if config["class_weight"] == AUTO:
-        weights_by_class = class_weights([int(train_counts[name]) for name in class_names])
-    verbose = 1 if progress else 0
-    log_dir = out / "logs" if chief else None
-    seed = int(config["seed"])
-    keras.utils.set_random_seed(seed)
+        self.previous_model = None
+        if not (self.previous and (self.out / "model.keras").exists()):
+            return None
+        self.previous_model = find_classifier(load_model(self.out / "model.keras"))
+        if NORMALIZATION not in [layer.name for layer in head_layers(self.previous_model)]:
+            return None
+        pairs = [layer.get_weights() for layer in dense_layers(self.previous_model)]
+        kernel, bias = pairs[-1]
+        fresh = np.zeros((kernel.shape[0], self.num_classes), "float32"), np.zeros(self.num_classes, "float32")
+        pairs[-1] = grow_predictions(kernel, bias, *fresh)
+        return pairs
 
-    def prepared(dataset):
-        return distribute.shard_by_data(phases.one_hot(dataset, num_classes))
+    def _forward_seconds(self) -> float:
+        """The extractor's forward pass per image, timed on one batch (traced first)."""
+        import tensorflow as tf
 
-    previous_model = None
-    if previous and (out / "model.keras").exists():
-        previous_model = phases.find_classifier(load_model(out / "model.keras"))
+        if not hasattr(self, "_per_image"):
+            batch = tf.zeros((int(self.config.batch_size), *self.size, 3))
+            self.extractor(batch)
+            tic = time.perf_counter()
+            self.extractor(batch)
+            self._per_image = (time.perf_counter() - tic) / int(self.config.batch_size)
+        return self._per_image
 
-    # -- phase 1: the head on cached features ---------------------------------------------------------
-    with strategy.scope():
-        head = head_model(extractor.feature_shape, num_classes, **head_options)
-        if previous_model is not None:
-            transfer_head(previous_model, head)
-        phases.compile_model(head, config["learning_rate"], config["label_smoothing"], config["jit"])
-    metrics.drop(number, 1)
-    phase1_seconds = 0.0
-    if int(config["epochs"]) > 0:
-        steps = head_steps_per_epoch(len(train_table), config)
-        echo(f"phase 1: the head on cached features, {_head_epochs(config, steps)}")
-        train = prepared(cached_dataset(cache, train_table, config["batch_size"], shuffle=True, seed=seed,
-                                        repeat=steps is not None))
-        val = prepared(cached_dataset(cache, val_table, config["batch_size"], shuffle=False)) if has_val else None
-        callbacks = phases.training_callbacks(has_val, int(config["patience"]), config["monitor"], recorder(1),
-                                              log_dir and log_dir / f"run{number}-phase1")
+    # -- phase 2 ------------------------------------------------------------------------------------------
+
+    def _measure(self, head, phase1, phase1_cost) -> dict:
+        """--freeze-until auto: each candidate freeze point trained and scored on validation, cheapest
+        first, until the budget is spent; the best is kept and the decision says what was measured."""
+        from tltoolkit.training.phases import recipe_for
+
+        budget = self.config.policy_budget * phase1_cost
+        end = time.monotonic() + budget
+        best = {"until": HEAD, "score": phase1, "weights": None, "seconds": phase1_cost, "recipe": "-"}
+        tried, skipped = [best], []
+        points = candidates(self.spec.stage_names)[1:]
+        for i, until in enumerate(points):
+            left = end - time.monotonic()
+            if left <= 0:
+                skipped.append(until)
+                continue
+            # Each candidate gets an equal share of what is left (one that stops early leaves time to the
+            # next); the last trains every layer at one rate: with enough data the weights only initialise.
+            recipe = self.recipe if until != NONE else recipe_for(self.config.replace(recipe="scratch"), True)
+            deadline = time.monotonic() + left / (len(points) - i)
+            tried.append(self._phase2(head, resolve_freeze(until, self.spec, self.extractor.base), deadline, recipe))
+            if _better(tried[-1]["score"], best["score"], self.config.monitor, strictly=True):
+                best["weights"] = None  # only the best so far keeps its weights
+                best = tried[-1]
+            else:
+                tried[-1]["weights"] = None
+        monitor = self.config.monitor
+        rows = [{"freeze_until": r["until"], "recipe": r["recipe"], "val_loss": round(r["score"][0], 4),
+                 "val_accuracy": round(r["score"][1], 4), "seconds": round(r["seconds"], 1),
+                 "stopped": r.get("stopped", "phase 1"), "kept": "yes" if r is best else ""} for r in tried]
+        rows += [{"freeze_until": u, "stopped": "not tried: the budget was spent", "kept": ""} for u in skipped]
+        self.entry["trials"] = rows
+        scores = ", ".join(f"{r['until']} {r['score'][1]:.3f} ({r['seconds']:.0f} s)" for r in tried)
+        why = (f"auto, measured on validation within {self.config.policy_budget:g}x phase 1's cost ({budget:.0f} s): "
+               f"{scores}" + (f"; not tried: {', '.join(skipped)}" if skipped else "") +
+               f" -> {best['until']}: the best {monitor}")
+        self.decision = resolve_freeze(best["until"], self.spec, self.extractor.base, why)
+        self.entry.update(decision=self.decision.freeze_until, trained_stages=list(self.decision.trained_stages))
+        self._note(f"policy: {self.decision.reason}")
+        return best
+
+    def _phase2(self, head, decision: Decision, deadline: float | None = None, recipe=None) -> dict:
+        """The full model from the phase-1 head with `decision`'s stages unfrozen, trained with `recipe`
+        (default: the run's); returns {until, recipe, score, weights (the classifier's), seconds, stopped}."""
+        import keras
+
+        from tltoolkit.architectures.preprocessing import preprocessing_layer
+        from tltoolkit.architectures.stages import trainable_count
+        from tltoolkit.augment import augmentation
+        from tltoolkit.cache import cached_dataset
+        from tltoolkit.heads import copy_head_weights
+        from tltoolkit.training import phases
+
+        config, strategy, until = self.config, self.strategy, decision.freeze_until
+        recipe = recipe or self.recipe
         tic = time.perf_counter()
-        phases.fit(head, strategy, train, validation_data=val, epochs=int(config["epochs"]), callbacks=callbacks,
-                   class_weight=weights_by_class, verbose=verbose, steps_per_epoch=steps)
-        phase1_seconds = time.perf_counter() - tic
-
-    # -- the full model, starting from the phase-1 head -----------------------------------------------
-    if config["mixed_precision"]:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+        # The scratch recipe starts a fresh head (no standardisation, no L2), as a plain training loop
+        # does: features trained in batch-statistics mode move far from those the phase-1 head was fit on.
+        scratch = recipe.name == "scratch"
+        options = {**self.head_options, "dropout": 0.0, "l2": 0.0} if scratch else self._head_options(head)
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            with strategy.scope():
+                base = _fresh_base(self.extractor.base)
+                aug = augmentation(config.augment, image_size=self.size, seed=config.seed)
+                training, inference, classifier = phases.full_model(
+                    base, aug, preprocessing_layer(self.spec.preprocessing, channels=self.spec.channels), self.size,
+                    self.num_classes, options, recipe.bn)
+                if not scratch:
+                    copy_head_weights(head, classifier)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
         with strategy.scope():
-            base = _fresh_base(extractor.base)
-            from tltoolkit.architectures.preprocessing import preprocessing_layer
-            from tltoolkit.augment import augmentation
-
-            aug = augmentation(config["augment"], image_size=session.size, seed=seed)
-            training, inference, classifier = phases.full_model(
-                base, aug, preprocessing_layer(spec.preprocessing, channels=spec.channels), session.size, num_classes, head_options,
-                config["bn"])
-            copy_head_weights(head, classifier)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-    def val_images():
-        return phases.one_hot(_images(val_table, session.size, config, shuffle=False), num_classes)
-
-    phase1 = phases.evaluate(inference, val_images()) if has_val else None
-    entry["phases"].append({"phase": 1, "seconds": round(phase1_seconds, 2), **_scores(phase1),
-                            "summary": _phase_line(1, "head on cached features", phase1, phase1_seconds)})
-    echo(entry["phases"][-1]["summary"])
-
-    # -- phase 2: fine-tune the unfrozen stages -------------------------------------------------------
-    base_trained = False
-    if decision.trained_stages and int(config["fine_tune_epochs"]) > 0:
-        from tltoolkit.architectures.stages import freeze_until, spec_stage_ranges, trainable_count
-
-        ranges = spec_stage_ranges(base, spec)
-        with strategy.scope():
-            freeze_until(base, ranges, decision.freeze_until)
-            phases.apply_bn_policy(base, config["bn"])
-            multipliers = phases.stage_multipliers(base, ranges, decision.trained_stages, config["stage_lr_decay"])
-            steps = max(1, -(-len(train_table) // int(config["batch_size"])))
-            schedule = phases.warmup_cosine(config["fine_tune_learning_rate"], steps * int(config["fine_tune_epochs"]),
-                                            steps * int(config["warmup_epochs"]))
-            phases.compile_model(training, schedule, config["label_smoothing"], config["jit"], multipliers)
-        before = [w.copy() for w in classifier.get_weights()]
-        backup = out / "checkpoints" / f"run{number}-phase2" if chief else Path(_scratch()) / "backup"
-        callbacks = phases.training_callbacks(has_val, int(config["patience"]), config["monitor"], recorder(2),
-                                              log_dir and log_dir / f"run{number}-phase2", backup)
-        echo(f"phase 2: {' + '.join(decision.trained_stages)} + head, up to {config['fine_tune_epochs']} epochs")
-        tic = time.perf_counter()
-        cut = _cut_cache(session, base, decision, weights, usable, progress) if _can_cut(config, spec, decision) else None
+            for i, layer in enumerate(base.layers):
+                layer.trainable = i >= decision.first_trained
+            phases.apply_bn_policy(base, recipe.bn)
+            ranges = [r for r in _ranges(base, self.spec)]
+            multipliers = (phases.stage_multipliers(base, ranges, decision.trained_stages, recipe.stage_lr_decay)
+                           if recipe.stage_lr_decay else None)
+            steps = max(1, -(-len(self.train_table) // int(config.batch_size)))
+            schedule = phases.warmup_cosine(recipe.learning_rate, steps * recipe.epochs, steps * recipe.warmup_epochs)
+            phases.compile_model(training, schedule, config.label_smoothing, config.jit, multipliers)
+        trial = until if self.decision.freeze_until == AUTO else ""
+        backup = (self.out / "checkpoints" / f"run{self.number}-phase2{'-' + trial if trial else ''}" if self.chief
+                  else Path(tempfile.mkdtemp(prefix="tltoolkit-worker-")) / "backup")
+        log_dir = self.out / "logs" / f"run{self.number}-phase2{'-' + trial if trial else ''}" if self.chief else None
+        callbacks = phases.training_callbacks(self.has_val, recipe.patience, config.monitor, self._recorder(2, trial),
+                                              log_dir, backup, deadline)
+        self.echo(f"phase 2: {' + '.join(decision.trained_stages)} + head, {recipe.describe()}")
+        cut = self._cut_cache(base, decision) if self._can_cut(decision) else None
         if cut is None:
             model = training
-            train = prepared(_images(train_table, session.size, config, shuffle=True))
-            val = prepared(_images(val_table, session.size, config, shuffle=False)) if has_val else None
+            train = self._prepared(self._images(self.train_table, shuffle=True))
+            val = self._prepared(self._images(self.val_table, shuffle=False)) if self.has_val else None
         else:
             cut_cache, cut_layer, cut_stats = cut
             with strategy.scope():
-                model, tail_head = _tail_on_cut(base, cut_layer, classifier, num_classes, head_options)
-                phases.compile_model(model, schedule, config["label_smoothing"], config["jit"], multipliers)
-            train = prepared(cached_dataset(cut_cache, train_table, config["batch_size"], shuffle=True, seed=seed))
-            val = prepared(cached_dataset(cut_cache, val_table, config["batch_size"], shuffle=False)) if has_val else None
-            notes.append(f"phase 2 trains from the cached output of {cut_layer} (no augmentation: the frozen "
-                         f"stages give the same output every epoch); computed {cut_stats.computed} of "
-                         f"{cut_stats.images} images")
-            echo(notes[-1])
-        history = phases.fit(model, strategy, train, validation_data=val, epochs=int(config["fine_tune_epochs"]),
-                             callbacks=callbacks, class_weight=weights_by_class, verbose=verbose)
+                model, tail_head = _tail_on_cut(base, cut_layer, classifier, self.num_classes, options)
+                phases.compile_model(model, schedule, config.label_smoothing, config.jit, multipliers)
+            train = self._prepared(cached_dataset(cut_cache, self.train_table, config.batch_size, shuffle=True,
+                                                  seed=config.seed))
+            val = (self._prepared(cached_dataset(cut_cache, self.val_table, config.batch_size, shuffle=False))
+                   if self.has_val else None)
+            self._note(f"phase 2 ({until}) trains from the cached output of {cut_layer} (no augmentation: the frozen "
+                       f"stages give the same output every epoch); computed {cut_stats.computed} of "
+                       f"{cut_stats.images} images")
+        history = phases.fit(model, strategy, train, validation_data=val, epochs=recipe.epochs, callbacks=callbacks,
+                             class_weight=self._class_weights(), verbose=1 if self.progress else 0)
         if cut is not None:
             copy_head_weights(tail_head, classifier)  # the stages are shared; the head is a copy
-        phase2_seconds = time.perf_counter() - tic
-        phase2 = phases.evaluate(inference, val_images()) if has_val else None
-        kept = _better(phase2, phase1, config["monitor"])
-        if not kept:
-            classifier.set_weights(before)
-        base_trained = kept
-        what = f"{' + '.join(decision.trained_stages)} + head, bn {config['bn']}"
-        summary = _phase_line(2, what, phase2, phase2_seconds, len(history.epoch))
-        if not kept:
-            summary += "; worse than phase 1 on validation: phase 1's model is kept"
-        entry["phases"].append({"phase": 2, "seconds": round(phase2_seconds, 2), "kept": kept, **_scores(phase2),
-                                "first_epoch": history.epoch[0] if history.epoch else None,
-                                "trainable_params": trainable_count(model), "summary": summary})
-        echo(summary)
+        seconds = time.perf_counter() - tic
+        score = phases.evaluate(inference, self._val_images()) if self.has_val else None
+        stopped = phases.stop_reason(history, callbacks, recipe.epochs, config.monitor)
+        what = f"{' + '.join(decision.trained_stages)} + head, {recipe.name} recipe"
+        summary = f"{_phase_line(2, what, score, seconds, len(history.epoch))}; {stopped}"
+        self.entry["phases"].append({"phase": 2, "trial": until, "seconds": round(seconds, 2), **_scores(score),
+                                     "first_epoch": history.epoch[0] if history.epoch else None, "stopped": stopped,
+                                     "trainable_params": trainable_count(model), "summary": summary})
+        self.echo(summary)
+        return {"until": until, "recipe": recipe.name, "score": score, "seconds": seconds, "stopped": stopped,
+                "weights": [w.copy() for w in classifier.get_weights()]}
 
-    truth, predicted = phases.predict_labels(inference, val_images()) if has_val else (np.zeros(0), np.zeros(0))
-    entry.update(status="finished", base_trained=bool(base_trained or (previous and previous.get("base_trained"))),
-                 classes=class_names, new_classes=new_classes, extracted=stats.computed)
-    if chief:
-        _write_artefacts(session, result, inference, base, base_trained, metrics, truth, predicted)
-    return entry
+    def _head_options(self, head) -> dict:
+        from tltoolkit.heads import PREDICTIONS
+
+        regularizer = head.get_layer(PREDICTIONS).kernel_regularizer
+        dropouts = [layer.rate for layer in head.layers if hasattr(layer, "rate")]
+        return {**self.head_options, "dropout": dropouts[0] if dropouts else 0.0,
+                "l2": float(regularizer.l2) if regularizer is not None else 0.0}
+
+    def _can_cut(self, decision: Decision) -> bool:
+        """Phase 2 can start from a cache of the last frozen layer's output when nothing random comes
+        before it (no augmentation) and something is frozen."""
+        return (bool(self.config.cut_cache) and self.config.augment == "none" and not self.config.mixed_precision
+                and decision.first_trained is not None and decision.first_trained > _first_weighted(self.extractor.base))
+
+    def _cut_cache(self, base, decision: Decision):
+        """(cache, cut layer, stats) of the output of the layer before the first trained one."""
+        from tltoolkit.extract import cut_layer, extract_features, feature_extractor
+
+        frozen = base.layers[decision.first_trained - 1].name
+        extractor = feature_extractor(self.spec, weights=self.weights, image_size=self.size, layer=frozen,
+                                      resize=self.config.resize, seed=self.config.seed, dtype="float16")
+        cache, stats = extract_features(self.usable, extractor, self.config.cache_dir, self.config.batch_size,
+                                        progress=self.progress)
+        return cache, cut_layer(base, self.spec, frozen), stats
+
+    def _recorder(self, phase: int, trial: str = ""):
+        def record(epoch, logs):
+            if self.chief:
+                self.metrics.record(self.number, phase, epoch, logs, trial)
+        return record
+
+    def _prepared(self, dataset):
+        from tltoolkit.training import distribute, phases
+
+        return distribute.shard_by_data(phases.one_hot(dataset, self.num_classes))
+
+    def _images(self, table, shuffle: bool):
+        from tltoolkit.pipeline import image_dataset
+
+        return image_dataset(table, self.size, int(self.config.batch_size), resize=self.config.resize,
+                             shuffle=shuffle, seed=int(self.config.seed), deterministic=not shuffle)
+
+    def _val_images(self):
+        from tltoolkit.training import phases
+
+        return phases.one_hot(self._images(self.val_table, shuffle=False), self.num_classes)
+
+    def _note(self, line: str) -> None:
+        self.notes.append(line)
+        self.echo(line)
+
+    # -- the result ---------------------------------------------------------------------------------------
+
+    def _finish(self, head, best: dict) -> None:
+        """The kept model (the best phase) into the run directory."""
+        import keras
+
+        from tltoolkit.architectures.preprocessing import preprocessing_layer
+        from tltoolkit.heads import copy_head_weights
+        from tltoolkit.training import phases
+
+        with self.strategy.scope():
+            base = _fresh_base(self.extractor.base)
+            _, inference, classifier = phases.full_model(
+                base, keras.layers.Identity(), preprocessing_layer(self.spec.preprocessing, channels=self.spec.channels),
+                self.size, self.num_classes, self._head_options(head), "frozen")
+        base_trained = best["weights"] is not None
+        if base_trained:
+            classifier.set_weights(best["weights"])
+        else:
+            copy_head_weights(head, classifier)
+        truth, predicted = (phases.predict_labels(inference, self._val_images()) if self.has_val
+                            else (np.zeros(0), np.zeros(0)))
+        self.entry.update(status="finished", base_trained=bool(base_trained or (self.previous and
+                                                                                 self.previous.get("base_trained"))),
+                          kept=best["until"], classes=self.class_names, new_classes=self.new_classes,
+                          extracted=self.extracted)
+        if self.chief:
+            self._write_artefacts(inference, base, base_trained, truth, predicted)
+
+    def _write_artefacts(self, inference, base, base_trained, truth, predicted) -> None:
+        import shutil
+
+        from tltoolkit.data import save_class_index
+        from tltoolkit.training.phases import tensorboard_installed
+
+        out = self.out
+        rundir.write_snapshot(self.usable, out / "snapshot.parquet")
+        save_class_index(self.result.class_index, out / "class_index.json")
+        rundir.write_json(out / "config.json", self.config.to_json())
+        if base_trained:
+            rundir.save_weights(base, out / "base.weights.h5")
+        rundir.save_model(inference, out / "model.keras")
+        rundir.plot_curves(self.metrics.frame, out / "plots" / "curves.png")
+        rundir.plot_confusion(truth, predicted, self.class_names, out / "plots" / "confusion.png")
+        self.state.save()
+        rundir.write_report(out / "report.md", self.state.state, self.result.summary(), self.metrics.frame,
+                            tensorboard_installed())
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 
-def head_steps_per_epoch(train_images: int, config: dict) -> int | None:
-    """Phase 1's steps per epoch when one pass over the data is too few for `min_head_steps` in all
-    (None: an epoch is one pass). A small folder then still gives the head enough optimizer steps
-    (50 images make 2 steps of 32 per pass), at the price of seconds: the features are cached."""
-    passes = -(-train_images // int(config["batch_size"]))
-    wanted = -(-int(config["min_head_steps"]) // max(1, int(config["epochs"])))
-    return wanted if wanted > passes else None
+def _ranges(base, spec):
+    from tltoolkit.architectures.stages import spec_stage_ranges
+
+    return [r for r in spec_stage_ranges(base, spec) if r.name in spec.stage_names]
 
 
-def _head_epochs(config, steps: int | None) -> str:
-    text = f"up to {config['epochs']} epochs"
-    return text + (f" of {steps} steps (min_head_steps {config['min_head_steps']})" if steps else "")
+def _first_weighted(model) -> int:
+    return next(i for i, layer in enumerate(model.layers) if layer.weights)
+
+
+def _score(head, x, y) -> tuple[float, float]:
+    """(cross-entropy, accuracy) of the Keras head on cached features."""
+    probabilities = np.concatenate([np.asarray(head(x[i:i + 4096], training=False), "float64")
+                                    for i in range(0, len(x), 4096)])
+    y = np.asarray(y)
+    loss = -np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-7, 1.0)).mean()
+    return float(loss), float((probabilities.argmax(-1) == y).mean())
 
 
 def _fresh_base(source):
@@ -480,28 +534,6 @@ def _fresh_base(source):
     base = keras.models.clone_model(source)
     base.set_weights(source.get_weights())
     return base
-
-
-def _can_cut(config, spec, decision) -> bool:
-    """Phase 2 can start from a cache of the last frozen stage's (or layer's) output when nothing random
-    comes before it (no augmentation) and something is frozen."""
-    return (bool(config["cut_cache"]) and config["augment"] == "none" and not config["mixed_precision"]
-            and decision.freeze_until not in (HEAD, NONE, spec.stage_names[0]))
-
-
-def _cut_cache(session, base, decision, weights, usable, progress):
-    """(cache, cut layer, stats) of the output of the stage (or layer) before the first trained one."""
-    from tltoolkit.extract import cut_layer, extract_features, feature_extractor
-
-    config, spec, until = session.config, session.spec, decision.freeze_until
-    if until in spec.stage_names:
-        frozen = spec.stage_names[spec.stage_names.index(until) - 1]
-    else:
-        frozen = base.layers[_layer_index(base, until) - 1].name
-    extractor = feature_extractor(spec, weights=weights, image_size=session.size, layer=frozen,
-                                  resize=config["resize"], seed=config["seed"], dtype="float16")
-    cache, stats = extract_features(usable, extractor, config["cache_dir"], config["batch_size"], progress=progress)
-    return cache, cut_layer(base, spec, frozen), stats
 
 
 def _tail_on_cut(base, cut_layer, classifier, num_classes, head_options):
@@ -520,19 +552,6 @@ def _tail_on_cut(base, cut_layer, classifier, num_classes, head_options):
     return keras.Model(inputs, head(features), name="tail_classifier"), head
 
 
-def _images(table, size, config, shuffle: bool):
-    from tltoolkit.pipeline import image_dataset
-
-    return image_dataset(table, size, int(config["batch_size"]), resize=config["resize"], shuffle=shuffle,
-                         seed=int(config["seed"]), deterministic=not shuffle)
-
-
-def _scratch() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="tltoolkit-worker-")
-
-
 def _scores(score) -> dict:
     return {} if score is None else {"val_loss": round(score[0], 4), "val_accuracy": round(score[1], 4)}
 
@@ -543,59 +562,10 @@ def _phase_line(phase: int, what: str, score, seconds: float, epochs: int | None
     return f"phase {phase} ({what}): {result}{ran}, {seconds:.1f} s"
 
 
-def _better(new, old, monitor: str) -> bool:
-    """Whether phase 2's validation score holds or beats phase 1's (always, without validation)."""
+def _better(new, old, monitor: str, strictly: bool = False) -> bool:
+    """Whether `new` (val_loss, val_accuracy) holds (or, `strictly`, beats) `old` (always, without validation)."""
     if new is None or old is None:
         return True
     if monitor == "val_accuracy":
-        return new[1] >= old[1]
-    return new[0] <= old[0] or new[1] > old[1]
-
-
-def _write_artefacts(session, result, inference, base, base_trained, metrics, truth, predicted) -> None:
-    from tltoolkit.data import save_class_index
-
-    out = session.out
-    rundir.write_snapshot(result.usable(), out / "snapshot.parquet")
-    save_class_index(result.class_index, out / "class_index.json")
-    rundir.write_json(out / "config.json", session.config)
-    if base_trained:
-        rundir.save_weights(base, out / "base.weights.h5")
-    rundir.save_model(inference, out / "model.keras")
-    rundir.plot_curves(metrics.frame, out / "plots" / "curves.png")
-    rundir.plot_confusion(truth, predicted, result.class_names, out / "plots" / "confusion.png")
-    summary = result.summary()
-    rundir.write_json(out / "state.json", session.state)
-    from tltoolkit.training.phases import tensorboard_installed
-
-    rundir.write_report(out / "report.md", session.state, summary, metrics.frame, tensorboard_installed())
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-
-
-def _plan(session, extractor, decision, notes, misses, images, train_images) -> dict:
-    """What a run would do, with a rough time: the extractor's forward pass timed on one batch."""
-    import tensorflow as tf
-
-    config = session.config
-    batch = tf.zeros((int(config["batch_size"]), *session.size, 3))
-    extractor(batch)  # trace
-    tic = time.perf_counter()
-    extractor(batch)
-    per_image = (time.perf_counter() - tic) / int(config["batch_size"])
-    fine_tune = bool(decision.trained_stages) and int(config["fine_tune_epochs"]) > 0
-    # Training costs about three forward passes (forward, backward); the head alone is negligible.
-    seconds = misses * per_image + (3 * per_image * train_images * int(config["fine_tune_epochs"]) if fine_tune else 0)
-    lines = [*notes,
-             f"cache: {images - misses} hits, {misses} to extract ({extractor.spec.key()})",
-             f"phase 1: head on cached features, {_head_epochs(config, head_steps_per_epoch(train_images, config))}",
-             (f"phase 2: {' + '.join(decision.trained_stages)} + head, up to {config['fine_tune_epochs']} epochs, "
-              f"bn {config['bn']}" if fine_tune else "phase 2: none (nothing unfrozen)"),
-             f"estimated time: ~{_duration(seconds)} on this machine (rough: forward passes timed on one batch)",
-             f"run directory: {session.out}"]
-    for line in lines:
-        session.echo(line)
-    return {"plan": lines, "decision": decision.freeze_until, "misses": misses, "estimated_seconds": seconds}
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+        return new[1] > old[1] or (new[1] == old[1] and (new[0] < old[0] if strictly else new[0] <= old[0]))
+    return new[0] < old[0] if strictly else (new[0] <= old[0] or new[1] > old[1])

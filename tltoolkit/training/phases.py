@@ -1,5 +1,10 @@
-"""The two phases: the head on cached features (phase 1), then the full model with some stages unfrozen
-(phase 2), and the pieces they share (the full model, the optimizer with per-stage rates, callbacks).
+"""Phase 2's pieces: the recipes, the full model, the optimizer with per-stage rates, callbacks (phase 1,
+the head on cached features, is `head.py`).
+
+Two recipes (`recipe_for`): a pretrained start fine-tunes discriminatively (a low rate, lower again for
+each earlier stage, BatchNorm frozen: a few small batches of a new dataset must not overwrite what
+the base learned); a base that is not pretrained trains from scratch (one rate for every layer,
+BatchNorm statistics and parameters trained, a longer warm-up and more patience).
 
 Phase 2's model is raw uint8 pixels -> augmentation (training only) -> preprocessing -> base -> head.
 With `bn="frozen"` (the default) every BatchNormalization layer of the base is frozen (Keras 3 runs a
@@ -10,6 +15,9 @@ BN layers of the unfrozen stages update their statistics, scale and offset.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import time
 
 import keras
 import numpy as np
@@ -42,6 +50,70 @@ class DiscriminativeAdam(keras.optimizers.Adam):
 
     def get_config(self):
         return {**super().get_config(), "multipliers": self.multipliers}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    name: str  # pretrained | scratch
+    learning_rate: float  # the head's peak rate (and every layer's, for scratch)
+    stage_lr_decay: float | None  # per earlier stage; None: one rate for all layers
+    bn: str  # frozen | train
+    warmup_epochs: int
+    patience: int
+    epochs: int  # at most
+    why: str
+
+    def describe(self) -> str:
+        rates = (f"lr {self.learning_rate:g}, x{self.stage_lr_decay:g} per earlier stage" if self.stage_lr_decay
+                 else f"lr {self.learning_rate:g} for every layer")
+        return f"{self.name} recipe ({rates}, BatchNorm {self.bn}, warm-up {self.warmup_epochs}, up to " \
+               f"{self.epochs} epochs, patience {self.patience})"
+
+
+def recipe_for(config, pretrained: bool) -> Recipe:
+    """The recipe `config.recipe` names, or (auto) the one the start calls for."""
+    name = config.recipe if config.recipe != "auto" else ("pretrained" if pretrained else "scratch")
+    why = (f"--recipe {config.recipe}" if config.recipe != "auto" else
+           "the base is pretrained" if pretrained else "the base is not pretrained (--weights none)")
+    scratch = name == "scratch"
+    bn = config.bn if config.bn != "auto" else ("train" if scratch else "frozen")
+    return Recipe(name, config.fine_tune_learning_rate or (1e-3 if scratch else 1e-4),
+                  None if scratch else config.stage_lr_decay, bn,
+                  max(config.warmup_epochs, 3) if scratch else config.warmup_epochs,
+                  max(config.patience, 20) if scratch else config.patience, config.fine_tune_epochs, why)
+
+
+class Deadline(keras.callbacks.Callback):
+    """Stops training after the epoch that passes `deadline` (time.monotonic()); `hit` says it did."""
+
+    def __init__(self, deadline: float | None):
+        super().__init__()
+        self.deadline, self.hit = deadline, False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.hit = True
+            self.model.stop_training = True
+
+
+def stop_reason(history, callbacks, epochs: int, monitor: str) -> str:
+    """Why a phase-2 fit ended, in words, from its history and callbacks."""
+    ran = len(history.epoch)
+    stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
+    values = history.history.get(stopping.monitor) or []
+    best = (int(np.argmax(values)) if stopping.monitor.endswith("accuracy") else int(np.argmin(values))) + 1 \
+        if values else ran
+    first = history.epoch[0] if history.epoch else 0  # > 0 when BackupAndRestore resumed
+    deadline = next((c for c in callbacks if isinstance(c, Deadline)), None)
+    if deadline is not None and deadline.hit:
+        return f"stopped by the policy's time budget after {first + ran} epochs (best epoch {first + best})"
+    if first + ran >= epochs:
+        still = best == ran and ran > 1
+        return (f"reached the maximum of {epochs} epochs" +
+                (f" with {stopping.monitor} still improving: raise --fine-tune-epochs" if still else
+                 f" (best epoch {first + best})"))
+    return f"early stopping: {stopping.monitor} did not improve for {stopping.patience} epochs " \
+           f"(best epoch {first + best} of {first + ran})"
 
 
 def stage_multipliers(base, ranges, trained_stages, decay: float) -> dict[str, float]:
@@ -118,14 +190,16 @@ class EpochLog(keras.callbacks.Callback):
         self._record(epoch, logs)
 
 
-def training_callbacks(has_validation: bool, patience: int, monitor: str, record, log_dir=None, backup_dir=None):
+def training_callbacks(has_validation: bool, patience: int, monitor: str, record, log_dir=None, backup_dir=None,
+                       deadline: float | None = None):
     """Early stopping with best-weights restore (on validation when there is one), the metrics log,
-    TensorBoard and, for resumable phases, BackupAndRestore."""
+    TensorBoard, an optional deadline and, for resumable phases, BackupAndRestore."""
     monitor = monitor if has_validation else monitor.removeprefix("val_")
     mode = "max" if monitor.endswith("accuracy") else "min"
     callbacks = [EpochLog(record),
                  keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
-                                               restore_best_weights=True)]
+                                               restore_best_weights=True),
+                 Deadline(deadline)]
     if log_dir is not None and tensorboard_installed():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False))
     if backup_dir is not None:

@@ -3,7 +3,8 @@
     config.json        every resolved setting (defaults included), per run in `state.json` too
     class_index.json   class name -> output unit
     snapshot.parquet   each image's sha256, path, label and split, for the latest run
-    metrics.csv        one row per epoch: run, phase, epoch, loss, accuracy, val_loss, val_accuracy, lr
+    metrics.csv        one row per epoch: run, phase, trial (the freeze point tried), epoch, loss,
+                       accuracy, val_loss, val_accuracy, lr
     model.keras        the best model: raw uint8 images of the training size in, probabilities out
     base.weights.h5    the fine-tuned base (the next run extracts its features with it)
     state.json         the runs so far (status, decision, results): a re-run appends, a killed one resumes
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ import pandas as pd
 from tltoolkit.data.files import atomic_path
 from tltoolkit.errors import TltoolkitError
 
-METRIC_COLUMNS = ["run", "phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+METRIC_COLUMNS = ["run", "phase", "trial", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
 
 
 def write_json(path: Path, data) -> None:
@@ -57,14 +59,21 @@ class Metrics:
 
     def __init__(self, path: Path):
         self.path = path
-        self.frame = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=METRIC_COLUMNS)
+        frame = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=METRIC_COLUMNS)
+        self.frame = frame.reindex(columns=METRIC_COLUMNS)  # a run directory from before `trial` existed
+        self.frame["trial"] = self.frame["trial"].astype(object)
 
-    def drop(self, run: int, phase: int) -> None:
-        self.frame = self.frame[~((self.frame["run"] == run) & (self.frame["phase"] == phase))]
+    def drop(self, run: int, phase: int, trial: str = "") -> None:
+        self.frame = self.frame[~self._key(run, phase, trial)]
 
-    def record(self, run: int, phase: int, epoch: int, logs: dict) -> None:
-        row = {"run": run, "phase": phase, "epoch": epoch, **{k: logs.get(k) for k in METRIC_COLUMNS[3:]}}
-        key = (self.frame["run"] == run) & (self.frame["phase"] == phase) & (self.frame["epoch"] == epoch)
+    def _key(self, run, phase, trial):
+        return ((self.frame["run"] == run) & (self.frame["phase"] == phase)
+                & (self.frame["trial"].fillna("") == trial))
+
+    def record(self, run: int, phase: int, epoch: int, logs: dict, trial: str = "") -> None:
+        row = {"run": run, "phase": phase, "trial": trial, "epoch": epoch,
+               **{k: logs.get(k) for k in METRIC_COLUMNS[4:]}}
+        key = self._key(run, phase, trial) & (self.frame["epoch"] == epoch)
         rows = [r for r in (self.frame[~key], pd.DataFrame([row], columns=METRIC_COLUMNS)) if len(r)]
         self.frame = pd.concat(rows, ignore_index=True).astype({"run": int, "phase": int, "epoch": int})
         with atomic_path(self.path) as temporary:
@@ -89,12 +98,13 @@ def plot_curves(metrics: pd.DataFrame, path: Path) -> None:
         for column, style in ((metric, "-"), (f"val_{metric}", "--")):
             if column in frame and frame[column].notna().any():
                 axis.plot(x, frame[column].astype(float), style, marker=".", label=column)
-        starts = frame.index[(frame[["run", "phase"]] != frame[["run", "phase"]].shift()).any(axis=1)]
+        parts = frame[["run", "phase", "trial"]].fillna("")
+        starts = frame.index[(parts != parts.shift()).any(axis=1)]
         for start in starts:
             axis.axvline(start + 0.5, color="grey", linestyle=":", linewidth=1)
-            run, phase = frame.loc[start, ["run", "phase"]]
-            axis.annotate(f"run {run} phase {phase}", (start + 0.6, 0.98), xycoords=("data", "axes fraction"),
-                          fontsize=7, va="top", rotation=90, color="grey")
+            run, phase, trial = parts.loc[start]
+            axis.annotate(f"run {run} phase {phase} {trial}".strip(), (start + 0.6, 0.98),
+                          xycoords=("data", "axes fraction"), fontsize=7, va="top", rotation=90, color="grey")
         axis.set_xlabel("epoch (all phases and runs)")
         axis.set_title(metric)
         axis.legend(fontsize=8)
@@ -147,6 +157,12 @@ def write_report(path: Path, state: dict, summary: pd.DataFrame, metrics: pd.Dat
         for phase in run.get("phases", []):
             lines.append(f"- {phase['summary']}")
         lines.append("")
+        if run.get("head_sweep"):
+            lines += [f"### Phase 1: the head settings tried (scored on {run['head_scored_on']})", "",
+                      markdown_table(pd.DataFrame(run["head_sweep"])), ""]
+        if run.get("trials"):
+            lines += ["### Freeze points tried (--freeze-until auto)", "",
+                      markdown_table(pd.DataFrame(run["trials"])), ""]
     lines += ["## Artefacts", "",
               "| file | what |", "| --- | --- |",
               "| `model.keras` | the best model: uint8 images in, class probabilities out; `tltoolkit.load_model(path)` (or `keras.models.load_model` after `import tltoolkit.architectures`) |",
@@ -160,8 +176,66 @@ def write_report(path: Path, state: dict, summary: pd.DataFrame, metrics: pd.Dat
                "| `logs/` | not written: TensorBoard is not installed (`pip install tensorboard`) |"),
               "| `state.json` | the runs, their decisions and results |", ""]
     if len(metrics):
-        last = metrics.groupby(["run", "phase"]).tail(1)[["run", "phase", "epoch", "loss", "accuracy",
-                                                           "val_loss", "val_accuracy"]]
+        last = metrics.groupby(["run", "phase", metrics["trial"].fillna("")]).tail(1)[
+            ["run", "phase", "trial", "epoch", "loss", "accuracy", "val_loss", "val_accuracy"]]
         lines += ["## Last epoch of each phase", "", markdown_table(last.round(4)), ""]
     with atomic_path(path) as temporary:
         Path(temporary).write_text("\n".join(lines))
+
+
+class RunState:
+    """The run directory's history (`state.json`): which runs finished, and whether this invocation may
+    continue them. A re-run may grow the data, not change what the model is; --force starts over."""
+
+    def __init__(self, out: Path, echo, force: bool, plan: bool):
+        if out.exists() and not out.is_dir():
+            raise TltoolkitError(f"--out {out} is a file; pass a folder for the run")
+        self.out, self.echo, self.force, self.plan = out, echo, force, plan
+        self.state = read_json(out / "state.json", {"runs": []})
+
+    @property
+    def runs(self) -> list[dict]:
+        return self.state["runs"]
+
+    @property
+    def finished_runs(self) -> list[dict]:
+        return [r for r in self.runs if r["status"] == "finished"]
+
+    def check_compatible(self, config: dict, identity, base_id: str) -> None:
+        previous = self.finished_runs[-1] if self.finished_runs else (self.runs or [None])[-1]
+        if previous is None:
+            if self.out.exists() and any(self.out.iterdir()) and not self.force:
+                raise TltoolkitError(f"--out {self.out} is not empty and holds no finetune run; choose another "
+                                     f"folder or pass --force to replace its contents")
+            return
+        keys = [k for k in identity if previous["config"].get(k) != config.get(k)]
+        changed = [f"{k} {previous['config'].get(k)!r} -> {config.get(k)!r}" for k in keys]
+        if "base" not in keys and previous.get("base_id", base_id) != base_id:
+            changed.append(f"base content {previous['base_id']} -> {base_id}")  # a saved .keras rewritten
+        if changed:
+            self._refuse_or_reset(", ".join(changed))
+
+    def check_classes(self, classes) -> None:
+        lost = sorted(set(self.old_class_index()) - set(classes))
+        if lost:
+            self._refuse_or_reset(f"classes {', '.join(lost)} of the earlier run are missing from --data")
+
+    def _refuse_or_reset(self, what: str) -> None:
+        if not self.force:
+            raise TltoolkitError(f"--out {self.out} holds a run that differs ({what}); use another --out, "
+                                 f"or --force to start it over")
+        if self.plan:
+            self.echo(f"--force: would remove the earlier run in {self.out} ({what})")
+            return
+        shutil.rmtree(self.out)
+        self.state = {"runs": []}
+        self.echo(f"--force: removed the earlier run in {self.out} ({what})")
+
+    def old_class_index(self) -> dict:
+        from tltoolkit.data import load_class_index
+
+        path = self.out / "class_index.json"
+        return load_class_index(path) if path.exists() and self.finished_runs else {}
+
+    def save(self) -> None:
+        write_json(self.out / "state.json", self.state)

@@ -1,0 +1,315 @@
+"""Phase 1 as a solved problem: the head on cached features, trained to convergence, its regularisation
+chosen on validation.
+
+On cached features the head is a small problem (for a linear head, a convex one), so phase 1 trains
+every setting of a small sweep at once: K heads stacked in one TensorFlow graph, each with its own
+L2, dropout and learning rate, on features standardised with the training split's statistics. Each
+head trains until its validation score has not improved for `patience` epochs (or `epochs` ran) and
+keeps its best epoch; the best head on validation wins. Its weights go into a Keras head
+(`tltoolkit.heads.head_model`) whose first layer applies the same standardisation, so the exported
+model standardises too.
+
+    fit = fit_head(train_x, train_y, val_x, val_y, num_classes=5, settings=sweep_settings())
+    fit.chosen.setting, fit.table()          # what won, and every trial
+
+Without validation images the sweep is scored on a seeded fifth of the training images, and the
+chosen setting is then trained on all of them for its best number of epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from tltoolkit.errors import TltoolkitError
+
+# The sweep: each flag the user gives fixes its axis. L2 is Keras' kernel_regularizer L2 (lambda * sum w^2
+# added to the mean cross-entropy); on standardised features 1e-5..1e-1 spans "none" to "strong".
+L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+# Dropout is swept for heads with hidden layers only: a linear head's regulariser is its L2 (dropout on
+# its inputs rarely wins there, and costs a mask per feature per image for every setting).
+DROPOUT_GRID = (0.0, 0.5)
+LEARNING_RATE_GRID = (1e-2,)  # Adam on standardised features: fast and stable for every L2 above
+ADAM = (0.9, 0.999, 1e-7)  # beta_1, beta_2, epsilon: Keras' defaults
+MIN_DELTA = 1e-4  # an epoch improves on the best when its score (loss, or 1 - accuracy) is lower by more
+HOLDOUT = 0.2  # the fraction of training images that scores the sweep when there is no validation split
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSetting:
+    l2: float
+    dropout: float
+    learning_rate: float
+
+    def __str__(self) -> str:
+        return f"l2 {self.l2:g}, dropout {self.dropout:g}, lr {self.learning_rate:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    setting: HeadSetting
+    val_loss: float  # at the best epoch
+    val_accuracy: float
+    best_epoch: int  # 1-based
+    epochs: int  # epochs it trained before it stopped
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadFit:
+    trials: tuple[Trial, ...]
+    chosen: Trial
+    weights: tuple[tuple[np.ndarray, np.ndarray], ...]  # (kernel, bias) of each Dense layer, in order
+    mean: np.ndarray  # the standardisation: training-split statistics
+    variance: np.ndarray
+    scored_on: str  # "validation" or the holdout it used
+    stopped: str  # why phase 1 stopped, one sentence
+    seconds: float
+
+    def table(self) -> list[dict]:
+        """One row per trial (the report's sweep table), the chosen one marked."""
+        return [{"l2": t.setting.l2, "dropout": t.setting.dropout, "learning_rate": t.setting.learning_rate,
+                 "val_loss": round(t.val_loss, 4), "val_accuracy": round(t.val_accuracy, 4),
+                 "best_epoch": t.best_epoch, "epochs": t.epochs, "chosen": "yes" if t is self.chosen else ""}
+                for t in self.trials]
+
+
+def sweep_settings(l2: float | None = None, dropout: float | None = None, learning_rate: float | None = None,
+                   hidden: Sequence[int] = ()) -> list[HeadSetting]:
+    """Every combination of the grids, with a given value fixing its axis."""
+    dropouts = DROPOUT_GRID if hidden else (0.0,)
+    axes = [(v,) if v is not None else grid for v, grid in
+            ((l2, L2_GRID), (dropout, dropouts), (learning_rate, LEARNING_RATE_GRID))]
+    return [HeadSetting(float(a), float(b), float(c)) for a, b, c in itertools.product(*axes)]
+
+
+def standardisation(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and variance of the training features. A feature that (almost) never varies on
+    the training images (a ReLU unit that stays 0) gets a typical variance instead of ~0: divided by
+    ~0, one unseen activation would swamp every other feature."""
+    mean = features.mean(0, dtype="float64")
+    variance = features.var(0, dtype="float64")
+    typical = max(float(variance.mean()), 1e-12) if variance.size else 1.0
+    variance = np.where(variance < 1e-2 * typical, typical, variance)
+    return mean.astype("float32"), variance.astype("float32")
+
+
+def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None, val_y: np.ndarray | None,
+             num_classes: int, settings: Sequence[HeadSetting], hidden: Sequence[int] = (), *, epochs: int = 500,
+             patience: int = 20, label_smoothing: float = 0.0, class_weight=None, monitor: str = "val_loss",
+             seed: int = 0, init=None) -> HeadFit:
+    """Trains one head per setting on (standardised) `train_x` vectors and keeps the best on validation.
+
+    `train_y`/`val_y`: class ids. `class_weight`: {class id: weight} or None. `init`: (kernel, bias)
+    pairs to start every head from (a previous run's head, grown for new classes), or None. Batches
+    are a tenth of the training images (8 to 256): an epoch is about ten steps, or more for large folders.
+    """
+    if not settings:
+        raise TltoolkitError("the head sweep has no settings to try")
+    tic = time.perf_counter()
+    train_x = _vectors(train_x)
+    mean, variance = standardisation(train_x)
+    scale = 1.0 / np.sqrt(variance)
+    standard = lambda x: ((_vectors(x) - mean) * scale).astype("float32")  # noqa: E731
+    train_y = np.asarray(train_y, "int32")
+    weights = None if class_weight is None else np.array([class_weight.get(c, 1.0) for c in range(num_classes)],
+                                                         "float32")
+    batch_size = min(256, max(8, len(train_x) // 10))
+    options = dict(num_classes=num_classes, hidden=tuple(int(h) for h in hidden), batch_size=batch_size,
+                   label_smoothing=label_smoothing, class_weight=weights, seed=seed, init=init)
+    if val_x is not None and len(val_x):
+        scored_on = "validation"
+        fit_x, fit_y, score_x, score_y = standard(train_x), train_y, standard(val_x), np.asarray(val_y, "int32")
+    else:
+        held = _holdout(train_y, seed)
+        if held.all() or not held.any():
+            raise TltoolkitError("too few training images to choose the head's setting without validation images; "
+                                 "add images, or pass --l2, --dropout and --learning-rate to fix the setting")
+        scored_on = f"a held-out {HOLDOUT:.0%} of the training images (no validation split)"
+        x = standard(train_x)
+        fit_x, fit_y, score_x, score_y = x[~held], train_y[~held], x[held], train_y[held]
+    run = _Sweep(fit_x.shape[1], settings, **options)
+    trials, best = run.train(fit_x, fit_y, score_x, score_y, epochs, patience, monitor)
+    chosen = min(trials, key=lambda t: _rank(t, monitor))
+    k = trials.index(chosen)
+    if scored_on == "validation":
+        params = [(w[k], b[k]) for w, b in best]
+    else:  # the chosen setting again, on every training image, for its best number of epochs
+        refit = _Sweep(fit_x.shape[1], [chosen.setting], **options)
+        refit.train(standard(train_x), train_y, None, None, chosen.best_epoch, patience, monitor)
+        params = [(w[0], b[0]) for w, b in refit.current()]
+    longest = max(t.epochs for t in trials)
+    stopped = (f"every setting stopped improving on {scored_on.split(' (')[0]} for {patience} epochs "
+               f"(the longest trained {longest})" if longest < epochs else
+               f"reached the maximum of {epochs} epochs with some settings still improving: raise --epochs")
+    return HeadFit(tuple(trials), chosen, tuple(params), mean, variance, scored_on, stopped,
+                   time.perf_counter() - tic)
+
+
+def _rank(trial: Trial, monitor: str):
+    # Ties (common in accuracy on a small validation split) go to the lower loss, then the stronger L2.
+    first = -trial.val_accuracy if monitor == "val_accuracy" else trial.val_loss
+    return (first, trial.val_loss, -trial.setting.l2, trial.setting.dropout)
+
+
+def _vectors(x) -> np.ndarray:
+    x = np.asarray(x, "float32")
+    return x.reshape(len(x), -1)
+
+
+def _holdout(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded, per-class HOLDOUT share of the images (at least one of each class that has two)."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), bool)
+    for label in np.unique(labels):
+        where = np.flatnonzero(labels == label)
+        if len(where) >= 2:
+            held[rng.choice(where, max(1, round(HOLDOUT * len(where))), replace=False)] = True
+    return held
+
+
+class _Sweep:
+    """K heads (one per setting) as stacked variables, trained together with Adam in one graph."""
+
+    def __init__(self, features: int, settings, num_classes, hidden, batch_size, label_smoothing, class_weight,
+                 seed, init):
+        import tensorflow as tf
+
+        self.settings = list(settings)
+        k = len(self.settings)
+        self.batch_size, self.num_classes = int(batch_size), num_classes
+        self.label_smoothing = float(label_smoothing)
+        self.class_weight = None if class_weight is None else tf.constant(class_weight)
+        self.l2 = tf.constant([s.l2 for s in self.settings], tf.float32)
+        self.keep = tf.constant([1.0 - s.dropout for s in self.settings], tf.float32)
+        self.dropout = any(s.dropout for s in self.settings)
+        self.learning_rate = tf.constant([s.learning_rate for s in self.settings], tf.float32)
+        rng = np.random.default_rng(seed)
+        sizes = [features, *hidden, num_classes]
+        self.params = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            if init is not None:
+                kernel, bias = (np.broadcast_to(np.asarray(v, "float32"), (k, *np.shape(v))) for v in init[i])
+            elif i == len(sizes) - 2 and not hidden:
+                kernel, bias = np.zeros((k, fan_in, fan_out), "float32"), np.zeros((k, fan_out), "float32")
+            else:  # Glorot uniform, as Keras' Dense
+                limit = math.sqrt(6.0 / (fan_in + fan_out))
+                kernel = rng.uniform(-limit, limit, (k, fan_in, fan_out)).astype("float32")
+                bias = np.zeros((k, fan_out), "float32")
+            self.params += [tf.Variable(kernel), tf.Variable(bias)]
+        self.best = [tf.Variable(p) for p in self.params]
+        self.moments = [(tf.Variable(tf.zeros_like(p)), tf.Variable(tf.zeros_like(p))) for p in self.params]
+        self.step = tf.Variable(0.0)
+        self.generator = tf.random.Generator.from_seed(seed)
+        self._epoch = tf.function(self._epoch_fn)
+        self._score = tf.function(self._score_fn)
+        self._keep_best = tf.function(self._keep_best_fn)
+
+    def _logits(self, x, training: bool):
+        import tensorflow as tf
+
+        h, layers = x, len(self.params) // 2
+        dropout = training and self.dropout
+        for i in range(layers):
+            if dropout:  # inverted dropout on each Dense layer's input, one rate per head
+                # One uniform draw shared by the heads: each head still sees independent dropout over time,
+                # and the sweep draws d numbers per image instead of K * d.
+                keep = tf.reshape(self.keep, [-1, 1, 1])
+                draw = self.generator.uniform(tf.shape(h)[-2:])
+                h = tf.cast(draw < keep, h.dtype) * (h if i else h[None]) / keep
+            kernel, bias = self.params[2 * i], self.params[2 * i + 1]
+            equation = "kbi,kio->kbo" if (i or dropout) else "bi,kio->kbo"  # the first input is shared
+            h = tf.einsum(equation, h, kernel) + bias[:, None, :]
+            if i < layers - 1:
+                h = tf.nn.relu(h)
+        return h
+
+    def _losses(self, logits, labels):
+        import tensorflow as tf
+
+        targets = tf.one_hot(labels, self.num_classes)
+        if self.label_smoothing:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / self.num_classes
+        losses = tf.nn.softmax_cross_entropy_with_logits(tf.broadcast_to(targets, tf.shape(logits)), logits)
+        if self.class_weight is not None:
+            losses = losses * tf.gather(self.class_weight, labels)[None]
+        return tf.reduce_mean(losses, axis=1)  # [K]
+
+    def _epoch_fn(self, x, labels, active):
+        import tensorflow as tf
+
+        n = tf.shape(x)[0]
+        order = tf.argsort(self.generator.uniform([n]))
+        steps = (n + self.batch_size - 1) // self.batch_size
+        beta_1, beta_2, epsilon = ADAM
+        for i in tf.range(steps):
+            batch = order[i * self.batch_size:(i + 1) * self.batch_size]
+            with tf.GradientTape() as tape:
+                losses = self._losses(self._logits(tf.gather(x, batch), True), tf.gather(labels, batch))
+                penalty = tf.add_n([tf.reduce_sum(tf.square(w), axis=[1, 2]) for w in self.params[0::2]])
+                total = tf.reduce_sum(losses + self.l2 * penalty)
+            gradients = tape.gradient(total, self.params)
+            self.step.assign_add(1.0)
+            correction = tf.sqrt(1 - beta_2 ** self.step) / (1 - beta_1 ** self.step)
+            for param, gradient, (m, v) in zip(self.params, gradients, self.moments):
+                m.assign(beta_1 * m + (1 - beta_1) * gradient)
+                v.assign(beta_2 * v + (1 - beta_2) * tf.square(gradient))
+                rate = tf.reshape(self.learning_rate * active, [-1] + [1] * (len(param.shape) - 1))
+                param.assign_sub(rate * correction * m / (tf.sqrt(v) + epsilon))
+
+    def _score_fn(self, x, labels):
+        import tensorflow as tf
+
+        logits = self._logits(x, False)
+        losses = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            tf.broadcast_to(labels[None], tf.shape(logits)[:2]), logits), axis=1)
+        hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels[None]), tf.float32)
+        return losses, tf.reduce_mean(hits, axis=1)
+
+    def _keep_best_fn(self, improved):
+        import tensorflow as tf
+
+        for best, param in zip(self.best, self.params):
+            mask = tf.reshape(improved, [-1] + [1] * (len(param.shape) - 1))
+            best.assign(tf.where(mask, param, best))
+
+    def current(self):
+        return [(w.numpy(), b.numpy()) for w, b in zip(self.params[0::2], self.params[1::2])]
+
+    def train(self, x, y, score_x, score_y, epochs: int, patience: int, monitor: str):
+        """Trains until every head has stopped improving for `patience` epochs (or `epochs` ran); without
+        scoring data, for exactly `epochs`. Returns (trials, best (kernel, bias) per layer, stacked)."""
+        import tensorflow as tf
+
+        k = len(self.settings)
+        x, y = tf.constant(x), tf.constant(y)
+        active = np.ones(k, "float32")
+        best_score = np.full(k, np.inf)
+        best_loss, best_accuracy = np.full(k, np.inf), np.zeros(k)
+        best_epoch, ran = np.zeros(k, int), np.zeros(k, int)
+        if score_x is not None:
+            score_x, score_y = tf.constant(score_x), tf.constant(score_y)
+        for epoch in range(1, max(0, int(epochs)) + 1):
+            self._epoch(x, y, tf.constant(active))
+            ran += active.astype(int)
+            if score_x is None:
+                continue
+            losses, accuracy = (v.numpy() for v in self._score(score_x, score_y))
+            score = 1 - accuracy + 1e-3 * losses if monitor == "val_accuracy" else losses
+            improved = (score < best_score - MIN_DELTA) & (active > 0)
+            if improved.any():
+                self._keep_best(tf.constant(improved))
+            best_score = np.where(improved, score, best_score)
+            best_loss, best_accuracy = np.where(improved, losses, best_loss), np.where(improved, accuracy, best_accuracy)
+            best_epoch = np.where(improved, epoch, best_epoch)
+            active = np.where(epoch - best_epoch >= patience, 0.0, active).astype("float32")
+            if not active.any():
+                break
+        trials = [Trial(s, float(best_loss[i]), float(best_accuracy[i]), int(best_epoch[i]), int(ran[i]))
+                  for i, s in enumerate(self.settings)]
+        best = [(w.numpy(), b.numpy()) for w, b in zip(self.best[0::2], self.best[1::2])]
+        return trials, best
