@@ -4,7 +4,10 @@ from tltoolkit.architectures.api import build, load_model
 from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
+    Checkpoint,
+    Preprocessing,
     Reference,
+    TorchLayout,
     WeightsFile,
     all_specs,
     get_spec,
@@ -15,7 +18,10 @@ from tltoolkit.architectures.registry import (
 __all__ = [
     "ArchSpec",
     "ArchitectureError",
+    "Checkpoint",
+    "Preprocessing",
     "Reference",
+    "TorchLayout",
     "WeightsFile",
     "all_specs",
     "build",

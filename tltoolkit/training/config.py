@@ -46,8 +46,9 @@ class FinetuneConfig:
     data: str = _setting(None, "class folders, a CSV/Parquet manifest or tfds:NAME")
     out: str | None = _setting(None, "the run directory (default: runs/DATA-BASE); re-use it to continue on a "
                                      "grown dataset")
-    weights: str = _setting("imagenet", "imagenet (default; for a saved .keras base: its own weights), none "
-                                        "(random init, seeded by --seed: trains from scratch) or a weights file")
+    weights: str = _setting("imagenet", "imagenet (default; for a saved .keras base: its own weights), imagenet:TAG "
+                                        "(tltoolkit models lists the tags), none (random init, seeded by --seed: trains "
+                                        "from scratch) or a weights file (also a timm .safetensors or torchvision .pth)")
     preprocessing: str | None = _setting(None, "how pixels are scaled for the base: caffe, tf, torch, scale or "
                                                "none (default: the base's; required for a saved .keras base)")
     freeze_until: str = _setting(AUTO, "auto (default: measured on validation, see --policy-budget), a stage (it "

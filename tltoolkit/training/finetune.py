@@ -47,7 +47,7 @@ def finetune(config, plan: bool = False, force: bool = False, progress: bool = T
     echo = echo or (lambda line: print(line, flush=True))
     config = resolve_config(config)
     # An unknown base: one line with close matches; keras:NAME and saved models derive their stages here.
-    spec = resolve_base(config.base, config.image_size, config.preprocessing)
+    spec = resolve_base(config.base, config.image_size, config.preprocessing, config.weights)
     size = tuple(config.image_size or (spec.default_size, spec.default_size))
     if min(size) < spec.min_size:
         raise TltoolkitError(f"--image-size {'x'.join(map(str, size))} is too small for {spec.id}: at least "
