@@ -280,14 +280,15 @@ FC_UNITS = 4096
 FC_GRID = 6  # the fc layers read a 6x6 map, whatever the input size
 
 
-def max_pool(x, caffe: bool, name: str):
-    """3x3 stride-2 max pooling; `caffe` rounds the output size up (Caffe's pooling), otherwise
-    down (torchvision's). Rounding up pads the bottom/right with zeros: the input is post-ReLU."""
+def max_pool(x, caffe: bool, name: str, size: int = 3):
+    """`size`x`size` stride-2 max pooling; `caffe` rounds the output size up (Caffe's pooling,
+    torch's ceil_mode), otherwise down (torchvision's AlexNet). Rounding up pads the bottom/right
+    with zeros: the input is post-ReLU. Maps of unknown size round down."""
     if caffe:
-        pads = [(0, 1 if d is not None and d % 2 == 0 else 0) for d in x.shape[1:3]]
+        pads = [(0, 0 if d is None else (d - size) % 2) for d in x.shape[1:3]]
         if any(after for _, after in pads):
             x = layers.ZeroPadding2D(pads, name=f"{name}_pad")(x)
-    return layers.MaxPooling2D(3, strides=2, name=name)(x)
+    return layers.MaxPooling2D(size, strides=2, name=name)(x)
 
 
 def conv_block(x, block: ConvBlock, caffe_pooling: bool, name: str):

@@ -20,6 +20,7 @@ import keras
 from keras import layers
 
 from tltoolkit.architectures import common
+from tltoolkit.architectures.classic import max_pool
 from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
@@ -118,8 +119,8 @@ def googlenet_aux(x, num_classes, name):
 def googlenet(include_top=True, num_classes=1000, input_shape=None, pooling=None, aux_logits=False):
     """GoogLeNet (Szegedy et al. 2014, "Going Deeper with Convolutions", arXiv:1409.4842).
 
-    torchvision's layout: BN after every conv, the "5x5" branch as a 3x3 conv. Max pools use "same"
-    padding, which equals torchvision's ceil_mode pooling on even-sized maps (every map at 224).
+    torchvision's layout: BN after every conv, the "5x5" branch as a 3x3 conv, and its ceil_mode
+    max pools (the output size rounds up), so any input size gives torchvision's feature maps.
     Stages: conv1 (conv1 + pool1), conv2 (conv2, conv3, pool2), then one stage per inception block;
     pool3 and pool4 close the stages inception3b and inception4e.
 
@@ -131,10 +132,10 @@ def googlenet(include_top=True, num_classes=1000, input_shape=None, pooling=None
     inputs = common.model_input(spec, input_shape)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = googlenet_conv(x, 64, 7, "conv1", strides=2, padding="valid")
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    x = max_pool(x, caffe=True, name="pool1")
     x = googlenet_conv(x, 64, 1, "conv2")
     x = googlenet_conv(x, 192, 3, "conv3")
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)
+    x = max_pool(x, caffe=True, name="pool2")
     aux = []
     for name, widths in GOOGLENET_BLOCKS:
         x = googlenet_block(x, widths, name)
@@ -142,7 +143,7 @@ def googlenet(include_top=True, num_classes=1000, input_shape=None, pooling=None
             aux.append(googlenet_aux(x, num_classes, GOOGLENET_AUX[name]))
         if name in GOOGLENET_POOLS:
             pool_name, size = GOOGLENET_POOLS[name]
-            x = layers.MaxPooling2D(size, strides=2, padding="same", name=pool_name)(x)
+            x = max_pool(x, caffe=True, name=pool_name, size=size)
     x = common.pooled_head(x, include_top, num_classes, pooling, dropout=0.2)
     return keras.Model(inputs, [x, *aux] if aux else x, name=spec.id)
 
@@ -593,7 +594,8 @@ register(ArchSpec(
     params=42_742_984,
     trainable_params=42_679_816,
     macs=12.2540,
-    reference_params=Reference(42.7e6, "approx", "timm inception_v4.tf_in1k model card"),
+    # timm's count of its own network (BN statistics are buffers there); its model card rounds it to 42.7M.
+    reference_params=Reference(42_679_816, "trainable", "timm 1.0.31 inception_v4 (create_model) num parameters"),
     reference_macs=Reference(12.3, "gmacs", "timm inception_v4.tf_in1k model card"),
     paper=SZEGEDY_2016,
 ))
