@@ -16,6 +16,16 @@ $(VENV)/.installed-%: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[$*]"
 	touch $@
 
+# The tests' torch is the CPU build (the checkpoint tests only need its CPU kernels); PyPI's default torch
+# pulls ~3 GB of CUDA packages. TORCH_CPU names the wheels: on this project's machines they lie in the
+# pip find-links folder; elsewhere use PyTorch's CPU index (pip --index-url .../whl/cpu).
+TORCH_CPU ?= torch==2.13.0+cpu torchvision==0.28.0
+
+$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(TORCH_CPU)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
 $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@

@@ -60,6 +60,18 @@ class WeightsFile:
 
 
 @dataclasses.dataclass(frozen=True)
+class TorchLayout:
+    """Where a PyTorch checkpoint's tensors go in our model (see `tltoolkit.architectures.checkpoints`).
+
+    layers(model) -> {Keras layer name: [checkpoint keys, in Keras weight order]} for every weighted
+    layer of `model`; head: key prefixes of the checkpoint's classifier (skipped for a new head)."""
+
+    name: str  # whose key names these are: "timm", "torchvision"
+    layers: Callable
+    head: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class ArchSpec:
     id: str
     family: str
@@ -81,6 +93,7 @@ class ArchSpec:
     keras_application: str | None = None  # keras.applications name whose weights load into ours
     paper: str = ""
     options: tuple[str, ...] = ()  # builder keyword options beyond the common ones
+    torch_layouts: tuple[TorchLayout, ...] = ()  # how timm/torchvision checkpoints load (checkpoints.py)
     # Not registered but derived from a built model (`keras:NAME`, a saved `.keras`; see bases.py): stages
     # from its graph (`stages.graph_stages`), base_output and penultimate its last layer, no top.
     derived: bool = False

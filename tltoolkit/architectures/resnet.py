@@ -30,6 +30,7 @@ from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
     Reference,
+    TorchLayout,
     keras_imagenet_weights,
     get_spec,
     register,
@@ -275,6 +276,32 @@ def se_resnet50(include_top=True, num_classes=1000, input_shape=None, pooling=No
     return resnet("se_resnet50", 50, SENET_CAFFE, include_top, num_classes, input_shape, pooling, **options)
 
 
+BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+TORCH_BLOCK_PARTS = {"0_conv": "downsample.0", "0_bn": "downsample.1", "se_reduce": "se.fc1", "se_expand": "se.fc2",
+                     **{f"{i}_{kind}": f"{kind}{i}" for i in (1, 2, 3) for kind in ("conv", "bn")}}
+
+
+def torch_layout(model) -> dict[str, list[str]]:
+    """Our layer names -> timm's / torchvision's ResNet keys (`layer1.0.conv1.weight`, `fc.bias`, ...)."""
+    layout = {}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        name = layer.name
+        if name in ("conv1_conv", "conv1_bn"):
+            prefix = "conv1" if name == "conv1_conv" else "bn1"
+        elif name == "predictions":
+            prefix = "fc"
+        else:
+            stage, block, part = name.split("_", 2)  # conv3_block2_1_conv
+            prefix = f"layer{int(stage[4:]) - 1}.{int(block[5:]) - 1}.{TORCH_BLOCK_PARTS[part]}"
+        suffixes = BN_KEYS if name.endswith("_bn") else ("weight", "bias")
+        layout[name] = [f"{prefix}.{suffix}" for suffix in suffixes[:len(layer.weights)]]
+    return layout
+
+
+TORCH_LAYOUTS = (TorchLayout("timm/torchvision", torch_layout, head=("fc.",)),)
+
 HE_2015 = "He et al. 2015, Deep Residual Learning for Image Recognition, arXiv:1512.03385"
 XIE_2017 = "Xie et al. 2017, Aggregated Residual Transformations for Deep Neural Networks (ResNeXt), arXiv:1611.05431"
 ZAGORUYKO_2016 = "Zagoruyko & Komodakis 2016, Wide Residual Networks, arXiv:1605.07146"
@@ -283,7 +310,7 @@ KERAS_MACS = "keras.applications measured; He et al. 2015 Table 1: 3.8/7.6/11.3"
 
 
 def _register(arch_id, builder, depth, *, params, trainable_params, macs, reference_params,
-              reference_macs, preprocessing, paper, weights=None, keras_application=None):
+              reference_macs, preprocessing, paper, weights=None, keras_application=None, torch_layouts=()):
     register(ArchSpec(
         id=arch_id,
         family=FAMILY,
@@ -303,6 +330,7 @@ def _register(arch_id, builder, depth, *, params, trainable_params, macs, refere
         keras_application=keras_application,
         paper=paper,
         options=OPTIONS,
+        torch_layouts=torch_layouts,
     ))
 
 
@@ -311,7 +339,7 @@ def _torchvision(arch_id, builder, depth, *, params, trainable_params, macs, num
     _register(arch_id, builder, depth, params=params, trainable_params=trainable_params, macs=macs,
               reference_params=Reference(num_params, "trainable", f"{source} num_params"),
               reference_macs=Reference(ops, "gmacs", f"{source} _ops"),
-              preprocessing="torch", paper=paper)
+              preprocessing="torch", paper=paper, torch_layouts=TORCH_LAYOUTS)
 
 
 _torchvision("resnet18", resnet18, 18, params=11_699_112, trainable_params=11_689_512, macs=1.8141,

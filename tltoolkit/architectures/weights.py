@@ -2,8 +2,10 @@
 
 Every path ends in the same place: a weights file is matched to the whole model (a file for the
 same head) or to its base (a no-top file, or any file when the model has a new head), then loaded
-topologically, as keras.applications loads its own files. A failed load restores the weights the
-model had before, so a model is never left half-loaded.
+topologically, as keras.applications loads its own files, or, for a PyTorch checkpoint (a timm
+safetensors file or a torchvision `.pth`, recognised by content), converted by the spec's
+`torch_layouts` (checkpoints.py). A failed load restores the weights the model had before, so a
+model is never left half-loaded.
 """
 
 from __future__ import annotations
@@ -16,14 +18,11 @@ from pathlib import Path
 import h5py
 import keras
 
+from tltoolkit.architectures import checkpoints
+from tltoolkit.architectures.checkpoints import WeightsError
 from tltoolkit.architectures.registry import ArchSpec, WeightsFile
-from tltoolkit.errors import TltoolkitError
 
 IMAGENET = "imagenet"
-
-
-class WeightsError(TltoolkitError):
-    """Weights that cannot be had or do not fit the model."""
 
 
 def keras_cache_dir() -> Path:
@@ -104,10 +103,14 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())[:200]
 
 
-def _specs_with_weights(tag: str):
+def _all_specs():
     from tltoolkit.architectures.registry import all_specs
 
-    return [s for s in all_specs() if tag in s.weights]
+    return all_specs()
+
+
+def _specs_with_weights(tag: str):
+    return [s for s in _all_specs() if tag in s.weights]
 
 
 def load_weights(model: keras.Model, spec: ArchSpec, weights) -> Path:
@@ -138,7 +141,9 @@ def load_weights(model: keras.Model, spec: ArchSpec, weights) -> Path:
 
 def _load_file(model: keras.Model, spec: ArchSpec, path: Path, before: list) -> None:
     name = path.name
-    if name.endswith(".keras"):
+    if checkpoints.is_checkpoint(path):
+        load_checkpoint(model, spec, checkpoints.read_state_dict(path), path.name)
+    elif name.endswith(".keras"):
         _copy_by_name(keras.models.load_model(path, compile=False), model, spec, path)
     elif name.endswith(".weights.h5"):
         if not _loads_completely(model, path):  # written for another head: the base alone, from a clean slate
@@ -147,7 +152,31 @@ def _load_file(model: keras.Model, spec: ArchSpec, path: Path, before: list) -> 
     elif name.endswith((".h5", ".hdf5")):
         _load_legacy_h5(model, spec, path)
     else:
-        raise WeightsError(f"{name}: unknown weights format; use a .h5, .weights.h5 or .keras file")
+        raise WeightsError(f"{name}: unknown weights format; use a .h5, .weights.h5 or .keras file, "
+                           f"a timm .safetensors or a torchvision .pth")
+
+
+def load_checkpoint(model: keras.Model, spec: ArchSpec, state: dict, name: str) -> None:
+    """Converts a PyTorch state dict into `model`: the whole model when the checkpoint's head fits,
+    else the base alone (the checkpoint's classifier skipped); all or nothing."""
+    if not spec.torch_layouts:
+        with_layouts = [s.id for s in _all_specs() if s.torch_layouts]
+        raise WeightsError(f"{name} is a PyTorch checkpoint, and {spec.id} has no converter for one; "
+                           f"architectures with one: {', '.join(with_layouts)}")
+    layout = max(spec.torch_layouts, key=lambda t: sum(k in state for keys in t.layers(model).values() for k in keys))
+    try:
+        values = checkpoints.convert_state(model, state, layout.layers(model))
+        target = model
+    except WeightsError:
+        body = {k: v for k, v in state.items() if not k.startswith(layout.head)}
+        if len(body) == len(state):  # no classifier to skip: the mismatch is in the base
+            raise
+        target = base_model(model, spec)
+        try:
+            values = checkpoints.convert_state(target, body, layout.layers(target))
+        except WeightsError as error:
+            raise WeightsError(f"{name} does not fit {spec.id} ({layout.name} names): {error}") from None
+    checkpoints.assign(target, values)
 
 
 def _loads_completely(model: keras.Model, path: Path) -> bool:
