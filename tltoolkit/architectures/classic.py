@@ -17,7 +17,14 @@ import tensorflow as tf
 from keras import layers
 
 from tltoolkit.architectures import common
-from tltoolkit.architectures.registry import ArchitectureError, ArchSpec, Reference, get_spec, register
+from tltoolkit.architectures.registry import (
+    ArchitectureError,
+    ArchSpec,
+    Reference,
+    TorchLayout,
+    get_spec,
+    register,
+)
 
 LENET_PAPER = ("LeCun, Bottou, Bengio & Haffner 1998, Gradient-Based Learning Applied to Document "
                "Recognition, Proc. IEEE 86(11):2278-2324")
@@ -378,6 +385,20 @@ def zfnet(include_top: bool = True, num_classes: int = 1000, input_shape=None, p
     return alexnet_family("zfnet", ALEXNET_LAYOUTS["zfnet"], include_top, num_classes, input_shape, pooling)
 
 
+# torchvision's AlexNet keys: `features` and `classifier` are Sequentials (ReLU, pool and dropout
+# take indices too); our default layout only, the two-tower one has other shapes. The whole
+# classifier is the head: the base (what a new head or no top keeps) ends at block5_pool.
+ALEXNET_TORCH_MODULES = {
+    **{f"block{i}_conv": f"features.{index}" for i, index in enumerate((0, 3, 6, 8, 10), start=1)},
+    "fc1": "classifier.1", "fc2": "classifier.4", "predictions": "classifier.6",
+}
+
+
+def alexnet_torch_layout(model) -> dict[str, list[str]]:
+    return {layer.name: [f"{ALEXNET_TORCH_MODULES[layer.name]}.weight", f"{ALEXNET_TORCH_MODULES[layer.name]}.bias"]
+            for layer in model.layers if layer.name in ALEXNET_TORCH_MODULES}
+
+
 # ---------------------------------------------------------------------------------------------
 # Network in Network
 
@@ -471,6 +492,7 @@ register(ArchSpec(
     reference_macs=Reference(0.714, "gmacs", "torchvision alexnet.py AlexNet_Weights"),
     paper=ALEXNET_PAPER,
     options=("two_tower",),
+    torch_layouts=(TorchLayout("torchvision", alexnet_torch_layout, head=("classifier.",)),),
 ))
 register(ArchSpec(
     id="zfnet",

@@ -25,6 +25,7 @@ from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
     Reference,
+    TorchLayout,
     keras_imagenet_weights,
     get_spec,
     register,
@@ -536,6 +537,78 @@ def inception_resnet_v2(include_top=True, num_classes=1000, input_shape=None, po
 
 
 # ---------------------------------------------------------------------------------------------
+# PyTorch checkpoints (checkpoints.py): our layer names -> torchvision's GoogLeNet and timm's
+# Inception-v4 keys. Both write a conv-BN-ReLU as a BasicConv2d module with `conv` and `bn` inside.
+
+def basic_conv_keys(module: str, kind: str) -> list[str]:
+    """The tensors of a BasicConv2d for our `{name}_conv` (its kernel) or `{name}_bn` layer."""
+    from tltoolkit.architectures.resnet import BN_KEYS  # here: importing resnet first would reorder the registry
+
+    return [f"{module}.conv.weight"] if kind == "conv" else [f"{module}.bn.{key}" for key in BN_KEYS]
+
+
+def googlenet_torch_layout(model) -> dict[str, list[str]]:
+    """`inception4a_branch2_1_conv` -> `inception4a.branch2.1.conv.weight`, `aux1_fc` -> `aux1.fc1`,
+    `predictions` -> `fc` (torchvision's GoogLeNet)."""
+    layout = {}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name == "predictions":
+            layout[layer.name] = ["fc.weight", "fc.bias"]
+            continue
+        module, kind = layer.name.rsplit("_", 1)
+        if kind in ("fc", "predictions"):  # the aux heads' two Linear layers
+            fc = f"{module}.fc1" if kind == "fc" else f"{module}.fc2"
+            layout[layer.name] = [f"{fc}.weight", f"{fc}.bias"]
+        else:
+            aux = module in GOOGLENET_AUX.values()
+            layout[layer.name] = basic_conv_keys(f"{module}.conv" if aux else module.replace("_", "."), kind)
+    return layout
+
+
+V4_C_PARTS = ("1_0", "1_1a", "1_1b", "2_0", "2_1", "2_2", "2_3a", "2_3b")  # timm's names for them too
+
+
+def v4_torch_modules() -> dict[str, str]:
+    """Our conv-BN names (`mixed_6b_branch1_2`) -> timm's modules (`features.11.branch1.2`):
+    `features` holds the stem convs and then the blocks in order; a branch of one conv is the conv
+    itself, a pooled branch is (pool, conv), and a block with one conv branch calls it `conv`."""
+    modules = {f"stem_conv{i}": f"features.{i - 1}" for i in (1, 2, 3)}
+    blocks = [*V4_STEM, *(block for _, stage_blocks, _ in INCEPTION_V4_STAGES for block in stage_blocks)]
+    for index, (name, branches) in enumerate(blocks, start=len(modules)):
+        module = f"features.{index}"
+        if callable(branches):  # Inception-C
+            modules.update({f"{name}_branch{part}": f"{module}.branch{part}" for part in V4_C_PARTS})
+            modules.update({f"{name}_branch0_0": f"{module}.branch0", f"{name}_branch3_1": f"{module}.branch3.1"})
+            continue
+        convs = [(b, branch) for b, branch in enumerate(branches) if branch != "max"]
+        for b, branch in convs:
+            if branch[0] == "avg":
+                modules[f"{name}_branch{b}_0"] = f"{module}.branch{b}.1"
+            elif len(convs) == 1:
+                modules[f"{name}_branch{b}_0"] = f"{module}.conv"
+            elif len(branch) == 1:
+                modules[f"{name}_branch{b}_0"] = f"{module}.branch{b}"
+            else:
+                modules.update({f"{name}_branch{b}_{i}": f"{module}.branch{b}.{i}" for i in range(len(branch))})
+    return modules
+
+
+def inception_v4_torch_layout(model) -> dict[str, list[str]]:
+    modules = v4_torch_modules()
+    layout = {}
+    for layer in model.layers:
+        if layer.name == "predictions":
+            layout[layer.name] = ["last_linear.weight", "last_linear.bias"]
+        elif layer.weights:
+            module, kind = layer.name.rsplit("_", 1)
+            if module in modules:
+                layout[layer.name] = basic_conv_keys(modules[module], kind)
+    return layout
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry
 
 register(ArchSpec(
@@ -557,6 +630,8 @@ register(ArchSpec(
     reference_macs=Reference(1.498, "gmacs", "torchvision GoogLeNet_Weights.IMAGENET1K_V1 GFLOPS"),
     paper=SZEGEDY_2014,
     options=("aux_logits",),
+    # torchvision's file also holds the aux heads: a model without them takes the base.
+    torch_layouts=(TorchLayout("torchvision", googlenet_torch_layout, head=("fc.", "aux1.", "aux2.")),),
 ))
 
 register(ArchSpec(
@@ -598,6 +673,7 @@ register(ArchSpec(
     reference_params=Reference(42_679_816, "trainable", "timm 1.0.31 inception_v4 (create_model) num parameters"),
     reference_macs=Reference(12.3, "gmacs", "timm inception_v4.tf_in1k model card"),
     paper=SZEGEDY_2016,
+    torch_layouts=(TorchLayout("timm", inception_v4_torch_layout, head=("last_linear.",)),),
 ))
 
 register(ArchSpec(

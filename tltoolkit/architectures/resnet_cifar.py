@@ -22,6 +22,7 @@ import keras
 from keras import layers
 
 from tltoolkit.architectures import common
+from tltoolkit.architectures.resnet import TORCH_LAYOUTS
 from tltoolkit.architectures.registry import ArchitectureError, ArchSpec, Reference, get_spec, register
 
 RESNET_PAPER = "He, Zhang, Ren & Sun 2015, Deep Residual Learning for Image Recognition, arXiv:1512.03385"
@@ -223,7 +224,7 @@ def _stages(pre_activation: bool):
 
 
 def _register(arch_id, builder, blocks: int, pre_activation: bool, params, trainable, macs, reference,
-              paper, options, reference_macs=None):
+              paper, options, reference_macs=None, torch_layouts=()):
     last = f"conv{len(WIDTHS) + 1}_block{blocks}_out"
     register(ArchSpec(
         id=arch_id,
@@ -243,6 +244,7 @@ def _register(arch_id, builder, blocks: int, pre_activation: bool, params, train
         num_classes=10,
         paper=paper,
         options=options,
+        torch_layouts=torch_layouts,
     ))
 
 
@@ -257,7 +259,9 @@ for _id, (_depth, _params, _trainable, _macs, _madds) in RESNETS_B.items():
               _params, _trainable, _macs,
               Reference(_trainable, "trainable", f"{CIFAR_MODELS} cifar10_resnet{_depth} (CifarResNet) parameters"),
               RESNET_PAPER, ("drop_path_rate",),
-              Reference(_madds, "gmacs", f"{CIFAR_MODELS} README, CIFAR-10 #MAdds"))
+              Reference(_madds, "gmacs", f"{CIFAR_MODELS} README, CIFAR-10 #MAdds"),
+              # Its CifarResNet is torchvision's ResNet with a 3x3 stem: the same key names.
+              TORCH_LAYOUTS)
 
 for _id, (_depth, _width, _params, _trainable, _macs, _published) in WIDE_RESNETS.items():
     _register(_id, functools.partial(wide_resnet_cifar, _id, _depth, _width), (_depth - 4) // 6, True,
