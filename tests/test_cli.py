@@ -21,7 +21,12 @@ def test_models_lists_every_architecture_from_the_registry():
     assert set(rows) == {s.id for s in all_specs()}
     assert rows["vgg16"]["params"] == 138_357_544
     assert rows["vgg16"]["stages"] == "block1 block2 block3 block4 block5"
-    assert rows["vgg16"]["weights"] == "imagenet"
+    assert rows["vgg16"]["weights"] == "keras, tv_in1k"  # `imagenet` loads the first
+    assert rows["vgg16"]["source"] == "keras.applications, torchvision"
+    assert rows["vgg16"]["top1"] == "71.3, 71.6"
+    assert rows["resnet18"]["weights"] == "tv_in1k, a1_in1k"
+    assert rows["resnet18"]["licence"] == "BSD-3-Clause, Apache-2.0"
+    assert rows["nin"]["weights"] == "-"
     assert result.stderr == "", "TensorFlow's start-up noise is hidden"
 
 
@@ -29,7 +34,7 @@ def test_models_family_filter_and_csv():
     result = tltoolkit("models", "--family", "vgg", "--format", "csv")
     assert result.returncode == 0, result.stderr
     frame = pd.read_csv(io.StringIO(result.stdout))
-    assert set(frame["id"]) == {"vgg11", "vgg13", "vgg16", "vgg19"}
+    assert set(frame["id"]) == {"vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"}
 
 
 def test_layers_shows_freeze_points():
@@ -54,3 +59,42 @@ def test_unknown_family_is_an_error():
     result = tltoolkit("models", "--family", "resnt")
     assert result.returncode == 2
     assert "resnet" in result.stderr
+
+
+def test_weights_convert_writes_a_file_that_loads_and_refuses_to_overwrite(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from tests.torch_reference import randomize_batch_norm, torch, torchvision
+    from tltoolkit.architectures import build
+
+    torch.manual_seed(0)
+    reference = randomize_batch_norm(torchvision.models.resnet18(weights=None))
+    source = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), source)
+    out = tmp_path / "resnet18.weights.h5"
+
+    result = tltoolkit("weights", "convert", str(source), "--arch", "resnet18", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}" in result.stdout and out.exists()
+    x = np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype("float32")
+    with torch.no_grad():
+        expected = torch.softmax(reference(torch.from_numpy(x)), 1).numpy()
+    ours = build("resnet18", weights=str(out))
+    np.testing.assert_allclose(np.asarray(ours(x.transpose(0, 2, 3, 1))), expected, atol=1e-5)
+
+    # Refusals, in this process (the same main() the subprocess ran): one line, exit 2, nothing written.
+    from tltoolkit.cli import main
+
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")  # keep fd 2 alone so capsys sees the CLI's stderr
+    refusals = [
+        ([], out, "already exists; pass --force"),
+        # The published tv_in1k file's name carries its sha256 prefix: this file is not it.
+        (["--tag", "tv_in1k"], tmp_path / "tagged.weights.h5", "does not match the published sha256 hash"),
+        (["--arch", "resnet34"], tmp_path / "r34.weights.h5", "lacks layer1.2.conv1.weight"),
+    ]
+    for extra, target, message in refusals:
+        capsys.readouterr()
+        assert main(["weights", "convert", str(source), "--arch", "resnet18", "--out", str(target), *extra]) == 2
+        stderr = capsys.readouterr().err
+        assert message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+        assert target == out or not target.exists()

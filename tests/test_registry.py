@@ -8,7 +8,7 @@ import pytest
 
 from tltoolkit.architectures import all_specs, build
 from tltoolkit.architectures.profile import count_macs
-from tltoolkit.architectures.registry import HEAD
+from tltoolkit.architectures.registry import HEAD, Checkpoint, WeightsFile
 from tltoolkit.architectures.stages import spec_stage_ranges, trainable_count
 
 SPECS = all_specs()
@@ -33,6 +33,9 @@ def test_registry_covers_the_zoo():
         "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2", "se_resnet50", "densenet121",
         "densenet169", "densenet201", "resnet20_cifar", "resnet32_cifar", "resnet44_cifar",
         "resnet56_cifar", "resnet110_cifar", "wrn28_10_cifar",
+        # the variants torchvision's and timm's checkpoints need
+        "resnet50_v1_5", "resnet101_v1_5", "resnet152_v1_5", "se_resnet50_v1_5",
+        "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
     }
     assert expected <= ids, f"missing: {sorted(expected - ids)}"
 
@@ -98,8 +101,19 @@ def test_specs_are_well_formed(spec):
     assert spec.min_size <= spec.default_size
     assert spec.paper, "public builders cite their paper"
     assert spec.reference_params.source
-    for tag, entry in spec.weights.items():
-        assert entry.url.endswith(".h5") and entry.notop_url.endswith(".h5")
-        assert len(entry.file_hash) in (32, 64) and len(entry.notop_hash) in (32, 64)
-        assert spec.keras_application, "published weights come from keras.applications"
+    for name, entry in spec.weights.items():
+        assert name == "imagenet" or name == f"imagenet:{entry.tag}"
+        assert entry.top1 is None or (0 < entry.top1 < 1 and entry.source)
+        if isinstance(entry, WeightsFile):
+            assert entry.url.endswith(".h5") and entry.notop_url.endswith(".h5")
+            assert len(entry.file_hash) in (32, 64) and len(entry.notop_hash) in (32, 64)
+            assert spec.keras_application, "published .h5 weights come from keras.applications"
+        else:
+            assert isinstance(entry, Checkpoint) and spec.torch_layouts, "a checkpoint needs a layout to load"
+            assert entry.url.startswith("https://") and entry.origin in ("timm", "torchvision") and entry.licence
+            if entry.origin == "torchvision":  # torchvision names its files by their sha256 prefix
+                assert entry.url.endswith(f"-{entry.file_hash}.pth")
+            else:
+                assert entry.url.endswith("/model.safetensors") and entry.file_hash is None
+    assert not spec.weights or "imagenet" in spec.weights, "`imagenet` names the default"
     assert math.isfinite(spec.macs) and spec.macs > 0

@@ -140,7 +140,81 @@ def test_imagenet_download_path_checks_hash_and_loads(tmp_path, keras_home):
 
 def test_architecture_without_published_weights(keras_home):
     with pytest.raises(WeightsError, match="no published 'imagenet' weights.*vgg16"):
-        build("resnet18", weights="imagenet", include_top=False, input_shape=SHAPE)
+        build("nin", weights="imagenet", include_top=False)
+
+
+def test_an_unknown_tag_lists_the_architectures_tags():
+    with pytest.raises(WeightsError, match=r"resnet18 has no published 'imagenet:b9_in1k' weights; its tags: "
+                                           r"imagenet \(tv_in1k\), imagenet:a1_in1k"):
+        build("resnet18", weights="imagenet:b9_in1k", input_shape=SHAPE)
+
+
+@pytest.fixture(scope="module")
+def resnet18_checkpoint(tmp_path_factory):
+    from tests.torch_reference import randomize_batch_norm, torch, torchvision
+
+    torch.manual_seed(0)
+    model = randomize_batch_norm(torchvision.models.resnet18(weights=None))
+    path = tmp_path_factory.mktemp("served") / "resnet18.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _served(path, tag="tv_in1k", file_hash=None, mode="torch"):
+    from tltoolkit.architectures.registry import Checkpoint, Preprocessing
+
+    return Checkpoint(tag=tag, url=path.as_uri(), file_hash=file_hash, origin="torchvision", licence="BSD-3-Clause",
+                      preprocessing=Preprocessing(mode, 224, 0.875, "bilinear"), top1=None, source="")
+
+
+def test_a_checkpoint_tag_downloads_converts_once_and_loads_the_cache(resnet18_checkpoint, keras_home):
+    """The real path over a file:// URL: get_file, the sha256-prefix check, conversion, the cached .weights.h5."""
+    sha256 = hashlib.sha256(resnet18_checkpoint.read_bytes()).hexdigest()
+    spec = dataclasses.replace(get_spec("resnet18"), weights={"imagenet": _served(resnet18_checkpoint, file_hash=sha256[:8])})
+    direct = build("resnet18", weights=str(resnet18_checkpoint), num_classes=3, input_shape=SHAPE)
+
+    model = build("resnet18", num_classes=3, input_shape=SHAPE)  # a new head: the base loads
+    path = load_weights(model, spec, "imagenet:tv_in1k")
+    assert path == keras_home / f"resnet18.tv_in1k.{sha256[:16]}.weights.h5"
+    assert (keras_home / "resnet18.pth").exists()
+    base = keras.Model(model.input, model.get_layer("conv5_block2_out").output)
+    direct_base = keras.Model(direct.input, direct.get_layer("conv5_block2_out").output)
+    np.testing.assert_allclose(base(images()), direct_base(images()), atol=1e-5)
+
+    converted = path.stat().st_mtime_ns
+    again = build("resnet18", input_shape=SHAPE)
+    assert load_weights(again, spec, "imagenet") == path and path.stat().st_mtime_ns == converted
+
+
+def test_a_checkpoint_that_fails_its_published_hash_is_refused_and_removed(resnet18_checkpoint, keras_home):
+    spec = dataclasses.replace(get_spec("resnet18"), weights={"imagenet": _served(resnet18_checkpoint, file_hash="0badc0de")})
+    with pytest.raises(WeightsError, match="could not download resnet18.pth .*does not match the published sha256"):
+        load_weights(build("resnet18", input_shape=SHAPE), spec, "imagenet")
+    assert not (keras_home / "resnet18.pth").exists()
+
+
+def test_offline_the_message_names_the_file_its_url_and_the_folder(tmp_path, keras_home):
+    missing = tmp_path / "resnet18-f37072fd.pth"
+    spec = dataclasses.replace(get_spec("resnet18"), weights={"imagenet": _served(missing, file_hash="f37072fd")})
+    with pytest.raises(WeightsError) as error:
+        load_weights(build("resnet18", input_shape=SHAPE), spec, "imagenet")
+    message = str(error.value)
+    assert f"could not download {missing.name}" in message and missing.as_uri() in message
+    assert f"put it in {keras_home}/" in message and "\n" not in message
+
+
+def test_the_tags_preprocessing_is_the_models_and_keys_its_features(resnet18_checkpoint):
+    from tltoolkit.architectures.bases import resolve_base
+    from tltoolkit.architectures.weights import preprocessing_mode, published_id
+
+    vgg16 = get_spec("vgg16")
+    assert preprocessing_mode(vgg16, "imagenet") == "caffe"  # keras.applications' file
+    assert preprocessing_mode(vgg16, "imagenet:tv_in1k") == "torch"  # torchvision's
+    assert preprocessing_mode(vgg16, str(resnet18_checkpoint)) == "torch"  # a PyTorch checkpoint file
+    assert resolve_base("vgg16", weights="imagenet:tv_in1k").preprocessing == "torch"
+    assert resolve_base("vgg16", weights="imagenet").preprocessing == "caffe"
+    one, other = _served(resnet18_checkpoint, "tv_in1k"), _served(resnet18_checkpoint, "tf_in1k", mode="tf")
+    assert published_id(one) != published_id(other)  # the same file, two recipes: never the same features
 
 
 def test_base_only_weights_file_loads_into_a_new_head_without_warnings(tmp_path):

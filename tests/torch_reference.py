@@ -20,16 +20,17 @@ __all__ = ["randomize_batch_norm", "save_safetensors", "timm", "torch", "torchvi
 
 
 def randomize_batch_norm(model, seed: int = 0):
-    """Non-trivial BatchNorm statistics and affine parameters, so a swapped mean/var or gamma/beta shows."""
+    """Non-trivial BatchNorm statistics and affine parameters, so a swapped mean/var or gamma/beta shows;
+    gamma below 1 keeps deep residual stacks' random activations (and logits) near unit scale."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 n = module.num_features
-                module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+                module.running_mean.copy_(0.2 * torch.rand(n, generator=generator) - 0.1)
                 module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
+                module.weight.copy_(0.4 * torch.rand(n, generator=generator) + 0.2)
+                module.bias.copy_(0.2 * torch.rand(n, generator=generator) - 0.1)
     return model.eval()
 
 

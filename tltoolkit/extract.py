@@ -24,7 +24,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from tltoolkit.architectures.registry import ArchSpec
+from tltoolkit.architectures.registry import ArchSpec, Checkpoint
 from tltoolkit.cache import FeatureCache, FeatureSpec
 from tltoolkit.errors import TltoolkitError
 
@@ -119,7 +119,7 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
         raise TltoolkitError(f"unknown pooling {pooling!r}; use avg, max or none")
     if resize not in RESIZE_POLICIES:
         raise TltoolkitError(f"unknown resize policy {resize!r}; use one of {', '.join(RESIZE_POLICIES)}")
-    spec = arch if isinstance(arch, ArchSpec) else resolve_base(arch, image_size, preprocessing)
+    spec = arch if isinstance(arch, ArchSpec) else resolve_base(arch, image_size, preprocessing, weights)
     arch = spec.id
     size = _image_size(image_size or spec.default_size)
     if weights is None:
@@ -157,17 +157,17 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
 
 
 def _weights_id(model, spec, weights, seed: int, cut: str) -> str:
-    from tltoolkit.architectures.weights import IMAGENET, file_digest, has_reference_top
+    from tltoolkit.architectures.weights import IMAGENET, file_digest, has_reference_top, is_published, weights_entry
 
     if weights is None:
         return f"random-init:{seed}"
-    if weights != IMAGENET:
+    if not is_published(weights):
         return f"sha256:{file_digest(weights, 'sha256')}"
     if spec.derived:
         # keras.applications checked its download against the published hash; a saved model's weights
         # are in the file that cache_name hashes. Either way the loaded values name them exactly.
         return f"{IMAGENET}:weights-sha256:{weights_digest(model)}"
-    entry = spec.weights[IMAGENET]
+    entry = weights_entry(spec, weights)
     with_top = has_reference_top(model, spec, entry.num_classes)
     names = [layer.name for layer in model.layers]
     head = names[names.index(spec.base_output) + 1:]
@@ -176,6 +176,10 @@ def _weights_id(model, spec, weights, seed: int, cut: str) -> str:
         raise TltoolkitError(f"{spec.id}'s {cut} layer is in the classifier, whose ImageNet weights fit only "
                              f"{spec.default_size}x{spec.default_size} input; use --image-size "
                              f"{spec.default_size} or cut at a stage (--layer {spec.stage_names[-1]} --pooling avg)")
+    if isinstance(entry, Checkpoint):
+        from tltoolkit.architectures.weights import published_id
+
+        return published_id(entry)
     # get_file checked the published hash of the file that was loaded: it names the weights exactly.
     return f"imagenet:{entry.file_hash if with_top else entry.notop_hash}"
 
@@ -388,9 +392,10 @@ def write_output(out, chunks, metadata: dict) -> int:
 
 def output_metadata(extractor: FeatureExtractor, engine: str, weights, quarantined: int) -> dict:
     from tltoolkit import __version__
+    from tltoolkit.architectures.weights import is_published
 
     spec = extractor.spec
-    return {"model": spec.arch, "weights": weights if weights in (None, "imagenet") else str(weights),
+    return {"model": spec.arch, "weights": weights if weights is None or is_published(weights) else str(weights),
             "weights_hash": spec.weights, "layer": spec.cut, "pooling": spec.pooling,
             "preprocessing": spec.preprocessing, "image_size": list(spec.image_size), "resize": spec.resize,
             "dtype": spec.dtype, "feature_shape": list(extractor.feature_shape), "cache_key": spec.key(),

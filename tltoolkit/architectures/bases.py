@@ -30,10 +30,11 @@ SAVED_FAMILY = "saved model"
 KERAS_FAMILY = "keras.applications"
 
 
-def resolve_base(base: str, image_size=None, preprocessing: str | None = None) -> ArchSpec:
+def resolve_base(base: str, image_size=None, preprocessing: str | None = None, weights=None) -> ArchSpec:
     """The spec of `base`. `image_size` (int or (height, width)): the size a derived spec's stages are
     derived at (default: the model's own default size). `preprocessing`: a mode overriding the spec's;
-    required for a saved model."""
+    required for a saved model. Otherwise a registry spec takes the mode its `weights` were trained with
+    (`imagenet:TAG`, a PyTorch checkpoint file: see weights.preprocessing_mode)."""
     if preprocessing is not None and preprocessing not in PREPROCESSING_MODES:
         raise ArchitectureError(f"unknown preprocessing {preprocessing!r}; use one of {', '.join(PREPROCESSING_MODES)}")
     size = None if image_size is None else _pair(image_size)
@@ -43,16 +44,20 @@ def resolve_base(base: str, image_size=None, preprocessing: str | None = None) -
         spec = _saved_model_spec(base, size, preprocessing)
     else:
         spec = get_spec(base)
-    return spec if preprocessing is None else dataclasses.replace(spec, preprocessing=preprocessing)
+        if preprocessing is None and weights is not None:
+            from tltoolkit.architectures.weights import preprocessing_mode
+
+            preprocessing = preprocessing_mode(spec, weights)
+    return spec if preprocessing in (None, spec.preprocessing) else dataclasses.replace(spec, preprocessing=preprocessing)
 
 
 def build_base(spec: ArchSpec, weights, image_size) -> "keras.Model":  # noqa: F821
     """The base without a classifier at `image_size` (height, width), with `weights`: None (random
     init), `imagenet` (for a saved model: the weights it was saved with) or a weights file."""
-    from tltoolkit.architectures.weights import IMAGENET, WeightsError
+    from tltoolkit.architectures.weights import WeightsError, is_published
 
     shape = (*_pair(image_size), spec.channels)
-    if weights in (None, IMAGENET):
+    if weights is None or is_published(weights):
         return _build_base(spec, weights, shape)
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -64,13 +69,15 @@ def build_base(spec: ArchSpec, weights, image_size) -> "keras.Model":  # noqa: F
 
 
 def _build_base(spec: ArchSpec, weights, shape):
+    from tltoolkit.architectures.weights import is_published
+
     if spec.family != SAVED_FAMILY:
         return build(spec.id, weights=weights, include_top=False, input_shape=shape)
     saved = load_model(spec.id)
     model = _at_shape(saved, shape)
     if weights is not None:
         model.set_weights(saved.get_weights())  # None: the clone keeps its fresh initialisation
-    if weights not in (None, "imagenet"):
+    if weights is not None and not is_published(weights):
         model.load_weights(weights)  # e.g. the fine-tuned base of an earlier run
     return model
 

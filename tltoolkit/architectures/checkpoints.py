@@ -142,12 +142,23 @@ class _Tensor:
         last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride)) if all(self.size) else -1
         if self.offset < 0 or last >= flat.size:
             raise WeightsError(f"tensor {name} reaches past its storage: the checkpoint is damaged")
-        view = np.lib.stride_tricks.as_strided(flat[self.offset:], self.size,
-                                               [s * flat.itemsize for s in self.stride])
-        array = np.array(view)
+        count = int(np.prod(self.size))
+        if self.stride == _contiguous_strides(self.size):  # what state dicts hold: a view, no copy
+            array = flat[self.offset:self.offset + count].reshape(self.size)
+        else:
+            array = np.array(np.lib.stride_tricks.as_strided(flat[self.offset:], self.size,
+                                                             [s * flat.itemsize for s in self.stride]))
         if self.storage.dtype == np.dtype("<u2"):  # bfloat16: the high half of a float32
             array = (array.astype(np.uint32) << 16).view(np.float32)
         return array
+
+
+def _contiguous_strides(size: tuple) -> tuple:
+    strides, step = [], 1
+    for n in reversed(size):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
 
 
 class _RestrictedUnpickler(pickle.Unpickler):

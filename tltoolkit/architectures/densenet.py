@@ -16,10 +16,15 @@ from tltoolkit.architectures import common
 from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
+    Preprocessing,
     Reference,
+    TorchLayout,
+    checkpoint_weights,
     keras_imagenet_weights,
     get_spec,
     register,
+    timm_checkpoint,
+    torchvision_checkpoint,
 )
 
 PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks, arXiv:1608.06993"
@@ -107,9 +112,44 @@ def densenet(arch_id: str, include_top: bool = True, num_classes: int = 1000, in
     return keras.Model(inputs, x, name=arch_id)
 
 
+BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+LAYER_PARTS = {"0_bn": "norm1", "1_conv": "conv1", "1_bn": "norm2", "2_conv": "conv2"}
+
+
+def torch_layout(model, legacy: bool = False) -> dict[str, list[str]]:
+    """Our layer names -> timm's / torchvision's DenseNet keys (`features.denseblock1.denselayer1.norm1.weight`).
+    `legacy`: torchvision's pre-2018 files name a dense layer's parts `norm.1`, `conv.1`, ... (torchvision
+    renames them on load)."""
+    layout = {}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        name = layer.name
+        if name in ("conv1_conv", "conv1_bn", "bn"):
+            prefix = {"conv1_conv": "features.conv0", "conv1_bn": "features.norm0", "bn": "features.norm5"}[name]
+        elif name == "predictions":
+            prefix = "classifier"
+        elif name.startswith("pool"):  # pool2_bn: the transition after dense block 1
+            prefix = f"features.transition{int(name[4]) - 1}.{'norm' if name.endswith('_bn') else 'conv'}"
+        else:  # conv3_block2_1_conv
+            block, dense_layer, part = name.split("_", 2)
+            part = LAYER_PARTS[part]
+            if legacy:
+                part = f"{part[:-1]}.{part[-1]}"
+            prefix = f"features.denseblock{int(block[4]) - 1}.denselayer{int(dense_layer[5:])}.{part}"
+        suffixes = BN_KEYS if name.endswith("bn") else ("weight", "bias")
+        layout[name] = [f"{prefix}.{suffix}" for suffix in suffixes[:len(layer.weights)]]
+    return layout
+
+
+TORCH_LAYOUTS = (TorchLayout("timm/torchvision", torch_layout, head=("classifier.",)),
+                 TorchLayout("torchvision (legacy names)", functools.partial(torch_layout, legacy=True),
+                             head=("classifier.",)))
+
+
 def _register(arch_id: str, params: int, trainable_params: int, macs: float,
               reference_params: Reference, reference_macs: Reference, file_hash: str,
-              notop_hash: str, top1: float, keras_application: str) -> None:
+              notop_hash: str, top1: float, keras_application: str, checkpoints: tuple) -> None:
     register(ArchSpec(
         id=arch_id,
         family="densenet",
@@ -125,11 +165,18 @@ def _register(arch_id: str, params: int, trainable_params: int, macs: float,
         macs=macs,
         reference_params=reference_params,
         reference_macs=reference_macs,
-        weights=keras_imagenet_weights("densenet", arch_id, file_hash, notop_hash, top1),
+        weights={**keras_imagenet_weights("densenet", arch_id, file_hash, notop_hash, top1,
+                                          preprocessing=Preprocessing("torch", 224)),
+                 **checkpoint_weights(*checkpoints)},
         keras_application=keras_application,
         paper=PAPER,
         options=("growth_rate",),
+        torch_layouts=TORCH_LAYOUTS,
     ))
+
+
+def _tv(arch_id: str, fname: str, top1: float):
+    return torchvision_checkpoint("tv_in1k", fname, f"DenseNet{arch_id[8:]}_Weights", top1)
 
 
 _register(
@@ -138,6 +185,8 @@ _register(
     reference_macs=Reference(2.834, "gmacs", "torchvision densenet.py DenseNet121_Weights"),
     file_hash="9d60b8095a5708f2dcce2bca79d332c7", notop_hash="30ee3e1110167f948a6b9946edeeb738",
     top1=0.750, keras_application="DenseNet121",
+    checkpoints=(_tv("densenet121", "densenet121-a639ec97.pth", 0.74434),
+                 timm_checkpoint("densenet121", "ra_in1k", 0.765, crop_fraction=0.875)),
 )
 _register(
     "densenet169", params=14_307_880, trainable_params=14_149_480, macs=3.3598,
@@ -145,6 +194,7 @@ _register(
     reference_macs=Reference(3.36, "gmacs", "torchvision densenet.py DenseNet169_Weights"),
     file_hash="d699b8f76981ab1b30698df4c175e90b", notop_hash="b8c4d4c20dd625c148057b9ff1c1176b",
     top1=0.762, keras_application="DenseNet169",
+    checkpoints=(_tv("densenet169", "densenet169-b2777c0a.pth", 0.756),),
 )
 _register(
     "densenet201", params=20_242_984, trainable_params=20_013_928, macs=4.2914,
@@ -152,4 +202,5 @@ _register(
     reference_macs=Reference(4.291, "gmacs", "torchvision densenet.py DenseNet201_Weights"),
     file_hash="1ceb130c1ea1b78c3bf6114dbdfd8807", notop_hash="c13680b51ded0fb44dff2d8f86ac8bb1",
     top1=0.773, keras_application="DenseNet201",
+    checkpoints=(_tv("densenet201", "densenet201-c1103571.pth", 0.76896),),
 )

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tltoolkit.architectures.registry import PREPROCESSING_MODES
+from tltoolkit.architectures.registry import CAFFE_MEAN_BGR, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, PREPROCESSING_MODES
 from tltoolkit.errors import TltoolkitError
-
-IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # torch mode, on 0..1 pixels
-IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # caffe mode, on 0..255 pixels
 
 
 def preprocessing_layer(mode: str, name: str = "preprocessing", channels: int = 3):

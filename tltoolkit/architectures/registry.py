@@ -46,6 +46,42 @@ class Reference:
     source: str
 
 
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # torch mode, on 0..1 pixels
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # caffe mode, on 0..255 pixels
+MEAN_STD = {  # per mode: (mean, std) in the checkpoints' own terms (RGB on 0..1; caffe: BGR on 0..255)
+    "torch": (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB),
+    "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "caffe": (CAFFE_MEAN_BGR, (1.0, 1.0, 1.0)),
+    "scale": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """What published weights were trained and evaluated with. `mode` (one of PREPROCESSING_MODES) is what
+    the model's preprocessing layer applies; the rest is the evaluation recipe of the published top-1
+    (resize the short side to input_size / crop_fraction with `interpolation`, centre-crop input_size)."""
+
+    mode: str
+    input_size: int = 224
+    crop_fraction: float | None = None  # None: not published
+    interpolation: str = "bilinear"
+
+    def __post_init__(self):
+        if self.mode not in PREPROCESSING_MODES:
+            raise ValueError(f"preprocessing mode {self.mode!r} not in {PREPROCESSING_MODES}")
+
+    @property
+    def mean_std(self):
+        return MEAN_STD.get(self.mode)
+
+    @property
+    def identity(self) -> str:
+        """Names the preprocessing in feature-cache keys: two recipes never share features."""
+        return f"{self.mode}/{self.input_size}/{self.crop_fraction}/{self.interpolation}"
+
+
 @dataclasses.dataclass(frozen=True)
 class WeightsFile:
     """One downloadable weights file per head variant, as keras.applications publishes them."""
@@ -56,7 +92,39 @@ class WeightsFile:
     notop_hash: str
     num_classes: int = 1000
     top1: float | None = None  # published ImageNet top-1 accuracy (fraction) of these weights
-    source: str = ""
+    source: str = ""  # where the top-1 is published
+    licence: str = ""  # of the weights, where published ("" where not)
+    preprocessing: Preprocessing | None = None  # None: the spec's mode
+    origin: str = "keras.applications"
+    tag: str = "keras"
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A published PyTorch checkpoint (timm safetensors or torchvision `.pth`), converted into our layout
+    by the spec's `torch_layouts` on first use and cached as a `.weights.h5` (weights.py)."""
+
+    tag: str  # timm's pretrained tag: `imagenet:TAG` selects it (tv_in1k, a1_in1k, ...)
+    url: str
+    # sha256 of the file, or its leading hex digits as torchvision names its files (resnet18-f37072fd.pth);
+    # None where no hash is published (the Hugging Face Hub files): the download is then checked by
+    # structure only, i.e. by converting it (every tensor present, with the right shape).
+    file_hash: str | None
+    origin: str  # timm or torchvision
+    licence: str
+    preprocessing: Preprocessing
+    top1: float | None
+    source: str  # where the top-1 is published, and how it was measured
+    num_classes: int = 1000
+
+    @property
+    def fname(self) -> str:
+        """The file's name in the Keras cache: the URL's, except that every Hugging Face Hub file is called
+        model.safetensors, so those are `<model>.<tag>.safetensors` (the repository's name)."""
+        name = self.url.rsplit("/", 1)[-1]
+        if "/resolve/" in self.url:
+            return self.url.split("/resolve/")[0].rsplit("/", 1)[-1] + ".safetensors"
+        return name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +157,8 @@ class ArchSpec:
     reference_macs: Reference | None = None
     channels: int = 3
     num_classes: int = 1000  # the classifier size of the reference model
-    weights: Mapping[str, WeightsFile] = dataclasses.field(default_factory=dict)
+    # `imagenet` (the best-documented default) and `imagenet:TAG` for the others; see weights.weights_entry.
+    weights: Mapping[str, WeightsFile | Checkpoint] = dataclasses.field(default_factory=dict)
     keras_application: str | None = None  # keras.applications name whose weights load into ours
     paper: str = ""
     options: tuple[str, ...] = ()  # builder keyword options beyond the common ones
@@ -119,10 +188,45 @@ KERAS_IO = "keras.io/api/applications"
 
 
 def keras_imagenet_weights(folder: str, name: str, file_hash: str, notop_hash: str, top1: float,
-                           source: str = KERAS_IO) -> dict[str, WeightsFile]:
+                           source: str = KERAS_IO, licence: str = "",
+                           preprocessing: Preprocessing | None = None) -> dict[str, WeightsFile]:
     """keras.applications' published ImageNet files, `<folder>/<name>_weights_tf_dim_ordering_tf_kernels[_notop].h5`."""
     base = f"{KERAS_APPLICATIONS_URL}{folder}/{name}_weights_tf_dim_ordering_tf_kernels"
-    return {"imagenet": WeightsFile(f"{base}.h5", file_hash, f"{base}_notop.h5", notop_hash, top1=top1, source=source)}
+    return {"imagenet": WeightsFile(f"{base}.h5", file_hash, f"{base}_notop.h5", notop_hash, top1=top1, source=source,
+                                    licence=licence, preprocessing=preprocessing)}
+
+
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+HF_TIMM_URL = "https://huggingface.co/timm/{model}.{tag}/resolve/main/model.safetensors"
+TIMM_RESULTS = "timm results-imagenet.csv"
+TV_LICENCE = "BSD-3-Clause"  # torchvision's weights, as timm's model cards record them
+TIMM_LICENCE = "Apache-2.0"
+
+
+def torchvision_checkpoint(tag: str, fname: str, weights_enum: str, top1: float, resize: int = 256) -> Checkpoint:
+    """A torchvision ImageNet file (`download.pytorch.org/models/FNAME`, FNAME `name-<sha256 prefix>.pth`),
+    evaluated as torchvision's transforms do: resize to `resize`, centre-crop 224, bilinear."""
+    version = "IMAGENET1K_V2" if tag == "tv2_in1k" else "IMAGENET1K_V1"
+    return Checkpoint(tag=tag, url=TORCHVISION_URL + fname, file_hash=fname.rsplit("-", 1)[1].split(".")[0],
+                      origin="torchvision", licence=TV_LICENCE,
+                      preprocessing=Preprocessing("torch", 224, round(224 / resize, 4), "bilinear"),
+                      top1=top1, source=f"torchvision {weights_enum}.{version} meta acc@1")
+
+
+def timm_checkpoint(model: str, tag: str, top1: float | None, crop_fraction: float, test_size: int = 288) -> Checkpoint:
+    """A timm-trained file on the Hugging Face Hub (no published hash); preprocessing from its pretrained_cfg,
+    top-1 from timm's results table (measured at `test_size`)."""
+    return Checkpoint(tag=tag, url=HF_TIMM_URL.format(model=model, tag=tag), file_hash=None, origin="timm",
+                      licence=TIMM_LICENCE, preprocessing=Preprocessing("torch", 224, crop_fraction, "bicubic"),
+                      top1=top1, source=f"{TIMM_RESULTS} {model}.{tag} at {test_size}px")
+
+
+def checkpoint_weights(*entries: Checkpoint, default: str | None = None) -> dict[str, Checkpoint]:
+    """`imagenet:TAG` for each entry; the `default` tag (when given) is also plain `imagenet`."""
+    weights = {f"imagenet:{e.tag}": e for e in entries}
+    if default is not None:
+        weights = {"imagenet": weights.pop(f"imagenet:{default}"), **weights}
+    return weights
 
 
 _REGISTRY: dict[str, ArchSpec] = {}

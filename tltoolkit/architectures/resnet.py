@@ -30,8 +30,12 @@ from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
     Reference,
+    Preprocessing,
     TorchLayout,
+    checkpoint_weights,
     keras_imagenet_weights,
+    timm_checkpoint,
+    torchvision_checkpoint,
     get_spec,
     register,
 )
@@ -70,7 +74,8 @@ SENET_CAFFE = Convention(conv_bias=False, stride_on_3x3=False, bn_epsilon=1e-5)
 
 
 def _keras_weights(name: str, file_hash: str, notop_hash: str, top1: float) -> dict:
-    return keras_imagenet_weights("resnet", name, file_hash, notop_hash, top1)
+    return keras_imagenet_weights("resnet", name, file_hash, notop_hash, top1, licence=KERAS_LICENCE,
+                                  preprocessing=KERAS_PREPROCESSING)
 
 
 def _padded(kernel_size: int, stride: int) -> bool:
@@ -237,6 +242,22 @@ def resnet152(include_top=True, num_classes=1000, input_shape=None, pooling=None
     return resnet("resnet152", 152, KERAS, include_top, num_classes, input_shape, pooling, **options)
 
 
+def resnet50_v1_5(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """ResNet-50 v1.5 (He et al. 2015, arXiv:1512.03385) as torchvision and timm build it: no conv biases,
+    the stride on the 3x3 conv. Their ImageNet checkpoints (`resnet50.tv_in1k`, `a1_in1k`, ...) fit it."""
+    return resnet("resnet50_v1_5", 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+
+
+def resnet101_v1_5(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """ResNet-101 v1.5 (He et al. 2015, arXiv:1512.03385) as torchvision and timm build it (see resnet50_v1_5)."""
+    return resnet("resnet101_v1_5", 101, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+
+
+def resnet152_v1_5(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """ResNet-152 v1.5 (He et al. 2015, arXiv:1512.03385) as torchvision and timm build it (see resnet50_v1_5)."""
+    return resnet("resnet152_v1_5", 152, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+
+
 def resnext50_32x4d(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """ResNeXt-50 32x4d (Xie et al. 2017, arXiv:1611.05431), as torchvision builds it."""
     options = {"groups": 32, "width_per_group": 4, **options}
@@ -302,6 +323,14 @@ def torch_layout(model) -> dict[str, list[str]]:
 
 TORCH_LAYOUTS = (TorchLayout("timm/torchvision", torch_layout, head=("fc.",)),)
 
+def se_resnet50_v1_5(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+    """SE-ResNet-50 (Hu et al. 2018, arXiv:1709.01507) as timm's `seresnet50` builds it: ResNet-50 v1.5
+    (the stride on the 3x3 conv) with the same SE gates (r = 16, biased 1x1 convs). The same parameters
+    as `se_resnet50`, which strides the 1x1 conv as SENet's Caffe models do; timm's checkpoints need this one."""
+    options = {"se_ratio": 1 / 16, **options}
+    return resnet("se_resnet50_v1_5", 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+
+
 HE_2015 = "He et al. 2015, Deep Residual Learning for Image Recognition, arXiv:1512.03385"
 XIE_2017 = "Xie et al. 2017, Aggregated Residual Transformations for Deep Neural Networks (ResNeXt), arXiv:1611.05431"
 ZAGORUYKO_2016 = "Zagoruyko & Komodakis 2016, Wide Residual Networks, arXiv:1605.07146"
@@ -334,18 +363,38 @@ def _register(arch_id, builder, depth, *, params, trainable_params, macs, refere
     ))
 
 
-def _torchvision(arch_id, builder, depth, *, params, trainable_params, macs, num_params, ops, weights_enum, paper):
+def _torchvision(arch_id, builder, depth, *, params, trainable_params, macs, num_params, ops, weights_enum, paper,
+                 tv, tv2=None, timm=None):
+    """A torchvision-built variant and its checkpoints: tv/tv2 (file name, top-1) of torchvision's
+    IMAGENET1K_V1 (the default `imagenet`; evaluated after resizing to 256) and V2 (resized to 232);
+    timm (model, tag, top-1, crop fraction) of a timm-trained file."""
     source = f"torchvision {weights_enum}.IMAGENET1K_V1 meta"
+    entries = [torchvision_checkpoint("tv_in1k", tv[0], weights_enum, tv[1])]
+    if tv2:
+        entries.append(torchvision_checkpoint("tv2_in1k", tv2[0], weights_enum, tv2[1], resize=232))
+    if timm:
+        model, tag, top1, crop = timm
+        entries.append(timm_checkpoint(model, tag, top1, crop_fraction=crop))
     _register(arch_id, builder, depth, params=params, trainable_params=trainable_params, macs=macs,
               reference_params=Reference(num_params, "trainable", f"{source} num_params"),
-              reference_macs=Reference(ops, "gmacs", f"{source} _ops"),
-              preprocessing="torch", paper=paper, torch_layouts=TORCH_LAYOUTS)
+              reference_macs=Reference(ops, "gmacs", f"{source} _ops"), preprocessing="torch", paper=paper,
+              weights=checkpoint_weights(*entries, default="tv_in1k"), torch_layouts=TORCH_LAYOUTS)
 
+
+# ImageNet checkpoints. tv_in1k/tv2_in1k: torchvision's files (IMAGENET1K_V1/V2; timm's tags of the same
+# weights); the others: timm's own training recipes (a1 = "ResNet strikes back", Wightman et al. 2021,
+# arXiv:2110.00476), top-1 from timm's results table at its test size (288px, crop 1.0 or 0.95).
+KERAS_LICENCE = "MIT (Kaiming He's Caffe models)"  # fchollet/deep-learning-models README
+KERAS_PREPROCESSING = Preprocessing("caffe", 224)
 
 _torchvision("resnet18", resnet18, 18, params=11_699_112, trainable_params=11_689_512, macs=1.8141,
-             num_params=11_689_512, ops=1.814, weights_enum="ResNet18_Weights", paper=HE_2015)
+             num_params=11_689_512, ops=1.814, weights_enum="ResNet18_Weights", paper=HE_2015,
+             tv=("resnet18-f37072fd.pth", 0.69758),
+             timm=("resnet18", "a1_in1k", 0.73158, 0.95))
 _torchvision("resnet34", resnet34, 34, params=21_814_696, trainable_params=21_797_672, macs=3.6638,
-             num_params=21_797_672, ops=3.664, weights_enum="ResNet34_Weights", paper=HE_2015)
+             num_params=21_797_672, ops=3.664, weights_enum="ResNet34_Weights", paper=HE_2015,
+             tv=("resnet34-b627a593.pth", 0.73314),
+             timm=("resnet34", "a1_in1k", 0.77918, 0.95))
 _register("resnet50", resnet50, 50, params=25_636_712, trainable_params=25_583_592, macs=3.8580,
           reference_params=Reference(25_636_712, "total", "keras.applications ResNet50 (keras.io applications table)"),
           reference_macs=Reference(3.858, "gmacs", KERAS_MACS), preprocessing="caffe", paper=HE_2015,
@@ -364,14 +413,32 @@ _register("resnet152", resnet152, 152, params=60_419_944, trainable_params=60_26
           weights=_keras_weights("resnet152", "100835be76be38e30d865e96f2aaae62",
                                  "ee4c566cf9a93f14d82f913c2dc6dd0c", top1=0.766),
           keras_application="ResNet152")
+# (builder, depth, params, trainable = torchvision's num_params, GMACs, torchvision _ops, V1 and V2 files with
+# their top-1, timm's a1_in1k top-1)
+for _builder, _depth, _params, _trainable, _macs, _ops, _tv, _tv2, _a1 in (
+        (resnet50_v1_5, 50, 25_610_152, 25_557_032, 4.0892, 4.089,
+         ("resnet50-0676ba61.pth", 0.7613), ("resnet50-11ad3fa6.pth", 0.80858), 0.81214),
+        (resnet101_v1_5, 101, 44_654_504, 44_549_160, 7.8014, 7.801,
+         ("resnet101-63fe2227.pth", 0.77374), ("resnet101-cd907fc2.pth", 0.81886), 0.82322),
+        (resnet152_v1_5, 152, 60_344_232, 60_192_808, 11.5136, 11.514,
+         ("resnet152-394f9c45.pth", 0.78312), ("resnet152-f82ba261.pth", 0.82284), 0.82732)):
+    _torchvision(f"resnet{_depth}_v1_5", _builder, _depth, params=_params, trainable_params=_trainable, macs=_macs,
+                 num_params=_trainable, ops=_ops, weights_enum=f"ResNet{_depth}_Weights", paper=HE_2015,
+                 tv=_tv, tv2=_tv2, timm=(f"resnet{_depth}", "a1_in1k", _a1, 0.95))
 _torchvision("resnext50_32x4d", resnext50_32x4d, 50, params=25_097_128, trainable_params=25_028_904, macs=4.2305,
-             num_params=25_028_904, ops=4.23, weights_enum="ResNeXt50_32X4D_Weights", paper=XIE_2017)
+             num_params=25_028_904, ops=4.23, weights_enum="ResNeXt50_32X4D_Weights", paper=XIE_2017,
+             tv=("resnext50_32x4d-7cdf4587.pth", 0.77618), tv2=("resnext50_32x4d-1a0047aa.pth", 0.81198),
+             timm=("resnext50_32x4d", "a1h_in1k", 0.82014, 0.95))
 _torchvision("resnext101_32x8d", resnext101_32x8d, 101, params=88_994_216, trainable_params=88_791_336, macs=16.4140,
-             num_params=88_791_336, ops=16.414, weights_enum="ResNeXt101_32X8D_Weights", paper=XIE_2017)
+             num_params=88_791_336, ops=16.414, weights_enum="ResNeXt101_32X8D_Weights", paper=XIE_2017,
+             tv=("resnext101_32x8d-8ba56ff5.pth", 0.79312), tv2=("resnext101_32x8d-110c445d.pth", 0.82834))
 _torchvision("wide_resnet50_2", wide_resnet50_2, 50, params=68_951_464, trainable_params=68_883_240, macs=11.3980,
-             num_params=68_883_240, ops=11.398, weights_enum="Wide_ResNet50_2_Weights", paper=ZAGORUYKO_2016)
+             num_params=68_883_240, ops=11.398, weights_enum="Wide_ResNet50_2_Weights", paper=ZAGORUYKO_2016,
+             tv=("wide_resnet50_2-95faca4d.pth", 0.78468), tv2=("wide_resnet50_2-9ba9bcbe.pth", 0.81602),
+             timm=("wide_resnet50_2", "racm_in1k", 0.8228, 0.875))
 _torchvision("wide_resnet101_2", wide_resnet101_2, 101, params=127_024_552, trainable_params=126_886_696, macs=22.7531,
-             num_params=126_886_696, ops=22.753, weights_enum="Wide_ResNet101_2_Weights", paper=ZAGORUYKO_2016)
+             num_params=126_886_696, ops=22.753, weights_enum="Wide_ResNet101_2_Weights", paper=ZAGORUYKO_2016,
+             tv=("wide_resnet101_2-32ee1156.pth", 0.78848), tv2=("wide_resnet101_2-d733dc28.pth", 0.8251))
 _register("se_resnet50", se_resnet50, 50, params=28_141_144, trainable_params=28_088_024, macs=3.8605,
           reference_params=Reference(28.1e6, "approx", "Hu et al. 2018 §4 (~25M + ~2.5M); timm seresnet50 28.1M"),
           # Hu et al. 2018 Table 2 gives 3.87: it also counts the SE pooling and scaling (+0.011 G), which
@@ -379,3 +446,9 @@ _register("se_resnet50", se_resnet50, 50, params=28_141_144, trainable_params=28
           reference_macs=Reference(3.8605, "gmacs", "reference/architectures.md derived rebuild (same counter); "
                                                      "Hu et al. 2018 Table 2: 3.87 with SE pooling and scaling"),
           preprocessing="torch", paper=HU_2018)
+_register("se_resnet50_v1_5", se_resnet50_v1_5, 50, params=28_141_144, trainable_params=28_088_024, macs=4.0917,
+          reference_params=Reference(28_088_024, "trainable", "timm seresnet50 (timm.create_model, parameters counted)"),
+          reference_macs=None, preprocessing="torch", paper=HU_2018, torch_layouts=TORCH_LAYOUTS,
+          weights=checkpoint_weights(
+              timm_checkpoint("seresnet50", "ra2_in1k", 0.81284, crop_fraction=0.875),
+              timm_checkpoint("seresnet50", "a1_in1k", 0.81102, crop_fraction=0.95), default="ra2_in1k"))

@@ -15,10 +15,14 @@ from tltoolkit.architectures import common
 from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
+    Preprocessing,
     Reference,
+    TorchLayout,
+    checkpoint_weights,
     keras_imagenet_weights,
     get_spec,
     register,
+    torchvision_checkpoint,
 )
 
 PAPER = ("Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale Image "
@@ -63,9 +67,9 @@ def _is_rate(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
 
 
-def vgg(arch_id: str, include_top: bool = True, num_classes: int = 1000, input_shape=None,
+def vgg(arch_id: str, depth: str, include_top: bool = True, num_classes: int = 1000, input_shape=None,
         pooling=None, batch_norm: bool = False, dropout: float = 0.0) -> keras.Model:
-    """VGG of depth `DEPTHS[arch_id]` (Simonyan & Zisserman 2014, arXiv:1409.1556).
+    """VGG of configuration `DEPTHS[depth]` (Simonyan & Zisserman 2014, arXiv:1409.1556).
 
     Options:
       batch_norm: BatchNormalization after every convolution (torchvision's `vgg*_bn`), named
@@ -80,7 +84,7 @@ def vgg(arch_id: str, include_top: bool = True, num_classes: int = 1000, input_s
         raise ArchitectureError(f"{arch_id}: dropout must be a rate in [0, 1); received {dropout!r}")
     inputs = common.model_input(spec, input_shape)
     x = inputs
-    for block, (convs, filters) in enumerate(zip(DEPTHS[arch_id], WIDTHS), start=1):
+    for block, (convs, filters) in enumerate(zip(DEPTHS[depth], WIDTHS), start=1):
         x = vgg_block(x, filters, convs, batch_norm, name=f"block{block}")
     if include_top:
         x = vgg_classifier(x, num_classes, dropout)
@@ -89,59 +93,124 @@ def vgg(arch_id: str, include_top: bool = True, num_classes: int = 1000, input_s
     return keras.Model(inputs, x, name=arch_id)
 
 
+def _torch_features(model) -> dict[str, str]:
+    """Our conv and BN layers -> their index in torchvision's `features` Sequential (conv, [BN,] ReLU, ..., pool)."""
+    index, names = 0, {}
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv2D, layers.BatchNormalization)):
+            names[layer.name] = f"features.{index}"
+            fused_relu = isinstance(layer, layers.Conv2D) and layer.activation is keras.activations.relu
+            index += 2 if fused_relu else 1
+        elif isinstance(layer, (layers.Activation, layers.MaxPooling2D)):
+            index += 1
+    return names
+
+
+def _layout(model, classifier: dict[str, str]) -> dict[str, list[str]]:
+    prefixes = {**_torch_features(model), **classifier}
+    layout = {}
+    for layer in model.layers:
+        if layer.weights:
+            suffixes = ("weight", "bias", "running_mean", "running_var") if isinstance(
+                layer, layers.BatchNormalization) else ("weight", "bias")
+            layout[layer.name] = [f"{prefixes[layer.name]}.{suffix}" for suffix in suffixes]
+    return layout
+
+
+def torchvision_layout(model):
+    """torchvision's VGG keys: `features.N`, `classifier.{0,3,6}` (Linear layers)."""
+    return _layout(model, {"fc1": "classifier.0", "fc2": "classifier.3", "predictions": "classifier.6"})
+
+
+def timm_layout(model):
+    """timm's VGG keys: `features.N`, `pre_logits.fc1` (a 7x7 conv), `pre_logits.fc2` (1x1), `head.fc`."""
+    return _layout(model, {"fc1": "pre_logits.fc1", "fc2": "pre_logits.fc2", "predictions": "head.fc"})
+
+
+TORCH_LAYOUTS = (TorchLayout("torchvision", torchvision_layout, head=("classifier.",)),
+                 TorchLayout("timm", timm_layout, head=("pre_logits.", "head.")))
+
+
 def _register(arch_id: str, params: int, macs: float, reference_params: Reference,
-              reference_macs: Reference, weights: dict | None = None,
-              keras_application: str | None = None) -> None:
+              reference_macs: Reference, weights: dict, keras_application: str | None = None,
+              trainable_params: int | None = None) -> None:
+    depth = arch_id.split("_")[0]
     register(ArchSpec(
         id=arch_id,
         family="vgg",
-        builder=functools.partial(vgg, arch_id),
+        builder=functools.partial(vgg, arch_id, depth, batch_norm=arch_id.endswith("_bn")),
         stages=STAGES,
         base_output="block5_pool",
         penultimate="fc2",
         default_size=224,
         min_size=32,
-        preprocessing="caffe",
+        preprocessing="caffe" if keras_application else "torch",
         params=params,
-        trainable_params=params,
+        trainable_params=params if trainable_params is None else trainable_params,
         macs=macs,
         reference_params=reference_params,
         reference_macs=reference_macs,
-        weights=weights or {},
+        weights=weights,
         keras_application=keras_application,
         paper=PAPER,
         options=("batch_norm", "dropout"),
+        torch_layouts=TORCH_LAYOUTS,
     ))
 
 
-def _keras_weights(name: str, file_hash: str, notop_hash: str, top1: float) -> dict:
-    return keras_imagenet_weights(name, name, file_hash, notop_hash, top1)
+KERAS_LICENCE = "CC BY 4.0 (VGG at Oxford)"  # fchollet/deep-learning-models README
+
+
+def _weights(arch_id: str, fname: str, top1: float, keras_files: tuple | None = None) -> dict:
+    """torchvision's ImageNet file (tag tv_in1k: timm's of the same weights), after keras.applications'
+    where it has one (then the default `imagenet`)."""
+    enum = arch_id.upper() + "_Weights"  # VGG11_BN_Weights
+    tv = torchvision_checkpoint("tv_in1k", fname, enum, top1)
+    if keras_files is None:
+        return checkpoint_weights(tv, default="tv_in1k")
+    file_hash, notop_hash, keras_top1 = keras_files
+    keras_weights = keras_imagenet_weights(arch_id, arch_id, file_hash, notop_hash, keras_top1, licence=KERAS_LICENCE,
+                                           preprocessing=Preprocessing("caffe", 224))
+    return {**keras_weights, **checkpoint_weights(tv)}
 
 
 _register(
     "vgg11", params=132_863_336, macs=7.6091,
     reference_params=Reference(132_863_336, "trainable", "torchvision vgg.py VGG11_Weights"),
     reference_macs=Reference(7.609, "gmacs", "torchvision vgg.py VGG11_Weights"),
+    weights=_weights("vgg11", "vgg11-8a719046.pth", 0.6902),
 )
 _register(
     # 11.308466 GMACs: 11.3085 would round to 11.309 at the reference's three decimals.
     "vgg13", params=133_047_848, macs=11.30847,
     reference_params=Reference(133_047_848, "trainable", "torchvision vgg.py VGG13_Weights"),
     reference_macs=Reference(11.308, "gmacs", "torchvision vgg.py VGG13_Weights"),
+    weights=_weights("vgg13", "vgg13-19584684.pth", 0.69928),
 )
 _register(
     "vgg16", params=138_357_544, macs=15.4703,
     reference_params=Reference(138_357_544, "total", "keras.applications VGG16 (keras.io/api/applications)"),
     reference_macs=Reference(15.47, "gmacs", "torchvision vgg.py VGG16_Weights"),
-    weights=_keras_weights("vgg16", "64373286793e3c8b2b4e3219cbf3544b",
-                           "6d6bbae143d832006294945121d1f1fc", top1=0.713),
+    weights=_weights("vgg16", "vgg16-397923af.pth", 0.71592, ("64373286793e3c8b2b4e3219cbf3544b",
+                                                              "6d6bbae143d832006294945121d1f1fc", 0.713)),
     keras_application="VGG16",
 )
 _register(
     "vgg19", params=143_667_240, macs=19.6321,
     reference_params=Reference(143_667_240, "total", "keras.applications VGG19 (keras.io/api/applications)"),
     reference_macs=Reference(19.632, "gmacs", "torchvision vgg.py VGG19_Weights"),
-    weights=_keras_weights("vgg19", "cbe5617147190e668d6c5d5026f83318",
-                           "253f8cb515780f3b799900260a226db6", top1=0.713),
+    weights=_weights("vgg19", "vgg19-dcbb9e9d.pth", 0.72376, ("cbe5617147190e668d6c5d5026f83318",
+                                                              "253f8cb515780f3b799900260a226db6", 0.713)),
     keras_application="VGG19",
 )
+# torchvision's vgg*_bn: BN (eps 1e-5) after every conv, the convs keep their bias; the same MACs as without.
+# (id, params, trainable params = torchvision's num_params, GMACs, torchvision _ops, file, top-1)
+for _id, _params, _trainable, _macs, _ops, _fname, _top1 in (
+        ("vgg11_bn", 132_874_344, 132_868_840, 7.6091, 7.609, "vgg11_bn-6002323d.pth", 0.7037),
+        ("vgg13_bn", 133_059_624, 133_053_736, 11.30847, 11.308, "vgg13_bn-abd245e5.pth", 0.71586),
+        ("vgg16_bn", 138_374_440, 138_365_992, 15.4703, 15.47, "vgg16_bn-6c64b313.pth", 0.7336),
+        ("vgg19_bn", 143_689_256, 143_678_248, 19.6321, 19.632, "vgg19_bn-c79401a0.pth", 0.74218)):
+    _source = f"torchvision vgg.py {_id.upper()}_Weights"
+    _register(_id, params=_params, trainable_params=_trainable, macs=_macs,
+              reference_params=Reference(_trainable, "trainable", _source),
+              reference_macs=Reference(_ops, "gmacs", _source), weights=_weights(_id, _fname, _top1))

@@ -20,9 +20,10 @@ import keras
 
 from tltoolkit.architectures import checkpoints
 from tltoolkit.architectures.checkpoints import WeightsError
-from tltoolkit.architectures.registry import ArchSpec, WeightsFile
+from tltoolkit.architectures.registry import ArchSpec, Checkpoint, WeightsFile
 
 IMAGENET = "imagenet"
+TAG_PREFIX = "imagenet:"
 
 
 def keras_cache_dir() -> Path:
@@ -60,43 +61,130 @@ def has_reference_top(model: keras.Model, spec: ArchSpec, num_classes: int) -> b
             and tuple(model.input.shape[1:]) == spec.default_input_shape)
 
 
-def fetch(spec: ArchSpec, tag: str, with_top: bool) -> Path:
-    """The published file for `spec` and `tag`: from the Keras cache, or downloaded and checked."""
-    if tag not in spec.weights:
-        available = [s.id for s in _specs_with_weights(tag)]
-        raise WeightsError(
-            f"{spec.id} has no published {tag!r} weights; architectures with them: {', '.join(available)} "
-            f"(or pass a weights file path)"
-        )
-    entry: WeightsFile = spec.weights[tag]
+def is_published(weights) -> bool:
+    """Whether `weights` names published weights: `imagenet` or `imagenet:TAG`."""
+    return isinstance(weights, str) and (weights == IMAGENET or weights.startswith(TAG_PREFIX))
+
+
+def weights_entry(spec: ArchSpec, name: str) -> WeightsFile | Checkpoint:
+    """The published weights `name` (`imagenet`, `imagenet:TAG`) of `spec`."""
+    entry = _find_entry(spec, name)
+    if entry is not None:
+        return entry
+    if not spec.weights:
+        available = [s.id for s in _all_specs() if s.weights]
+        raise WeightsError(f"{spec.id} has no published {name!r} weights; architectures with them: "
+                           f"{', '.join(available)} (or pass a weights file path)")
+    raise WeightsError(f"{spec.id} has no published {name!r} weights; its tags: {', '.join(weights_tags(spec))} "
+                       f"(or pass a weights file path)")
+
+
+def _find_entry(spec: ArchSpec, name: str) -> WeightsFile | Checkpoint | None:
+    if name in spec.weights:
+        return spec.weights[name]
+    tags = {entry.tag: entry for entry in spec.weights.values()}
+    return tags.get(name[len(TAG_PREFIX):]) if name.startswith(TAG_PREFIX) else None
+
+
+def weights_tags(spec: ArchSpec) -> list[str]:
+    """What `weights=` accepts for `spec`: `imagenet` (with its tag) and each `imagenet:TAG`."""
+    return [f"{name} ({entry.tag})" if name == IMAGENET else name for name, entry in spec.weights.items()]
+
+
+def preprocessing_mode(spec: ArchSpec, weights) -> str:
+    """The preprocessing mode the weights were trained with: a tag's own, the spec's checkpoints' mode for a
+    PyTorch checkpoint file, else the spec's (keras.applications files, our own files, random init)."""
+    if is_published(weights):
+        entry = _find_entry(spec, weights)  # an unknown tag is refused where the weights load
+        if entry is not None and entry.preprocessing is not None:
+            return entry.preprocessing.mode
+    elif weights is not None and Path(weights).expanduser().is_file() and checkpoints.is_checkpoint(
+            Path(weights).expanduser()):
+        modes = {e.preprocessing.mode for e in spec.weights.values() if isinstance(e, Checkpoint)}
+        if len(modes) == 1:
+            return modes.pop()
+    return spec.preprocessing
+
+
+def fetch(spec: ArchSpec, entry: WeightsFile, with_top: bool) -> Path:
+    """The published keras.applications file of `entry`: from the Keras cache, or downloaded and checked."""
     url, file_hash = (entry.url, entry.file_hash) if with_top else (entry.notop_url, entry.notop_hash)
+    return download(url, file_hash)
+
+
+def download(url: str, file_hash: str | None, fname: str | None = None) -> Path:
+    """`url` in the Keras cache as `fname` (default: the URL's), downloaded once by `keras.utils.get_file`
+    and checked against `file_hash`: md5 or sha256, a sha256 prefix (torchvision's file names), or None
+    (nothing published to check)."""
     folder = keras_cache_dir()
-    fname = url.rsplit("/", 1)[-1]
+    fname = fname or url.rsplit("/", 1)[-1]
     target = folder / fname
-    algorithm = _hash_algorithm(file_hash)
     if target.exists():
         # Checked here rather than by get_file: on a mismatch it re-downloads and, offline,
         # deletes the user's file when the download fails.
-        if file_digest(target, algorithm) != file_hash:
-            raise WeightsError(
-                f"{target} does not match the published {algorithm} hash of {fname} ({file_hash}): "
-                f"it is damaged or another file; replace it with the file from {url}"
-            )
+        check_hash(target, file_hash, url)
         return target
     # get_file falls back to /tmp/.keras when the folder is missing; create it so the file lands
     # where the error messages say.
     folder.mkdir(parents=True, exist_ok=True)
+    whole = file_hash if file_hash is not None and len(file_hash) in (32, 64) else None
     try:
-        path = keras.utils.get_file(fname, origin=url, file_hash=file_hash, cache_subdir="models",
-                                    cache_dir=str(folder.parent))
+        path = Path(keras.utils.get_file(fname, origin=url, file_hash=whole, cache_subdir="models",
+                                         cache_dir=str(folder.parent)))
+        check_hash(path, file_hash, url)
     except Exception as error:  # get_file raises bare Exceptions for network failures
-        # A download that failed its hash check stays behind in get_file; it was not there before.
+        # A download that failed its hash check stays behind; it was not there before.
         target.unlink(missing_ok=True)
         raise WeightsError(
             f"could not download {fname} ({_one_line(error)}); download {url} and put it in {folder}/ "
             f"(or pass the file's path as the weights)"
         ) from error
-    return Path(path)
+    return path
+
+
+def check_hash(path: Path, file_hash: str | None, url: str) -> None:
+    if file_hash is None:
+        return
+    algorithm = _hash_algorithm(file_hash)
+    if not file_digest(path, algorithm).startswith(file_hash):
+        raise WeightsError(
+            f"{path} does not match the published {algorithm} hash of {path.name} ({file_hash}): "
+            f"it is damaged or another file; replace it with the file from {url}"
+        )
+
+
+def checkpoint_source(entry: Checkpoint) -> Path:
+    """The checkpoint file itself, in the Keras cache (downloaded and checked once)."""
+    return download(entry.url, entry.file_hash, entry.fname)
+
+
+def published_id(entry: Checkpoint) -> str:
+    """Names a checkpoint tag's weights in feature-cache keys: the source file's sha256 (what the converted
+    file is named by) and the tag's preprocessing recipe, so two tags never share features."""
+    digest = file_digest(checkpoint_source(entry), "sha256")
+    return f"{IMAGENET}:{entry.tag}:sha256:{digest}:{entry.preprocessing.identity}"
+
+
+def converted_checkpoint(spec: ArchSpec, entry: Checkpoint) -> Path:
+    """The `.weights.h5` of `entry` in our layout, next to its source file in the Keras cache and named by
+    the source's sha256: converted once (the reference classifier, all or nothing), loaded directly after."""
+    source = checkpoint_source(entry)
+    target = source.with_name(f"{spec.id}.{entry.tag}.{file_digest(source, 'sha256')[:16]}.weights.h5")
+    if not target.exists():
+        convert_file(spec, source, target)
+    return target
+
+
+def convert_file(spec: ArchSpec, source: Path, target: Path) -> keras.Model:
+    """Converts the PyTorch checkpoint `source` into a `.weights.h5` of `spec`'s reference classifier,
+    written atomically; returns the model."""
+    from tltoolkit.data.files import atomic_path
+
+    model = spec.builder(include_top=True, num_classes=spec.num_classes, input_shape=None, pooling=None)
+    load_checkpoint(model, spec, checkpoints.read_state_dict(source), source.name, whole=True)
+    with atomic_path(target, suffix=".weights.h5") as temporary:
+        model.save_weights(temporary)
+    return model
 
 
 def _one_line(error: Exception) -> str:
@@ -109,20 +197,19 @@ def _all_specs():
     return all_specs()
 
 
-def _specs_with_weights(tag: str):
-    return [s for s in _all_specs() if tag in s.weights]
-
-
 def load_weights(model: keras.Model, spec: ArchSpec, weights) -> Path:
-    """Loads `weights` ("imagenet" or a file path) into `model`, built from `spec`; returns the file.
+    """Loads `weights` ("imagenet", "imagenet:TAG" or a file path) into `model`, built from `spec`; returns
+    the file (for a PyTorch checkpoint tag, its converted `.weights.h5`).
 
     The whole model is loaded when the file was written for the same head; otherwise only the base
     is, and the new classifier keeps its fresh initialisation.
     """
-    if weights == IMAGENET:
-        entry = spec.weights.get(IMAGENET)
-        with_top = entry is not None and has_reference_top(model, spec, entry.num_classes)
-        path = fetch(spec, IMAGENET, with_top)
+    if is_published(weights):
+        entry = weights_entry(spec, weights)
+        if isinstance(entry, Checkpoint):
+            path = converted_checkpoint(spec, entry)
+        else:
+            path = fetch(spec, entry, has_reference_top(model, spec, entry.num_classes))
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -156,9 +243,9 @@ def _load_file(model: keras.Model, spec: ArchSpec, path: Path, before: list) -> 
                            f"a timm .safetensors or a torchvision .pth")
 
 
-def load_checkpoint(model: keras.Model, spec: ArchSpec, state: dict, name: str) -> None:
+def load_checkpoint(model: keras.Model, spec: ArchSpec, state: dict, name: str, whole: bool = False) -> None:
     """Converts a PyTorch state dict into `model`: the whole model when the checkpoint's head fits,
-    else the base alone (the checkpoint's classifier skipped); all or nothing."""
+    else (unless `whole`) the base alone, the checkpoint's classifier skipped; all or nothing."""
     if not spec.torch_layouts:
         with_layouts = [s.id for s in _all_specs() if s.torch_layouts]
         raise WeightsError(f"{name} is a PyTorch checkpoint, and {spec.id} has no converter for one; "
@@ -169,7 +256,7 @@ def load_checkpoint(model: keras.Model, spec: ArchSpec, state: dict, name: str) 
         target = model
     except WeightsError:
         body = {k: v for k, v in state.items() if not k.startswith(layout.head)}
-        if len(body) == len(state):  # no classifier to skip: the mismatch is in the base
+        if whole or len(body) == len(state):  # no classifier to skip: the mismatch is in the base
             raise
         target = base_model(model, spec)
         try:

@@ -14,7 +14,7 @@ import sys
 
 from tltoolkit.errors import TltoolkitError
 
-COMMANDS = ["models", "layers", "augment", "scan", "extract", "finetune", "predict", "evaluate", "export"]
+COMMANDS = ["models", "layers", "augment", "scan", "extract", "finetune", "predict", "evaluate", "export", "weights"]
 
 
 def _quiet_native_logs() -> None:

@@ -1,4 +1,8 @@
-"""`tltoolkit models`: every registered architecture with its size, cost, input and stages."""
+"""`tltoolkit models`: every registered architecture with its size, cost, input, stages and weights.
+
+`weights` lists each architecture's published tags, the one `imagenet` loads first (`imagenet:TAG`
+selects another); `source`, `licence` and `top1` (published ImageNet top-1, %) follow in the same order.
+"""
 
 from __future__ import annotations
 
@@ -36,10 +40,22 @@ def models_table(family=None):
         "GMACs": round(s.macs, 3),
         "input": "x".join(str(d) for d in s.default_input_shape),
         "stages": " ".join(s.stage_names),
-        "weights": ",".join(s.weights) or "-",
+        **_weights_columns(s),
         "options": ",".join(s.options) or "-",
     } for s in specs]
     return pd.DataFrame(rows)
+
+
+def _weights_columns(spec) -> dict:
+    entries = list(spec.weights.values())
+
+    def joined(values):
+        return ", ".join(dict.fromkeys(values)) or "-"
+
+    return {"weights": ", ".join(e.tag for e in entries) or "-",
+            "source": joined(e.origin for e in entries),
+            "licence": joined(e.licence or "unstated" for e in entries),
+            "top1": ", ".join("-" if e.top1 is None else f"{100 * e.top1:.1f}" for e in entries) or "-"}
 
 
 def run(args) -> int:

@@ -128,7 +128,7 @@ class _Run:
         self.config = config
         self.echo = echo
         # An unknown base: one line with close matches; keras:NAME and saved models derive their stages here.
-        self.spec = resolve_base(config["base"], config["image_size"], config["preprocessing"])
+        self.spec = resolve_base(config["base"], config["image_size"], config["preprocessing"], config["weights"])
         self.base_id = cache_name(self.spec)  # what the base is, beyond its name (a saved file's hash)
         size = config["image_size"] or self.spec.default_size
         self.size = tuple(int(v) for v in (size if isinstance(size, (list, tuple)) else (size, size)))
