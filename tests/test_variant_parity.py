@@ -3,13 +3,19 @@ checkpoints come from: each reference is built with random weights and non-trivi
 statistics, saved in its source's own format, loaded by `build(ID, weights=FILE)` and compared on the
 same input (NCHW for torch, NHWC for Keras): logits, and the features at every stage boundary."""
 
+import shutil
+
 import keras
 import numpy as np
 import pytest
 
 from tests.test_checkpoints import _torch_out
-from tests.torch_reference import randomize_batch_norm, save_safetensors, timm, torch, torchvision
+from tests.test_torch_parity import test_tags_carry_what_their_publishers_record as check_published_tag
+from tests.torch_reference import save_safetensors, timm, torch, torchvision
 from tltoolkit.architectures import build, get_spec
+from tltoolkit.architectures.bases import resolve_base
+from tltoolkit.architectures.preprocessing import preprocessing_layer
+from tltoolkit.architectures.registry import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from tltoolkit.architectures.resnet_cifar import RESNETS_B
 from tltoolkit.architectures.stages import spec_stage_ranges, trainable_count
 from tltoolkit.architectures.weights import WeightsError
@@ -66,8 +72,9 @@ CASES = {
 
 
 def random_reference(make, seed: int = 0):
-    """`make()`'s network with He-initialised conv and linear weights and random BatchNorm. The
-    networks' own small-std initialisations (GoogLeNet's, timm's) shrink the signal until the deep
+    """`make()`'s network with He-initialised conv and linear weights and random BatchNorm (every
+    statistic and affine parameter different, gamma around 1). Small-std initialisations (GoogLeNet's,
+    timm's) or small gammas shrink the signal of these deep non-residual stacks until their deep
     features no longer depend on the input, and a comparison there would prove nothing."""
     torch.manual_seed(seed)
     model = make()
@@ -75,7 +82,11 @@ def random_reference(make, seed: int = 0):
         for module in model.modules():
             if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
                 torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    return randomize_batch_norm(model, seed)
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                for statistic, low in ((module.running_mean, -0.5), (module.running_var, 0.5),
+                                       (module.weight, 0.5), (module.bias, -0.5)):
+                    statistic.uniform_(low, low + 1)
+    return model.eval()
 
 
 def assert_depends_on_input(arrays: np.ndarray, what: str):
@@ -119,12 +130,25 @@ def torch_features(model, modules: dict[str, str], x) -> dict[str, np.ndarray]:
     return found
 
 
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    """arch -> (its random reference network, the file its source would save), built once."""
+    made = {}
+
+    def get(arch):
+        if arch not in made:
+            make, kind, *_ = CASES[arch]
+            reference = random_reference(make)
+            made[arch] = reference, save_reference(reference, kind, tmp_path_factory.mktemp(arch))
+        return made[arch]
+    return get
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
-def converted(request, tmp_path_factory):
+def converted(request, references):
     arch = request.param
-    make, kind, size, modules = CASES[arch]
-    reference = random_reference(make)
-    path = save_reference(reference, kind, tmp_path_factory.mktemp(arch))
+    _, _, size, modules = CASES[arch]
+    reference, path = references(arch)
     x = np.random.default_rng(0).normal(size=(2, 3, size, size)).astype("float32")
     ours = build(arch, weights=str(path), input_shape=(size, size, 3))
     yield arch, reference, ours, x, modules, path
@@ -146,15 +170,39 @@ def test_logits_and_every_stage_match_the_reference(converted):
     assert_close(logits(ours)(x.transpose(0, 2, 3, 1)), expected["logits"], f"{arch} logits")
 
 
-def test_a_new_head_keeps_the_converted_base(converted):
-    arch, reference, ours, x, _, path = converted
+def test_the_base_alone_takes_the_checkpoint_without_its_classifier(converted):
+    """What finetune builds: no top, so the checkpoint's classifier (and GoogLeNet's aux heads) are skipped."""
+    arch, _, ours, x, _, path = converted
     spec = get_spec(arch)
-    size = x.shape[-1]
-    features = keras.Model(ours.input, ours.get_layer(spec.base_output).output)(x.transpose(0, 2, 3, 1))
-    for model in (build(arch, weights=str(path), num_classes=3, input_shape=(size, size, 3)),
-                  build(arch, weights=str(path), include_top=False, input_shape=(size, size, 3))):
-        base = keras.Model(model.input, model.get_layer(spec.base_output).output)
-        np.testing.assert_allclose(np.asarray(base(x.transpose(0, 2, 3, 1))), np.asarray(features), atol=1e-6)
+    nhwc = x.transpose(0, 2, 3, 1)
+    base = build(arch, weights=str(path), include_top=False, input_shape=nhwc.shape[1:])
+    features = keras.Model(ours.input, ours.get_layer(spec.base_output).output)(nhwc)
+    np.testing.assert_allclose(np.asarray(base(nhwc)), np.asarray(features), atol=1e-6)
+
+
+TAGGED = [(arch, entry) for arch in ("alexnet", "inception_v4") for entry in get_spec(arch).weights.values()]
+
+
+@pytest.mark.parametrize("arch, entry", TAGGED, ids=[f"{arch}.{entry.tag}" for arch, entry in TAGGED])
+def test_tags_carry_what_their_publishers_record(arch, entry):
+    check_published_tag(arch, entry)
+
+
+def test_the_inception_v4_tag_converts_the_hub_file_once(references, tmp_path, monkeypatch):
+    """As a user with the Hub's file in the Keras cache (offline): `weights="imagenet"` converts it,
+    caches the conversion and computes what timm's network does."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    entry = get_spec("inception_v4").weights["imagenet"]
+    reference, path = references("inception_v4")
+    (tmp_path / "models").mkdir()
+    shutil.copy(path, tmp_path / "models" / entry.fname)
+    size = CASES["inception_v4"][2]
+    x = np.random.default_rng(4).normal(size=(2, 3, size, size)).astype("float32")
+    ours = build("inception_v4", weights="imagenet", input_shape=(size, size, 3))
+    assert [p.name[:-len(".weights.h5")].rsplit(".", 1)[0] for p in (tmp_path / "models").glob("*.weights.h5")] \
+        == ["inception_v4.tf_in1k"]
+    assert_close(logits(ours)(x.transpose(0, 2, 3, 1)), _torch_out(reference, x), "inception_v4 logits")
+    assert resolve_base("inception_v4", weights="imagenet").preprocessing == "tf"
 
 
 @pytest.fixture(scope="module")
@@ -182,20 +230,21 @@ def test_googlenet_file_with_aux_heads_loads_them_too(googlenet_with_aux):
         assert_close(got(nhwc), want, aux)
 
 
-def test_googlenet_transform_input_is_tf_preprocessing(googlenet_with_aux):
+def test_googlenet_preprocessing_is_what_transform_input_computes(googlenet_with_aux):
     """torchvision runs its GoogLeNet weights with transform_input=True, which turns ImageNet-
-    normalised input back into x/127.5 - 1: what `tf` preprocessing gives our model from raw pixels."""
+    normalised input back into x/127.5 - 1: what googlenet's preprocessing layer makes of raw pixels."""
     reference, path = googlenet_with_aux
+    assert resolve_base("googlenet", weights=str(path)).preprocessing == "tf"
     reference.transform_input = True
     try:
         pixels = np.random.default_rng(2).uniform(0, 255, (2, 3, 64, 64)).astype("float32")
-        mean = np.array([0.485, 0.456, 0.406], "float32")[:, None, None]
-        std = np.array([0.229, 0.224, 0.225], "float32")[:, None, None]
+        mean = np.array(IMAGENET_MEAN_RGB, "float32")[:, None, None]
+        std = np.array(IMAGENET_STD_RGB, "float32")[:, None, None]
         expected = _torch_out(reference, (pixels / 255 - mean) / std)
     finally:
         reference.transform_input = False
     ours = build("googlenet", weights=str(path), aux_logits=True, input_shape=(64, 64, 3))
-    tf_mode = pixels.transpose(0, 2, 3, 1) / 127.5 - 1
+    tf_mode = preprocessing_layer(get_spec("googlenet").preprocessing)(pixels.transpose(0, 2, 3, 1))
     assert_depends_on_input(expected, "googlenet logits")
     assert_close(logits(ours)(tf_mode), expected, "googlenet logits")
 

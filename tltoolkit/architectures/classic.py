@@ -22,8 +22,10 @@ from tltoolkit.architectures.registry import (
     ArchSpec,
     Reference,
     TorchLayout,
+    checkpoint_weights,
     get_spec,
     register,
+    torchvision_checkpoint,
 )
 
 LENET_PAPER = ("LeCun, Bottou, Bengio & Haffner 1998, Gradient-Based Learning Applied to Document "
@@ -492,6 +494,8 @@ register(ArchSpec(
     reference_macs=Reference(0.714, "gmacs", "torchvision alexnet.py AlexNet_Weights"),
     paper=ALEXNET_PAPER,
     options=("two_tower",),
+    weights=checkpoint_weights(torchvision_checkpoint("tv_in1k", "alexnet-owt-7be5be79.pth", "AlexNet_Weights",
+                                                      0.56522), default="tv_in1k"),
     torch_layouts=(TorchLayout("torchvision", alexnet_torch_layout, head=("classifier.",)),),
 ))
 register(ArchSpec(

@@ -22,10 +22,16 @@ from keras import layers
 from tltoolkit.architectures import common
 from tltoolkit.architectures.classic import max_pool
 from tltoolkit.architectures.registry import (
+    HF_TIMM_URL,
+    TIMM_LICENCE,
+    TIMM_RESULTS,
     ArchitectureError,
     ArchSpec,
+    Checkpoint,
+    Preprocessing,
     Reference,
     TorchLayout,
+    checkpoint_weights,
     keras_imagenet_weights,
     get_spec,
     register,
@@ -621,7 +627,9 @@ register(ArchSpec(
     penultimate="avg_pool",
     default_size=224,
     min_size=32,
-    preprocessing="torch",
+    # torchvision runs its GoogLeNet weights (ported from TensorFlow) with transform_input=True, which
+    # turns ImageNet-normalised input into x/127.5 - 1: this mode, without the detour.
+    preprocessing="tf",
     params=6_639_464,
     trainable_params=6_624_904,
     macs=1.4984,
@@ -673,6 +681,12 @@ register(ArchSpec(
     reference_params=Reference(42_679_816, "trainable", "timm 1.0.31 inception_v4 (create_model) num parameters"),
     reference_macs=Reference(12.3, "gmacs", "timm inception_v4.tf_in1k model card"),
     paper=SZEGEDY_2016,
+    # TF-slim's weights as timm ports them; its pretrained_cfg: Inception preprocessing (x/127.5 - 1) at 299,
+    # crop 0.875, bicubic.
+    weights=checkpoint_weights(Checkpoint(
+        tag="tf_in1k", url=HF_TIMM_URL.format(model="inception_v4", tag="tf_in1k"), file_hash=None, origin="timm",
+        licence=TIMM_LICENCE, preprocessing=Preprocessing("tf", 299, 0.875, "bicubic"), top1=0.80156,
+        source=f"{TIMM_RESULTS} inception_v4.tf_in1k at 299px"), default="tf_in1k"),
     torch_layouts=(TorchLayout("timm", inception_v4_torch_layout, head=("last_linear.",)),),
 ))
 
