@@ -207,11 +207,12 @@ def test_the_inception_v4_tag_converts_the_hub_file_once(references, tmp_path, m
 
 @pytest.fixture(scope="module")
 def googlenet_with_aux(tmp_path_factory):
-    """torchvision's GoogLeNet as its published file is saved: with both aux heads."""
+    """torchvision's GoogLeNet as its published file holds it: with both aux heads (and in the
+    pre-zip format of older torchvision files, so both formats are covered here)."""
     reference = random_reference(lambda: torchvision.models.googlenet(weights=None, aux_logits=True,
                                                                        init_weights=True), seed=1)
     path = tmp_path_factory.mktemp("googlenet_aux") / "googlenet.pth"
-    torch.save(reference.state_dict(), path)
+    torch.save(reference.state_dict(), path, _use_new_zipfile_serialization=False)  # torch < 1.6's format
     return reference, path
 
 
