@@ -223,3 +223,33 @@ def _spec(arch):
     from tltoolkit.architectures import get_spec
 
     return get_spec(arch)
+
+
+def _find_layer(model, name):
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+        if isinstance(layer, keras.Model):
+            found = _find_layer(layer, name)
+            if found is not None:
+                return found
+    return None
+
+
+def test_finetune_takes_the_checkpoint_file_through_both_phases(resnet18_files, tmp_path, monkeypatch):
+    from tests.runs import write_class_folders
+    from tltoolkit.architectures import load_model
+    from tltoolkit.cli import main
+
+    reference, folder = resnet18_files
+    write_class_folders(tmp_path / "data", per_class=6)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code = main(["finetune", "--base", "resnet18", "--data", str(tmp_path / "data"), "--image-size", "32",
+                 "--weights", str(folder / "resnet18.safetensors"), "--freeze-until", "conv5", "--epochs", "1",
+                 "--fine-tune-epochs", "1", "--augment", "none", "--out", str(tmp_path / "run")])
+    assert code == 0
+    model = load_model(tmp_path / "run" / "model.keras")
+    # conv1 stayed frozen through phase 2: it still holds the checkpoint's stem, converted.
+    stem = reference.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
+    np.testing.assert_array_equal(_find_layer(model, "conv1_conv").get_weights()[0], stem)
+    assert model.output.shape[-1] == 3

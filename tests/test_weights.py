@@ -225,3 +225,23 @@ def test_base_only_weights_file_loads_into_a_new_head_without_warnings(tmp_path)
         classifier = build("vgg11", weights=str(tmp_path / "base.weights.h5"), num_classes=4, input_shape=SHAPE)
     features = keras.Model(classifier.input, classifier.get_layer("block5_pool").output)
     np.testing.assert_allclose(features(images()), base(images()), atol=1e-6)
+
+
+def test_a_hub_tag_in_the_keras_cache_loads_offline_and_keys_the_features(keras_home, tmp_path):
+    """timm's Hub files have no published hash: one put where the message says is checked by structure."""
+    from tests.torch_reference import randomize_batch_norm, save_safetensors, timm, torch
+    from tltoolkit.extract import feature_extractor
+
+    torch.manual_seed(0)
+    keras_home.mkdir(parents=True)
+    save_safetensors(randomize_batch_norm(timm.create_model("resnet18", pretrained=False)),
+                     keras_home / "resnet18.a1_in1k.safetensors")
+    extractor = feature_extractor("resnet18", weights="imagenet:a1_in1k", image_size=32, layer="conv5", pooling="avg")
+    sha256 = hashlib.sha256((keras_home / "resnet18.a1_in1k.safetensors").read_bytes()).hexdigest()
+    assert extractor.spec.weights == f"imagenet:a1_in1k:sha256:{sha256}:torch/224/0.95/bicubic"
+    assert extractor.spec.preprocessing == "torch"
+    assert (keras_home / f"resnet18.a1_in1k.{sha256[:16]}.weights.h5").exists()
+
+    (keras_home / "resnet18.a1_in1k.safetensors").write_bytes(b"{}")  # damaged: refused, never half-loaded
+    with pytest.raises(WeightsError):
+        build("resnet18", weights="imagenet:a1_in1k", input_shape=SHAPE)

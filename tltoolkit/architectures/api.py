@@ -21,9 +21,11 @@ def build(arch: str, weights=None, include_top: bool = True, num_classes: int | 
       arch: a registry id (`tltoolkit.list_architectures()`), `keras:NAME` for any
         keras.applications model (e.g. `keras:EfficientNetB0`), or the path of a saved `.keras`
         model, returned as saved (its freeze points are its layer names).
-      weights: None (random init), "imagenet" (the official keras.applications file, downloaded
-        once through `keras.utils.get_file` and checked against its published hash) or the path of
-        a weights file (`.h5` legacy, `.weights.h5`, `.keras`).
+      weights: None (random init), "imagenet" (the architecture's default published weights:
+        keras.applications' file, or a torchvision/timm checkpoint converted once and cached; see
+        `tltoolkit models`), "imagenet:TAG" (another published tag, e.g. "imagenet:a1_in1k"), or the
+        path of a weights file (`.h5` legacy, `.weights.h5`, `.keras`, or a timm `.safetensors` /
+        torchvision `.pth`, detected by content and converted on the fly, pickle-free).
       include_top: keep the classifier; with `num_classes` other than the weights' own, the base is
         loaded and the new classifier is freshly initialised.
       num_classes: classifier size; defaults to the architecture's reference (1000 for ImageNet).

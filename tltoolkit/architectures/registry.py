@@ -203,21 +203,23 @@ TV_LICENCE = "BSD-3-Clause"  # torchvision's weights, as timm's model cards reco
 TIMM_LICENCE = "Apache-2.0"
 
 
-def torchvision_checkpoint(tag: str, fname: str, weights_enum: str, top1: float, resize: int = 256) -> Checkpoint:
+def torchvision_checkpoint(tag: str, fname: str, weights_enum: str, top1: float, resize: int = 256,
+                           input_size: int = 224) -> Checkpoint:
     """A torchvision ImageNet file (`download.pytorch.org/models/FNAME`, FNAME `name-<sha256 prefix>.pth`),
-    evaluated as torchvision's transforms do: resize to `resize`, centre-crop 224, bilinear."""
+    evaluated as torchvision's transforms do: resize to `resize`, centre-crop `input_size`, bilinear."""
     version = "IMAGENET1K_V2" if tag == "tv2_in1k" else "IMAGENET1K_V1"
     return Checkpoint(tag=tag, url=TORCHVISION_URL + fname, file_hash=fname.rsplit("-", 1)[1].split(".")[0],
                       origin="torchvision", licence=TV_LICENCE,
-                      preprocessing=Preprocessing("torch", 224, round(224 / resize, 4), "bilinear"),
+                      preprocessing=Preprocessing("torch", input_size, round(input_size / resize, 4), "bilinear"),
                       top1=top1, source=f"torchvision {weights_enum}.{version} meta acc@1")
 
 
-def timm_checkpoint(model: str, tag: str, top1: float | None, crop_fraction: float, test_size: int = 288) -> Checkpoint:
-    """A timm-trained file on the Hugging Face Hub (no published hash); preprocessing from its pretrained_cfg,
-    top-1 from timm's results table (measured at `test_size`)."""
+def timm_checkpoint(model: str, tag: str, top1: float | None, crop_fraction: float, test_size: int = 288,
+                    mode: str = "torch", input_size: int = 224, interpolation: str = "bicubic") -> Checkpoint:
+    """A timm-trained file on the Hugging Face Hub (no published hash); preprocessing from its pretrained_cfg
+    (`mode` "tf" for mean = std = 0.5), top-1 from timm's results table (measured at `test_size`)."""
     return Checkpoint(tag=tag, url=HF_TIMM_URL.format(model=model, tag=tag), file_hash=None, origin="timm",
-                      licence=TIMM_LICENCE, preprocessing=Preprocessing("torch", 224, crop_fraction, "bicubic"),
+                      licence=TIMM_LICENCE, preprocessing=Preprocessing(mode, input_size, crop_fraction, interpolation),
                       top1=top1, source=f"{TIMM_RESULTS} {model}.{tag} at {test_size}px")
 
 

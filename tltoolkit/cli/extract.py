@@ -20,7 +20,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--base", required=True, help="architecture id (see `tltoolkit models`), keras:NAME "
                         "(any keras.applications model) or a saved .keras base (needs --preprocessing)")
     parser.add_argument("--weights", default="imagenet", help="imagenet (default; for a saved .keras base: "
-                        "its own weights), none (random init, seeded by --seed) or a weights file")
+                        "its own weights), imagenet:TAG (tltoolkit models lists the tags), none (random init, "
+                        "seeded by --seed) or a weights file (also a timm .safetensors or torchvision .pth)")
     parser.add_argument("--preprocessing", help="how pixels are scaled for the base: caffe, tf, torch, scale or "
                         "none (default: the base's; required for a saved .keras base)")
     parser.add_argument("--data", required=True, help="class folders, a CSV/Parquet manifest or tfds:NAME")

@@ -25,8 +25,9 @@ def add_parser(subparsers) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _flag(parser, "base", "architecture id (see `tltoolkit models`), keras:NAME (any keras.applications model, "
           "e.g. keras:EfficientNetB0) or a saved .keras base (needs --preprocessing)")
-    _flag(parser, "weights", "imagenet (default; for a saved .keras base: its own weights), none (random init, "
-          "seeded by --seed) or a weights file")
+    _flag(parser, "weights", "imagenet (default; for a saved .keras base: its own weights), imagenet:TAG "
+          "(tltoolkit models lists the tags), none (random init, seeded by --seed) or a weights file (also a "
+          "timm .safetensors or torchvision .pth)")
     _flag(parser, "preprocessing", "how pixels are scaled for the base: caffe, tf, torch, scale or none "
           "(default: the base's; required for a saved .keras base)")
     _flag(parser, "data", "class folders, a CSV/Parquet manifest or tfds:NAME")
