@@ -22,19 +22,15 @@ from keras import layers
 from tltoolkit.architectures import common
 from tltoolkit.architectures.classic import max_pool
 from tltoolkit.architectures.registry import (
-    HF_TIMM_URL,
-    TIMM_LICENCE,
-    TIMM_RESULTS,
     ArchitectureError,
     ArchSpec,
-    Checkpoint,
-    Preprocessing,
     Reference,
     TorchLayout,
     checkpoint_weights,
     keras_imagenet_weights,
     get_spec,
     register,
+    timm_checkpoint,
 )
 
 SZEGEDY_2014 = "Szegedy et al. 2014, Going Deeper with Convolutions, arXiv:1409.4842"
@@ -683,10 +679,8 @@ register(ArchSpec(
     paper=SZEGEDY_2016,
     # TF-slim's weights as timm ports them; its pretrained_cfg: Inception preprocessing (x/127.5 - 1) at 299,
     # crop 0.875, bicubic.
-    weights=checkpoint_weights(Checkpoint(
-        tag="tf_in1k", url=HF_TIMM_URL.format(model="inception_v4", tag="tf_in1k"), file_hash=None, origin="timm",
-        licence=TIMM_LICENCE, preprocessing=Preprocessing("tf", 299, 0.875, "bicubic"), top1=0.80156,
-        source=f"{TIMM_RESULTS} inception_v4.tf_in1k at 299px"), default="tf_in1k"),
+    weights=checkpoint_weights(timm_checkpoint("inception_v4", "tf_in1k", 0.80156, crop_fraction=0.875, test_size=299,
+                                               mode="tf", input_size=299), default="tf_in1k"),
     torch_layouts=(TorchLayout("timm", inception_v4_torch_layout, head=("last_linear.",)),),
 ))
 
