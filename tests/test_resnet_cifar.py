@@ -114,3 +114,12 @@ def test_saves_and_loads_in_safe_mode(options, tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
     np.testing.assert_allclose(loaded.predict(BATCH, verbose=0), model.predict(BATCH, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_option_b_variants_are_the_option_b_nets():
+    variant = build("resnet20_cifar_b")
+    option_b = build("resnet20_cifar", shortcut="B")
+    assert [w.shape for w in variant.weights] == [w.shape for w in option_b.weights]
+    assert [layer.name for layer in variant.layers] == [layer.name for layer in option_b.layers]
+    with pytest.raises(ArchitectureError, match="shortcut"):
+        build("resnet20_cifar_b", shortcut="A")

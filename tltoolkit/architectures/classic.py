@@ -17,7 +17,16 @@ import tensorflow as tf
 from keras import layers
 
 from tltoolkit.architectures import common
-from tltoolkit.architectures.registry import ArchitectureError, ArchSpec, Reference, get_spec, register
+from tltoolkit.architectures.registry import (
+    ArchitectureError,
+    ArchSpec,
+    Reference,
+    TorchLayout,
+    checkpoint_weights,
+    get_spec,
+    register,
+    torchvision_checkpoint,
+)
 
 LENET_PAPER = ("LeCun, Bottou, Bengio & Haffner 1998, Gradient-Based Learning Applied to Document "
                "Recognition, Proc. IEEE 86(11):2278-2324")
@@ -280,14 +289,15 @@ FC_UNITS = 4096
 FC_GRID = 6  # the fc layers read a 6x6 map, whatever the input size
 
 
-def max_pool(x, caffe: bool, name: str):
-    """3x3 stride-2 max pooling; `caffe` rounds the output size up (Caffe's pooling), otherwise
-    down (torchvision's). Rounding up pads the bottom/right with zeros: the input is post-ReLU."""
+def max_pool(x, caffe: bool, name: str, size: int = 3):
+    """`size`x`size` stride-2 max pooling; `caffe` rounds the output size up (Caffe's pooling,
+    torch's ceil_mode), otherwise down (torchvision's AlexNet). Rounding up pads the bottom/right
+    with zeros: the input is post-ReLU. Maps of unknown size round down."""
     if caffe:
-        pads = [(0, 1 if d is not None and d % 2 == 0 else 0) for d in x.shape[1:3]]
+        pads = [(0, 0 if d is None else (d - size) % 2) for d in x.shape[1:3]]
         if any(after for _, after in pads):
             x = layers.ZeroPadding2D(pads, name=f"{name}_pad")(x)
-    return layers.MaxPooling2D(3, strides=2, name=name)(x)
+    return layers.MaxPooling2D(size, strides=2, name=name)(x)
 
 
 def conv_block(x, block: ConvBlock, caffe_pooling: bool, name: str):
@@ -375,6 +385,20 @@ def zfnet(include_top: bool = True, num_classes: int = 1000, input_shape=None, p
     Other input sizes (at least 51) reach fc1 through an adaptive average pool to 6x6.
     """
     return alexnet_family("zfnet", ALEXNET_LAYOUTS["zfnet"], include_top, num_classes, input_shape, pooling)
+
+
+# torchvision's AlexNet keys: `features` and `classifier` are Sequentials (ReLU, pool and dropout
+# take indices too); our default layout only, the two-tower one has other shapes. The whole
+# classifier is the head: the base (what a new head or no top keeps) ends at block5_pool.
+ALEXNET_TORCH_MODULES = {
+    **{f"block{i}_conv": f"features.{index}" for i, index in enumerate((0, 3, 6, 8, 10), start=1)},
+    "fc1": "classifier.1", "fc2": "classifier.4", "predictions": "classifier.6",
+}
+
+
+def alexnet_torch_layout(model) -> dict[str, list[str]]:
+    return {layer.name: [f"{ALEXNET_TORCH_MODULES[layer.name]}.weight", f"{ALEXNET_TORCH_MODULES[layer.name]}.bias"]
+            for layer in model.layers if layer.name in ALEXNET_TORCH_MODULES}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,6 +494,9 @@ register(ArchSpec(
     reference_macs=Reference(0.714, "gmacs", "torchvision alexnet.py AlexNet_Weights"),
     paper=ALEXNET_PAPER,
     options=("two_tower",),
+    weights=checkpoint_weights(torchvision_checkpoint("tv_in1k", "alexnet-owt-7be5be79.pth", "AlexNet_Weights",
+                                                      0.56522), default="tv_in1k"),
+    torch_layouts=(TorchLayout("torchvision", alexnet_torch_layout, head=("classifier.",)),),
 ))
 register(ArchSpec(
     id="zfnet",

@@ -20,13 +20,17 @@ import keras
 from keras import layers
 
 from tltoolkit.architectures import common
+from tltoolkit.architectures.classic import max_pool
 from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
     Reference,
+    TorchLayout,
+    checkpoint_weights,
     keras_imagenet_weights,
     get_spec,
     register,
+    timm_checkpoint,
 )
 
 SZEGEDY_2014 = "Szegedy et al. 2014, Going Deeper with Convolutions, arXiv:1409.4842"
@@ -118,8 +122,8 @@ def googlenet_aux(x, num_classes, name):
 def googlenet(include_top=True, num_classes=1000, input_shape=None, pooling=None, aux_logits=False):
     """GoogLeNet (Szegedy et al. 2014, "Going Deeper with Convolutions", arXiv:1409.4842).
 
-    torchvision's layout: BN after every conv, the "5x5" branch as a 3x3 conv. Max pools use "same"
-    padding, which equals torchvision's ceil_mode pooling on even-sized maps (every map at 224).
+    torchvision's layout: BN after every conv, the "5x5" branch as a 3x3 conv, and its ceil_mode
+    max pools (the output size rounds up), so any input size gives torchvision's feature maps.
     Stages: conv1 (conv1 + pool1), conv2 (conv2, conv3, pool2), then one stage per inception block;
     pool3 and pool4 close the stages inception3b and inception4e.
 
@@ -131,10 +135,10 @@ def googlenet(include_top=True, num_classes=1000, input_shape=None, pooling=None
     inputs = common.model_input(spec, input_shape)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = googlenet_conv(x, 64, 7, "conv1", strides=2, padding="valid")
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    x = max_pool(x, caffe=True, name="pool1")
     x = googlenet_conv(x, 64, 1, "conv2")
     x = googlenet_conv(x, 192, 3, "conv3")
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)
+    x = max_pool(x, caffe=True, name="pool2")
     aux = []
     for name, widths in GOOGLENET_BLOCKS:
         x = googlenet_block(x, widths, name)
@@ -142,7 +146,7 @@ def googlenet(include_top=True, num_classes=1000, input_shape=None, pooling=None
             aux.append(googlenet_aux(x, num_classes, GOOGLENET_AUX[name]))
         if name in GOOGLENET_POOLS:
             pool_name, size = GOOGLENET_POOLS[name]
-            x = layers.MaxPooling2D(size, strides=2, padding="same", name=pool_name)(x)
+            x = max_pool(x, caffe=True, name=pool_name, size=size)
     x = common.pooled_head(x, include_top, num_classes, pooling, dropout=0.2)
     return keras.Model(inputs, [x, *aux] if aux else x, name=spec.id)
 
@@ -535,6 +539,78 @@ def inception_resnet_v2(include_top=True, num_classes=1000, input_shape=None, po
 
 
 # ---------------------------------------------------------------------------------------------
+# PyTorch checkpoints (checkpoints.py): our layer names -> torchvision's GoogLeNet and timm's
+# Inception-v4 keys. Both write a conv-BN-ReLU as a BasicConv2d module with `conv` and `bn` inside.
+
+def basic_conv_keys(module: str, kind: str) -> list[str]:
+    """The tensors of a BasicConv2d for our `{name}_conv` (its kernel) or `{name}_bn` layer."""
+    from tltoolkit.architectures.resnet import BN_KEYS  # here: importing resnet first would reorder the registry
+
+    return [f"{module}.conv.weight"] if kind == "conv" else [f"{module}.bn.{key}" for key in BN_KEYS]
+
+
+def googlenet_torch_layout(model) -> dict[str, list[str]]:
+    """`inception4a_branch2_1_conv` -> `inception4a.branch2.1.conv.weight`, `aux1_fc` -> `aux1.fc1`,
+    `predictions` -> `fc` (torchvision's GoogLeNet)."""
+    layout = {}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name == "predictions":
+            layout[layer.name] = ["fc.weight", "fc.bias"]
+            continue
+        module, kind = layer.name.rsplit("_", 1)
+        if kind in ("fc", "predictions"):  # the aux heads' two Linear layers
+            fc = f"{module}.fc1" if kind == "fc" else f"{module}.fc2"
+            layout[layer.name] = [f"{fc}.weight", f"{fc}.bias"]
+        else:
+            aux = module in GOOGLENET_AUX.values()
+            layout[layer.name] = basic_conv_keys(f"{module}.conv" if aux else module.replace("_", "."), kind)
+    return layout
+
+
+V4_C_PARTS = ("1_0", "1_1a", "1_1b", "2_0", "2_1", "2_2", "2_3a", "2_3b")  # timm's names for them too
+
+
+def v4_torch_modules() -> dict[str, str]:
+    """Our conv-BN names (`mixed_6b_branch1_2`) -> timm's modules (`features.11.branch1.2`):
+    `features` holds the stem convs and then the blocks in order; a branch of one conv is the conv
+    itself, a pooled branch is (pool, conv), and a block with one conv branch calls it `conv`."""
+    modules = {f"stem_conv{i}": f"features.{i - 1}" for i in (1, 2, 3)}
+    blocks = [*V4_STEM, *(block for _, stage_blocks, _ in INCEPTION_V4_STAGES for block in stage_blocks)]
+    for index, (name, branches) in enumerate(blocks, start=len(modules)):
+        module = f"features.{index}"
+        if callable(branches):  # Inception-C
+            modules.update({f"{name}_branch{part}": f"{module}.branch{part}" for part in V4_C_PARTS})
+            modules.update({f"{name}_branch0_0": f"{module}.branch0", f"{name}_branch3_1": f"{module}.branch3.1"})
+            continue
+        convs = [(b, branch) for b, branch in enumerate(branches) if branch != "max"]
+        for b, branch in convs:
+            if branch[0] == "avg":
+                modules[f"{name}_branch{b}_0"] = f"{module}.branch{b}.1"
+            elif len(convs) == 1:
+                modules[f"{name}_branch{b}_0"] = f"{module}.conv"
+            elif len(branch) == 1:
+                modules[f"{name}_branch{b}_0"] = f"{module}.branch{b}"
+            else:
+                modules.update({f"{name}_branch{b}_{i}": f"{module}.branch{b}.{i}" for i in range(len(branch))})
+    return modules
+
+
+def inception_v4_torch_layout(model) -> dict[str, list[str]]:
+    modules = v4_torch_modules()
+    layout = {}
+    for layer in model.layers:
+        if layer.name == "predictions":
+            layout[layer.name] = ["last_linear.weight", "last_linear.bias"]
+        elif layer.weights:
+            module, kind = layer.name.rsplit("_", 1)
+            if module in modules:
+                layout[layer.name] = basic_conv_keys(modules[module], kind)
+    return layout
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry
 
 register(ArchSpec(
@@ -547,7 +623,9 @@ register(ArchSpec(
     penultimate="avg_pool",
     default_size=224,
     min_size=32,
-    preprocessing="torch",
+    # torchvision runs its GoogLeNet weights (ported from TensorFlow) with transform_input=True, which
+    # turns ImageNet-normalised input into x/127.5 - 1: this mode, without the detour.
+    preprocessing="tf",
     params=6_639_464,
     trainable_params=6_624_904,
     macs=1.4984,
@@ -556,6 +634,8 @@ register(ArchSpec(
     reference_macs=Reference(1.498, "gmacs", "torchvision GoogLeNet_Weights.IMAGENET1K_V1 GFLOPS"),
     paper=SZEGEDY_2014,
     options=("aux_logits",),
+    # torchvision's file also holds the aux heads: a model without them takes the base.
+    torch_layouts=(TorchLayout("torchvision", googlenet_torch_layout, head=("fc.", "aux1.", "aux2.")),),
 ))
 
 register(ArchSpec(
@@ -593,9 +673,15 @@ register(ArchSpec(
     params=42_742_984,
     trainable_params=42_679_816,
     macs=12.2540,
-    reference_params=Reference(42.7e6, "approx", "timm inception_v4.tf_in1k model card"),
+    # timm's count of its own network (BN statistics are buffers there); its model card rounds it to 42.7M.
+    reference_params=Reference(42_679_816, "trainable", "timm 1.0.31 inception_v4 (create_model) num parameters"),
     reference_macs=Reference(12.3, "gmacs", "timm inception_v4.tf_in1k model card"),
     paper=SZEGEDY_2016,
+    # TF-slim's weights as timm ports them; its pretrained_cfg: Inception preprocessing (x/127.5 - 1) at 299,
+    # crop 0.875, bicubic.
+    weights=checkpoint_weights(timm_checkpoint("inception_v4", "tf_in1k", 0.80156, crop_fraction=0.875, test_size=299,
+                                               mode="tf", input_size=299), default="tf_in1k"),
+    torch_layouts=(TorchLayout("timm", inception_v4_torch_layout, head=("last_linear.",)),),
 ))
 
 register(ArchSpec(

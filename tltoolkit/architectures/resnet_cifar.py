@@ -1,5 +1,9 @@
 """ResNets for 32x32 images: He et al.'s CIFAR-10 ResNet-20...110 and Wide ResNet-28-10.
 
+`resnetN_cifar` is the paper's net (option-A shortcuts, no parameters in them); `resnetN_cifar_b`
+(N = 20, 32, 44, 56) the same with option-B projections, the network of the public CIFAR-10/100
+checkpoints of chenyaofo/pytorch-cifar-models.
+
 Layer names follow keras.applications' ResNet (`conv3_block2_1_conv`, `conv3_block2_out`), so the
 stages are `conv1` (the stem), `conv2`, `conv3`, `conv4` (16, 32 and 64 channels times the width)
 and, for the pre-activation WRN, `post` (the final BN-ReLU).
@@ -18,6 +22,7 @@ import keras
 from keras import layers
 
 from tltoolkit.architectures import common
+from tltoolkit.architectures.resnet import TORCH_LAYOUTS
 from tltoolkit.architectures.registry import ArchitectureError, ArchSpec, Reference, get_spec, register
 
 RESNET_PAPER = "He, Zhang, Ren & Sun 2015, Deep Residual Learning for Image Recognition, arXiv:1512.03385"
@@ -192,6 +197,16 @@ RESNETS = {
     "resnet56_cifar": (56, 857_082, 853_018, 0.1255, 0.85e6),
     "resnet110_cifar": (110, 1_736_058, 1_727_962, 0.2529, 1.7e6),
 }
+# The same nets with option-B shortcuts, as torchvision-style CIFAR ResNets build them (the public
+# CIFAR-10/100 checkpoints of chenyaofo/pytorch-cifar-models): id: (depth, Keras count_params,
+# trainable = the parameter count of that project's CifarResNet, GMACs, its published MAdds).
+RESNETS_B = {
+    "resnet20_cifar_b": (20, 274_042, 272_474, 0.0408, 0.04081),
+    "resnet32_cifar_b": (32, 469_370, 466_906, 0.0691, 0.06912),
+    "resnet44_cifar_b": (44, 664_698, 661_338, 0.0974, 0.09744),
+    "resnet56_cifar_b": (56, 860_026, 855_770, 0.1257, 0.12575),
+}
+CIFAR_MODELS = "chenyaofo/pytorch-cifar-models"
 # id: (depth, width, Keras count_params, trainable, GMACs, the paper's rounded count)
 WIDE_RESNETS = {
     "wrn28_10_cifar": (28, 10, 36_497_146, 36_479_194, 5.2433, 36.5e6),
@@ -209,7 +224,7 @@ def _stages(pre_activation: bool):
 
 
 def _register(arch_id, builder, blocks: int, pre_activation: bool, params, trainable, macs, reference,
-              paper, options):
+              paper, options, reference_macs=None, torch_layouts=()):
     last = f"conv{len(WIDTHS) + 1}_block{blocks}_out"
     register(ArchSpec(
         id=arch_id,
@@ -225,9 +240,11 @@ def _register(arch_id, builder, blocks: int, pre_activation: bool, params, train
         trainable_params=trainable,
         macs=macs,
         reference_params=reference,
+        reference_macs=reference_macs,
         num_classes=10,
         paper=paper,
         options=options,
+        torch_layouts=torch_layouts,
     ))
 
 
@@ -236,6 +253,15 @@ for _id, (_depth, _params, _trainable, _macs, _published) in RESNETS.items():
               _params, _trainable, _macs,
               Reference(_published, "approx", "He et al. 2015, arXiv:1512.03385, Table 6"),
               RESNET_PAPER, ("shortcut", "plain", "drop_path_rate"))
+
+for _id, (_depth, _params, _trainable, _macs, _madds) in RESNETS_B.items():
+    _register(_id, functools.partial(resnet_cifar, _id, _depth, shortcut="B"), (_depth - 2) // 6, False,
+              _params, _trainable, _macs,
+              Reference(_trainable, "trainable", f"{CIFAR_MODELS} cifar10_resnet{_depth} (CifarResNet) parameters"),
+              RESNET_PAPER, ("drop_path_rate",),
+              Reference(_madds, "gmacs", f"{CIFAR_MODELS} README, CIFAR-10 #MAdds"),
+              # Its CifarResNet is torchvision's ResNet with a 3x3 stem: the same key names.
+              TORCH_LAYOUTS)
 
 for _id, (_depth, _width, _params, _trainable, _macs, _published) in WIDE_RESNETS.items():
     _register(_id, functools.partial(wide_resnet_cifar, _id, _depth, _width), (_depth - 4) // 6, True,
