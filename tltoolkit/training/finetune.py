@@ -28,7 +28,8 @@ import numpy as np
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.training import run as rundir
 from tltoolkit.training.config import DEFAULTS, IDENTITY, FinetuneConfig, load_config_file, resolve_config
-from tltoolkit.training.policy import AUTO, HEAD, NONE, Decision, candidates, prior_freeze_point, resolve_freeze
+from tltoolkit.training.policy import (AUTO, HEAD, MIN_POLICY_SECONDS, NONE, Decision, candidates, prior_freeze_point,
+                                      resolve_freeze)
 
 __all__ = ["finetune", "DEFAULTS", "FinetuneConfig", "load_config_file", "resolve_config"]
 
@@ -290,7 +291,7 @@ class _Training:
         first, until the budget is spent; the best is kept and the decision says what was measured."""
         from tltoolkit.training.phases import recipe_for
 
-        budget = self.config.policy_budget * phase1_cost
+        budget = max(self.config.policy_budget * phase1_cost, MIN_POLICY_SECONDS)
         end = time.monotonic() + budget
         best = {"until": HEAD, "score": phase1, "weights": None, "seconds": phase1_cost, "recipe": "-"}
         tried, skipped = [best], []
@@ -317,7 +318,8 @@ class _Training:
         rows += [{"freeze_until": u, "stopped": "not tried: the budget was spent", "kept": ""} for u in skipped]
         self.entry["trials"] = rows
         scores = ", ".join(f"{r['until']} {r['score'][1]:.3f} ({r['seconds']:.0f} s)" for r in tried)
-        why = (f"auto, measured on validation within {self.config.policy_budget:g}x phase 1's cost ({budget:.0f} s): "
+        why = (f"auto, measured on validation within {budget:.0f} s ({self.config.policy_budget:g}x phase 1's cost, "
+               f"at least {MIN_POLICY_SECONDS:.0f} s): "
                f"{scores}" + (f"; not tried: {', '.join(skipped)}" if skipped else "") +
                f" -> {best['until']}: the best {monitor}")
         self.decision = resolve_freeze(best["until"], self.spec, self.extractor.base, why)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tltoolkit.training.policy import MIN_POLICY_SECONDS
+
 
 def describe(training, misses: int, measure: bool) -> dict:
     """Prints and returns the plan of `training` (a `finetune._Training` after its decisions)."""
@@ -15,9 +17,10 @@ def describe(training, misses: int, measure: bool) -> dict:
     # Training costs about three forward passes (forward, backward); the head alone is negligible.
     seconds = misses * per_image
     if measure:
-        seconds += config.policy_budget * phase1
-        phase2 = (f"phase 2: each freeze point tried within {config.policy_budget:g}x phase 1's cost "
-                  f"(~{_duration(config.policy_budget * phase1)}), {recipe.describe()}")
+        budget = max(config.policy_budget * phase1, MIN_POLICY_SECONDS)
+        seconds += budget
+        phase2 = (f"phase 2: each freeze point tried within ~{_duration(budget)} ({config.policy_budget:g}x phase 1's "
+                  f"cost, at least {MIN_POLICY_SECONDS:.0f} s), {recipe.describe()}")
     elif fine_tune:
         seconds += 3 * per_image * train_images * recipe.epochs
         phase2 = f"phase 2: {' + '.join(decision.trained_stages)} + head, {recipe.describe()}"

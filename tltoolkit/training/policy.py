@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from tltoolkit.errors import TltoolkitError
 
 DEFAULT_THRESHOLDS = (100, 1_000, 10_000)
+# A small folder's phase 1 takes a second or two: its trials get at least this long (a few epochs each).
+MIN_POLICY_SECONDS = 120.0
 AUTO = "auto"
 HEAD = "head"
 NONE = "none"
