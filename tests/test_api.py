@@ -9,7 +9,8 @@ import tltoolkit
 
 def test_top_level_api_is_plain_keras():
     assert "vgg16" in tltoolkit.list_architectures()
-    assert tltoolkit.list_architectures("vgg") == ["vgg11", "vgg13", "vgg16", "vgg19"]
+    assert tltoolkit.list_architectures("vgg") == ["vgg11", "vgg13", "vgg16", "vgg19",
+                                                   "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
     model = tltoolkit.build("vgg11", include_top=False, pooling="max", input_shape=(32, 32, 3))
     assert isinstance(model, keras.Model) and model.output.shape == (None, 512)
 
