@@ -192,7 +192,7 @@ class _Training:
         """The head on cached features: (the Keras head, its validation score, phase 1's cost in seconds:
         one forward pass over the training images plus the sweep)."""
         from tltoolkit.extract import extract_features
-        from tltoolkit.heads import dense_layers, head_model, set_standardisation, transfer_head
+        from tltoolkit.heads import head_model, transfer_head
         from tltoolkit.training.head import fit_head, sweep_settings
 
         config = self.config
@@ -217,12 +217,10 @@ class _Training:
                            seed=config.seed, init=init)
         self._head_fit = (fit, train_x, train_y, val_x, val_y, weights)
         chosen = fit.chosen.setting if fit else None
-        head = head_model(self.extractor.feature_shape, self.num_classes, dropout=chosen.dropout if chosen else 0.0,
-                          l2=chosen.l2 if chosen else 0.0, **self.head_options)
+        self.head_options.update(dropout=chosen.dropout if chosen else 0.0, l2=chosen.l2 if chosen else 0.0)
+        head = head_model(self.extractor.feature_shape, self.num_classes, **self.head_options)
         if fit:
-            set_standardisation(head, fit.mean, fit.variance)
-            for layer, (kernel, bias) in zip(dense_layers(head), fit.weights):
-                layer.set_weights([kernel, bias])
+            _load_fit(head, fit)
         elif self.previous_model is not None:
             transfer_head(self.previous_model, head)
         score = _score(head, val_x, val_y) if self.has_val else None
@@ -345,7 +343,7 @@ class _Training:
         # The scratch recipe starts a fresh head (no standardisation, no L2), as a plain training loop
         # does: features trained in batch-statistics mode move far from those the phase-1 head was fit on.
         scratch = recipe.name == "scratch"
-        options = {**self.head_options, "dropout": 0.0, "l2": 0.0} if scratch else self._head_options(head)
+        options = {**self.head_options, "dropout": 0.0, "l2": 0.0} if scratch else self.head_options
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
         try:
@@ -363,7 +361,7 @@ class _Training:
             for i, layer in enumerate(base.layers):
                 layer.trainable = i >= decision.first_trained
             phases.apply_bn_policy(base, recipe.bn)
-            ranges = [r for r in _ranges(base, self.spec)]
+            ranges = _ranges(base, self.spec)
             multipliers = (phases.stage_multipliers(base, ranges, decision.trained_stages, recipe.stage_lr_decay)
                            if recipe.stage_lr_decay else None)
             steps = max(1, -(-len(self.train_table) // int(config.batch_size)))
@@ -408,14 +406,6 @@ class _Training:
         self.echo(summary)
         return {"until": until, "recipe": recipe.name, "score": score, "seconds": seconds, "stopped": stopped,
                 "weights": [w.copy() for w in classifier.get_weights()]}
-
-    def _head_options(self, head) -> dict:
-        from tltoolkit.heads import PREDICTIONS
-
-        regularizer = head.get_layer(PREDICTIONS).kernel_regularizer
-        dropouts = [layer.rate for layer in head.layers if hasattr(layer, "rate")]
-        return {**self.head_options, "dropout": dropouts[0] if dropouts else 0.0,
-                "l2": float(regularizer.l2) if regularizer is not None else 0.0}
 
     def _can_cut(self, decision: Decision) -> bool:
         """Phase 2 can start from a cache of the last frozen layer's output when nothing random comes
@@ -474,7 +464,7 @@ class _Training:
             base = _fresh_base(self.extractor.base)
             _, inference, classifier = phases.full_model(
                 base, keras.layers.Identity(), preprocessing_layer(self.spec.preprocessing, channels=self.spec.channels),
-                self.size, self.num_classes, self._head_options(head), "frozen")
+                self.size, self.num_classes, self.head_options, "frozen")
         base_trained = best["weights"] is not None
         if base_trained:
             classifier.set_weights(best["weights"])
@@ -495,7 +485,6 @@ class _Training:
         """When the head alone is kept: its chosen setting trained again on the training and validation
         images together (as a cross-validated estimator refits on all its data; the epoch count comes
         from a held-out fifth of them). The scores reported stay those of the choice, on validation."""
-        from tltoolkit.heads import dense_layers, set_standardisation
         from tltoolkit.training.head import fit_head
 
         fit, train_x, train_y, val_x, val_y, weights = self._head_fit
@@ -510,9 +499,7 @@ class _Training:
         except TltoolkitError as error:
             self._note(f"phase 1's head was not refit on the validation images too: {error}")
             return False
-        set_standardisation(head, refit.mean, refit.variance)
-        for layer, (kernel, bias) in zip(dense_layers(head), refit.weights):
-            layer.set_weights([kernel, bias])
+        _load_fit(head, refit)
         self._note(f"the head is kept: its setting ({fit.chosen.setting}) trained again on the {len(train_y)} "
                    f"training and {len(val_y)} validation images, {refit.chosen.best_epoch} epochs (the scores "
                    f"above are the choice's, on validation)")
@@ -550,12 +537,20 @@ def _first_weighted(model) -> int:
 
 
 def _score(head, x, y) -> tuple[float, float]:
-    """(cross-entropy, accuracy) of the Keras head on cached features."""
-    probabilities = np.concatenate([np.asarray(head(x[i:i + 4096], training=False), "float64")
-                                    for i in range(0, len(x), 4096)])
-    y = np.asarray(y)
-    loss = -np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-7, 1.0)).mean()
-    return float(loss), float((probabilities.argmax(-1) == y).mean())
+    """(cross-entropy, accuracy) of the Keras head on cached features, in batches of 4096."""
+    from tltoolkit.training.phases import evaluate
+
+    one_hot = np.eye(head.output.shape[-1], dtype="float32")[np.asarray(y)]
+    return evaluate(head, ((x[i:i + 4096], one_hot[i:i + 4096]) for i in range(0, len(x), 4096)))
+
+
+def _load_fit(head, fit) -> None:
+    """A `HeadFit`'s standardisation and Dense weights into the Keras head."""
+    from tltoolkit.heads import dense_layers, set_standardisation
+
+    set_standardisation(head, fit.mean, fit.variance)
+    for layer, (kernel, bias) in zip(dense_layers(head), fit.weights):
+        layer.set_weights([kernel, bias])
 
 
 def _fresh_base(source):
