@@ -111,13 +111,24 @@ def test_openvino_int8_calibrated_on_real_images(model, images, calibration, ope
     assert result.max_relative_difference > 1e-4  # quantised: not the fp32 numbers
 
 
-def test_identities_differ_by_runtime_precision_and_calibration(model, calibration, openvino_fp32, openvino_int8):
+def test_identities_differ_by_runtime_precision_and_calibration(model, calibration, capabilities, openvino_fp32,
+                                                                openvino_int8):
     batches, hashes = calibration
     identities = [compile_runtime(model, "tf").identity, openvino_fp32.identity, openvino_int8.identity,
                   compile_runtime(model, "openvino", "int8", batch_size=BATCH, calibration=batches[:1],
                                   calibration_hashes=hashes[:10]).identity]
+    if "BF16" in capabilities:
+        identities.append(compile_runtime(model, "openvino", "bf16", batch_size=BATCH).identity)
     assert len({repr(sorted(identity.items())) for identity in identities}) == len(identities)
     assert identities[1]["openvino"] and "calibration" not in identities[1]
+
+
+def test_int8_from_the_same_images_is_the_same_model(model, images, calibration, openvino_int8):
+    """What a resumed int8 extraction relies on: its cache key (the identity) names the same features."""
+    batches, hashes = calibration
+    again = compile_runtime(model, "openvino", "int8", batch_size=BATCH, calibration=batches, calibration_hashes=hashes)
+    assert again.identity == openvino_int8.identity
+    np.testing.assert_array_equal(again(images), openvino_int8(images))
 
 
 def test_uint8_input_model(capabilities):
