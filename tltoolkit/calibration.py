@@ -185,7 +185,8 @@ def replace_softmax(model, head=None):
     else:
         raise TltoolkitError(f"{model.name} ends in {type(operation).__name__} {operation.name!r}, not a Dense "
                              f"softmax classifier; temperature scaling needs the logits")
-    return keras.Model(model.input, outputs, name=model.name)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # a list of one would warn on every call
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def logits_model(model):
