@@ -72,14 +72,17 @@ def test_reliability_diagram_is_a_png(tmp_path):
 
 
 def finetune_like(num_classes=3):
-    """uint8 pixels -> float -> [base -> head] as finetune saves it: the classifier is a nested model."""
+    """uint8 pixels -> float -> [base -> head] as finetune saves it: the classifier is a nested model,
+    also called by a second (training) model, as in training.phases.full_model."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((12, 12, 3))
     x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
     base = keras.Model(inputs, x, name="tiny_base")
     classifier = attach_head(base, num_classes, dropout=0.0)
     pixels = keras.Input((12, 12, 3), dtype="uint8", name="pixels")
-    return keras.Model(pixels, classifier(keras.layers.Rescaling(1 / 255, name="to_float")(pixels)), name="model")
+    to_float = keras.layers.Rescaling(1 / 255, name="to_float")(pixels)
+    keras.Model(pixels, classifier(keras.layers.RandomFlip()(to_float)), name="training")
+    return keras.Model(pixels, classifier(to_float), name="model")
 
 
 def images(n=6):

@@ -89,3 +89,14 @@ def test_a_model_without_a_spatial_stage_is_a_one_line_error():
     with pytest.raises(TltoolkitError, match="no spatial feature map") as error:
         grad_cam(keras.Model(inputs, x), np.zeros((1, 32, 32, 3), "float32"))
     assert "\n" not in str(error.value)
+
+
+def test_keras_application_base_at_its_derived_stages():
+    from tltoolkit.architectures.bases import build_base, resolve_base
+
+    spec = resolve_base("keras:MobileNetV2", image_size=32)
+    model = attach_head(build_base(spec, None, (32, 32)), 3)
+    images = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3)).astype("float32")
+    assert grad_cam(model, images).shape == (1, 1, 1)  # 32 / 32: the last stage is one position
+    maps = grad_cam(model, images, stage_layer(model, spec.stages, spec.stages[2][0], spec.base_output))
+    assert maps.shape[1:] == (4, 4) and np.isfinite(maps).all()
