@@ -9,7 +9,8 @@ from PIL import Image
 
 from tltoolkit.architectures import build, get_spec
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.explain import grad_cam, last_spatial_layer, save_overlay, stage_layer
+from tltoolkit.explain import explain_to, grad_cam, last_spatial_layer, stage_layer
+from tltoolkit.explain import overlay as overlay_of
 from tltoolkit.heads import attach_head
 
 QUADRANTS = ((0, 0), (0, 16), (16, 0), (16, 16))  # (top, left) of each class' quadrant in a 32x32 image
@@ -56,9 +57,15 @@ def test_grad_cam_peaks_in_the_quadrant_that_decides_the_class(patch_model, tmp_
     rows, columns = np.unravel_index(maps.reshape(40, -1).argmax(1), (16, 16))
     peak_quadrant = 2 * (rows >= 8) + (columns >= 8)
     assert (peak_quadrant == labels).mean() >= 0.9
-    save_overlay(images[0], maps[0], tmp_path / "0.png")
-    overlay = np.asarray(Image.open(tmp_path / "0.png"))
-    assert overlay.shape == (32, 32, 3) and [p.name for p in tmp_path.iterdir()] == ["0.png"]
+    paths = explain_to(tmp_path, patch_model, images[:3], ["a", "b", "c"], class_ids=labels[:3], batch_size=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.png"]  # no temporary left
+    overlay = np.asarray(Image.open(paths[1]))
+    assert overlay.shape == (32, 32, 3)
+    # the blend: 55% image, 45% jet colour (heat 1: dark red 0.5, 0, 0; heat 0: dark blue 0, 0, 0.5)
+    hot, cold = overlay_of(images[1], np.ones((4, 4))), overlay_of(images[1], np.zeros((4, 4)))
+    np.testing.assert_allclose(hot[..., 0], 0.55 * images[1][..., 0] + 0.45 * 127.5, atol=1)
+    np.testing.assert_allclose(cold[..., 2], 0.55 * images[1][..., 2] + 0.45 * 127.5, atol=1)
+    np.testing.assert_allclose(cold[..., 0], 0.55 * images[1][..., 0], atol=1)
 
 
 def resnet20_classifier():

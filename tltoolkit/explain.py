@@ -172,3 +172,21 @@ def save_overlay(image: np.ndarray, heat: np.ndarray, path) -> None:
 
     with atomic_path(path, suffix=".png") as temporary:
         Image.fromarray(overlay(image, heat)).save(temporary, format="PNG")
+
+
+def explain_to(folder, model, images: np.ndarray, names, layer: str | None = None, class_ids=None,
+               batch_size: int = 32) -> list:
+    """Grad-CAM overlays of `images` (as the model takes them, uint8) written to `folder`/NAME.png, one
+    per entry of `names`, in batches; returns the paths. The layer is checked before anything is written."""
+    from pathlib import Path
+
+    layer = layer or last_spatial_layer(model)
+    paths = [Path(folder) / f"{name}.png" for name in names]
+    if len(paths) != len(images):
+        raise TltoolkitError(f"{len(images)} images but {len(paths)} names to write their explanations to")
+    for start in range(0, len(images), batch_size):
+        batch = slice(start, start + batch_size)
+        ids = None if class_ids is None else np.asarray(class_ids)[batch]
+        for image, heat, path in zip(images[batch], grad_cam(model, images[batch], layer, ids), paths[batch]):
+            save_overlay(image, heat, path)
+    return paths
