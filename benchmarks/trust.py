@@ -62,6 +62,9 @@ def main(argv=None) -> None:
     from tltoolkit.rejection import check_coverage
 
     check_coverage(args.coverage)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # retracing notices: each seed builds new models on purpose
     rows = {seed: measure(seed, args.coverage) for seed in args.seeds}
     columns = [c for c in next(iter(rows.values())) if c != "images"]
     val, test, ood = next(iter(rows.values()))["images"]
