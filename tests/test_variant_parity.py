@@ -180,7 +180,7 @@ def test_the_base_alone_takes_the_checkpoint_without_its_classifier(converted):
     np.testing.assert_allclose(np.asarray(base(nhwc)), np.asarray(features), atol=1e-6)
 
 
-TAGGED = [(arch, entry) for arch in ("alexnet", "inception_v4") for entry in get_spec(arch).weights.values()]
+TAGGED = [(arch, entry) for arch in ("alexnet", "googlenet", "inception_v4") for entry in get_spec(arch).weights.values()]
 
 
 @pytest.mark.parametrize("arch, entry", TAGGED, ids=[f"{arch}.{entry.tag}" for arch, entry in TAGGED])
@@ -229,6 +229,19 @@ def test_googlenet_file_with_aux_heads_loads_them_too(googlenet_with_aux):
         got = logits(ours, f"{aux}_predictions")
         assert_depends_on_input(want, aux)
         assert_close(got(nhwc), want, aux)
+
+
+def test_googlenet_file_with_aux_heads_converts_into_the_classifier_without_them(googlenet_with_aux, tmp_path):
+    """What the tag's convert-once does with torchvision's file: the aux heads (optional) are skipped."""
+    from tltoolkit.cli import main
+
+    reference, path = googlenet_with_aux
+    out = tmp_path / "googlenet.weights.h5"
+    assert main(["weights", "convert", str(path), "--arch", "googlenet", "--tag", "tv_in1k", "--out", str(out)]) == 2
+    assert main(["weights", "convert", str(path), "--arch", "googlenet", "--out", str(out)]) == 0
+    x = np.random.default_rng(5).normal(size=(2, 3, 100, 100)).astype("float32")
+    ours = build("googlenet", weights=str(out), input_shape=(100, 100, 3))
+    assert_close(logits(ours)(x.transpose(0, 2, 3, 1)), _torch_out(reference, x), "googlenet logits")
 
 
 def test_googlenet_preprocessing_is_what_transform_input_computes(googlenet_with_aux):

@@ -132,11 +132,14 @@ class TorchLayout:
     """Where a PyTorch checkpoint's tensors go in our model (see `tltoolkit.architectures.checkpoints`).
 
     layers(model) -> {Keras layer name: [checkpoint keys, in Keras weight order]} for every weighted
-    layer of `model`; head: key prefixes of the checkpoint's classifier (skipped for a new head)."""
+    layer of `model`; head: key prefixes of the checkpoint's classifier (skipped for a new head);
+    optional: key prefixes of parts a model may be built without (GoogLeNet's auxiliary classifiers,
+    an option): their tensors load where `layers(model)` maps them and are skipped where it does not."""
 
     name: str  # whose key names these are: "timm", "torchvision"
     layers: Callable
     head: tuple[str, ...]
+    optional: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,13 +207,15 @@ TIMM_LICENCE = "Apache-2.0"
 
 
 def torchvision_checkpoint(tag: str, fname: str, weights_enum: str, top1: float, resize: int = 256,
-                           input_size: int = 224) -> Checkpoint:
+                           input_size: int = 224, mode: str = "torch") -> Checkpoint:
     """A torchvision ImageNet file (`download.pytorch.org/models/FNAME`, FNAME `name-<sha256 prefix>.pth`),
-    evaluated as torchvision's transforms do: resize to `resize`, centre-crop `input_size`, bilinear."""
+    evaluated as torchvision's transforms do: resize to `resize`, centre-crop `input_size`, bilinear.
+    `mode` "tf" where torchvision's builder sets transform_input=True for the weights (GoogLeNet): the
+    model then turns its ImageNet-normalised input into x/127.5 - 1 first."""
     version = "IMAGENET1K_V2" if tag == "tv2_in1k" else "IMAGENET1K_V1"
     return Checkpoint(tag=tag, url=TORCHVISION_URL + fname, file_hash=fname.rsplit("-", 1)[1].split(".")[0],
                       origin="torchvision", licence=TV_LICENCE,
-                      preprocessing=Preprocessing("torch", input_size, round(input_size / resize, 4), "bilinear"),
+                      preprocessing=Preprocessing(mode, input_size, round(input_size / resize, 4), "bilinear"),
                       top1=top1, source=f"torchvision {weights_enum}.{version} meta acc@1")
 
 

@@ -252,7 +252,7 @@ def load_checkpoint(model: keras.Model, spec: ArchSpec, state: dict, name: str, 
                            f"architectures with one: {', '.join(with_layouts)}")
     layout = max(spec.torch_layouts, key=lambda t: sum(k in state for keys in t.layers(model).values() for k in keys))
     try:
-        values = checkpoints.convert_state(model, state, layout.layers(model))
+        values = checkpoints.convert_state(model, state, layout.layers(model), layout.optional)
         target = model
     except WeightsError:
         body = {k: v for k, v in state.items() if not k.startswith(layout.head)}
@@ -260,7 +260,7 @@ def load_checkpoint(model: keras.Model, spec: ArchSpec, state: dict, name: str, 
             raise
         target = base_model(model, spec)
         try:
-            values = checkpoints.convert_state(target, body, layout.layers(target))
+            values = checkpoints.convert_state(target, body, layout.layers(target), layout.optional)
         except WeightsError as error:
             raise WeightsError(f"{name} does not fit {spec.id} ({layout.name} names): {error}") from None
     checkpoints.assign(target, values)
