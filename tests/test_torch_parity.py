@@ -20,7 +20,7 @@ from tltoolkit.architectures import build, get_spec
 from tltoolkit.architectures.registry import MEAN_STD, Checkpoint
 from tltoolkit.architectures.stages import spec_stage_ranges
 
-RESNET_STAGES = ("maxpool", "layer1", "layer2", "layer3", "layer4")
+RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")  # after the stem's pool: maxpool (pool0 in legacy SENet)
 DENSENET_STAGES = ("features.pool0", "features.denseblock1", "features.transition1", "features.denseblock2",
                    "features.transition2", "features.denseblock3", "features.transition3", "features.denseblock4",
                    "features.norm5")
@@ -37,6 +37,7 @@ CASES = [
     ("wide_resnet50_2", "torchvision", "wide_resnet50_2", 64),
     ("wide_resnet101_2", "timm", "wide_resnet101_2", 64),
     ("se_resnet50_v1_5", "timm", "seresnet50", 64),
+    ("se_resnet50", "timm", "legacy_seresnet50", 64),
     ("densenet121", "torchvision-legacy", "densenet121", 64),
     ("densenet169", "timm", "densenet169", 64),
     ("densenet201", "torchvision", "densenet201", 64),
@@ -78,7 +79,9 @@ def save(model, source: str, path):
 def torch_stage_modules(model, arch: str) -> list[str]:
     if arch.startswith("vgg"):
         return [f"features.{i}" for i, m in enumerate(model.features) if isinstance(m, torch.nn.MaxPool2d)]
-    return list(DENSENET_STAGES if arch.startswith("densenet") else RESNET_STAGES)
+    if arch.startswith("densenet"):
+        return list(DENSENET_STAGES)
+    return ["maxpool" if hasattr(model, "maxpool") else "pool0", *RESNET_STAGES]
 
 
 def torch_outputs(model, modules: list[str], x: np.ndarray):
@@ -167,10 +170,10 @@ def test_tags_carry_what_their_publishers_record(arch, entry):
         assert round(entry.preprocessing.input_size / transform.resize_size[0], 4) == entry.preprocessing.crop_fraction
         assert transform.interpolation.value == entry.preprocessing.interpolation
         np.testing.assert_allclose(_model_input_mean_std(weights, transform), (mean, std), atol=1e-6)
-    else:
-        model, tag = re.search(r"/timm/([^/]+)/resolve", entry.url).group(1).split(".", 1)
-        cfg = timm.models.get_pretrained_cfg(f"{model}.{tag}")
-        assert cfg.hf_hub_id == f"timm/{model}.{tag}" and cfg.license == entry.licence.lower()
+    else:  # the timm pretrained cfg that publishes this file: on the Hub, or at its URL (legacy models)
+        cfg = next(cfg for cfg in map(timm.models.get_pretrained_cfg, timm.list_pretrained())
+                   if entry.url in (cfg.url, f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/model.safetensors"))
+        assert cfg.license == entry.licence.lower()
         assert cfg.input_size == (3, entry.preprocessing.input_size, entry.preprocessing.input_size)
         assert cfg.crop_pct == entry.preprocessing.crop_fraction
         assert cfg.interpolation == entry.preprocessing.interpolation
