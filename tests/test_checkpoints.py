@@ -153,14 +153,31 @@ def test_missing_safetensors_package_names_the_extra(tiny_files, monkeypatch):
         read_state_dict(folder / "tiny.bin")
 
 
+TORCHVISION_OPTIONS = {"googlenet": {"aux_logits": True, "init_weights": True}}  # as published: with aux heads
+
+
 @pytest.fixture(scope="module")
-def resnet18_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("resnet18")
-    torch.manual_seed(0)
-    model = randomize_batch_norm(torchvision.models.resnet18(weights=None))
-    torch.save(model.state_dict(), folder / "resnet18.pth")
-    save_safetensors(model, folder / "resnet18.safetensors")
-    return model, folder
+def torchvision_files(tmp_path_factory):
+    """name -> (torchvision's network with random weights and BN statistics, the folder holding its state
+    dict as NAME.pth and NAME.safetensors), made once."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            folder = tmp_path_factory.mktemp(name)
+            torch.manual_seed(0)
+            model = randomize_batch_norm(getattr(torchvision.models, name)(weights=None,
+                                                                             **TORCHVISION_OPTIONS.get(name, {})))
+            torch.save(model.state_dict(), folder / f"{name}.pth")
+            save_safetensors(model, folder / f"{name}.safetensors")
+            made[name] = model, folder
+        return made[name]
+    return get
+
+
+@pytest.fixture(scope="module")
+def resnet18_files(torchvision_files):
+    return torchvision_files("resnet18")
 
 
 def _logits(model, x):
@@ -236,20 +253,36 @@ def _find_layer(model, name):
     return None
 
 
-def test_finetune_takes_the_checkpoint_file_through_both_phases(resnet18_files, tmp_path, monkeypatch):
+# (arch, its checkpoint file, the smallest image size it takes, --freeze-until, a layer of the frozen stem and
+# the tensor it was converted from, an export format to finish with)
+FINETUNE = [
+    ("resnet18", "resnet18.safetensors", 32, "conv5", "conv1_conv", "conv1.weight", None),
+    ("alexnet", "alexnet.pth", 63, "block5", "block1_conv", "features.0.weight", "tflite"),
+    ("googlenet", "googlenet.pth", 32, "inception5b", "conv1_conv", "conv1.conv.weight", None),
+]
+
+
+@pytest.mark.parametrize("arch, fname, size, freeze_until, stem, key, export", FINETUNE, ids=[c[0] for c in FINETUNE])
+def test_finetune_takes_the_checkpoint_file_through_both_phases(torchvision_files, tmp_path, monkeypatch, arch, fname,
+                                                                size, freeze_until, stem, key, export):
+    """As a user with the source file would run it: `finetune --weights FILE`, phase 1 and 2, then export."""
     from tests.runs import write_class_folders
     from tltoolkit.architectures import load_model
     from tltoolkit.cli import main
 
-    reference, folder = resnet18_files
+    reference, folder = torchvision_files(arch)
     write_class_folders(tmp_path / "data", per_class=6)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    code = main(["finetune", "--base", "resnet18", "--data", str(tmp_path / "data"), "--image-size", "32",
-                 "--weights", str(folder / "resnet18.safetensors"), "--freeze-until", "conv5", "--epochs", "1",
+    code = main(["finetune", "--base", arch, "--data", str(tmp_path / "data"), "--image-size", str(size),
+                 "--weights", str(folder / fname), "--freeze-until", freeze_until, "--epochs", "1",
                  "--fine-tune-epochs", "1", "--augment", "none", "--out", str(tmp_path / "run")])
     assert code == 0
     model = load_model(tmp_path / "run" / "model.keras")
-    # conv1 stayed frozen through phase 2: it still holds the checkpoint's stem, converted.
-    stem = reference.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
-    np.testing.assert_array_equal(_find_layer(model, "conv1_conv").get_weights()[0], stem)
+    # The stem stayed frozen through phase 2: it still holds the checkpoint's tensor, converted.
+    expected = reference.state_dict()[key].numpy().transpose(2, 3, 1, 0)
+    np.testing.assert_array_equal(_find_layer(model, stem).get_weights()[0], expected)
     assert model.output.shape[-1] == 3
+    if export:
+        out = tmp_path / f"model.{export}"
+        assert main(["export", "--model", str(tmp_path / "run"), "--format", export, "--out", str(out)]) == 0
+        assert out.stat().st_size > 0

@@ -1,4 +1,4 @@
-"""The preprocessing layer equals keras.applications' preprocess_input, saves and loads in safe mode."""
+"""The preprocessing layer equals keras.applications' preprocess_input (and the CIFAR checkpoints' Normalize), saves and loads in safe mode."""
 
 import keras
 import numpy as np
@@ -7,6 +7,11 @@ import pytest
 from tltoolkit.architectures.preprocessing import preprocessing_layer
 from tltoolkit.architectures.registry import PREPROCESSING_MODES
 from tltoolkit.errors import TltoolkitError
+
+CIFAR = {  # chenyaofo/pytorch-cifar-models' Normalize(mean, std), on 0..1 pixels
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761)),
+}
 
 PIXELS = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
 
@@ -18,6 +23,9 @@ def reference(mode, pixels):
         return x
     if mode == "scale":
         return x / 255
+    if mode in CIFAR:
+        mean, std = (np.asarray(v, "float32") for v in CIFAR[mode])
+        return (x / 255 - mean) / std
     return keras.applications.imagenet_utils.preprocess_input(x.copy(), mode=mode)
 
 

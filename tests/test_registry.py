@@ -8,7 +8,7 @@ import pytest
 
 from tltoolkit.architectures import all_specs, build
 from tltoolkit.architectures.profile import count_macs
-from tltoolkit.architectures.registry import HEAD, Checkpoint, WeightsFile
+from tltoolkit.architectures.registry import DATASETS, HEAD, Checkpoint, WeightsFile
 from tltoolkit.architectures.stages import spec_stage_ranges, trainable_count
 
 SPECS = all_specs()
@@ -102,7 +102,8 @@ def test_specs_are_well_formed(spec):
     assert spec.paper, "public builders cite their paper"
     assert spec.reference_params.source
     for name, entry in spec.weights.items():
-        assert name == "imagenet" or name == f"imagenet:{entry.tag}"
+        assert entry.dataset in DATASETS and name in (entry.dataset, f"{entry.dataset}:{entry.tag}")
+        assert entry.num_classes == {"imagenet": 1000, "cifar10": 10, "cifar100": 100}[entry.dataset]
         assert entry.top1 is None or (0 < entry.top1 < 1 and entry.source)
         if isinstance(entry, WeightsFile):
             assert entry.url.endswith(".h5") and entry.notop_url.endswith(".h5")
@@ -112,9 +113,9 @@ def test_specs_are_well_formed(spec):
             assert isinstance(entry, Checkpoint) and spec.torch_layouts, "a checkpoint needs a layout to load"
             assert entry.url.startswith("https://") and entry.origin and entry.licence
             # A whole sha256, the prefix a file is named by (torchvision's resnet18-f37072fd.pth), or
-            # none published (the Hub's model.safetensors, checked by structure).
-            assert (entry.file_hash is None and entry.url.endswith("/model.safetensors")
+            # none published (the Hub's model.safetensors, GitHub release files: checked by structure).
+            assert (entry.file_hash is None and (entry.url.endswith("/model.safetensors") or "/releases/" in entry.url)
                     or len(entry.file_hash) == 64
                     or entry.url.rsplit("/", 1)[-1].rsplit(".", 1)[0].endswith(f"-{entry.file_hash}"))
-    assert not spec.weights or "imagenet" in spec.weights, "`imagenet` names the default"
+    assert {e.dataset for e in spec.weights.values()} <= set(spec.weights), "`DATASET` names each default"
     assert math.isfinite(spec.macs) and spec.macs > 0

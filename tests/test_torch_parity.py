@@ -8,6 +8,7 @@ a 7x7 map, so timm's vgg11_bn (whose fc1 is a 7x7 conv) runs at 224, unmodified,
 at 64 with their first Linear sized for the 2x2 map (their pooling to 7x7 removed).
 """
 
+import inspect
 import re
 
 import keras
@@ -19,7 +20,7 @@ from tltoolkit.architectures import build, get_spec
 from tltoolkit.architectures.registry import MEAN_STD, Checkpoint
 from tltoolkit.architectures.stages import spec_stage_ranges
 
-RESNET_STAGES = ("maxpool", "layer1", "layer2", "layer3", "layer4")
+RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")  # after the stem's pool: maxpool (pool0 in legacy SENet)
 DENSENET_STAGES = ("features.pool0", "features.denseblock1", "features.transition1", "features.denseblock2",
                    "features.transition2", "features.denseblock3", "features.transition3", "features.denseblock4",
                    "features.norm5")
@@ -36,6 +37,7 @@ CASES = [
     ("wide_resnet50_2", "torchvision", "wide_resnet50_2", 64),
     ("wide_resnet101_2", "timm", "wide_resnet101_2", 64),
     ("se_resnet50_v1_5", "timm", "seresnet50", 64),
+    ("se_resnet50", "timm", "legacy_seresnet50", 64),
     ("densenet121", "torchvision-legacy", "densenet121", 64),
     ("densenet169", "timm", "densenet169", 64),
     ("densenet201", "torchvision", "densenet201", 64),
@@ -77,7 +79,9 @@ def save(model, source: str, path):
 def torch_stage_modules(model, arch: str) -> list[str]:
     if arch.startswith("vgg"):
         return [f"features.{i}" for i, m in enumerate(model.features) if isinstance(m, torch.nn.MaxPool2d)]
-    return list(DENSENET_STAGES if arch.startswith("densenet") else RESNET_STAGES)
+    if arch.startswith("densenet"):
+        return list(DENSENET_STAGES)
+    return ["maxpool" if hasattr(model, "maxpool") else "pool0", *RESNET_STAGES]
 
 
 def torch_outputs(model, modules: list[str], x: np.ndarray):
@@ -131,6 +135,24 @@ def _torchvision_weights(entry: Checkpoint):
     return torchvision.models.get_weight(f"{enum}.{version}")
 
 
+def _model_input_mean_std(weights, transform):
+    """The mean and std the network's first layer sees the pixels (on 0..1) normalised by: the transform's,
+    unless torchvision's builder sets transform_input for these weights (GoogLeNet), which renormalises."""
+    builder = torchvision.models.get_model_builder(
+        next(name for name in torchvision.models.list_models() if torchvision.models.get_model_weights(name)
+             is type(weights)))
+    mean, std = tuple(transform.mean), tuple(transform.std)
+    if "transform_input" not in inspect.signature(inspect.signature(builder).return_annotation).parameters:
+        return mean, std
+    model = builder(transform_input=True, init_weights=False)  # what the builder sets for these weights
+    pixels = torch.tensor([[0.0, 1.0]] * 3).reshape(1, 3, 1, 2)  # black and white, per channel
+    normalised = (pixels - torch.tensor(mean).reshape(1, 3, 1, 1)) / torch.tensor(std).reshape(1, 3, 1, 1)
+    out = model._transform_input(normalised).detach().numpy()[0, :, 0, :]
+    black, white = out[:, 0], out[:, 1]
+    scale = 1 / (white - black)
+    return tuple(float(v) for v in -black * scale), tuple(float(v) for v in scale)
+
+
 CHECKPOINTS = [(spec.id, entry) for spec in (get_spec(a) for a, *_ in CASES)
                for entry in spec.weights.values() if isinstance(entry, Checkpoint)]
 
@@ -147,11 +169,11 @@ def test_tags_carry_what_their_publishers_record(arch, entry):
         assert transform.crop_size == [entry.preprocessing.input_size]
         assert round(entry.preprocessing.input_size / transform.resize_size[0], 4) == entry.preprocessing.crop_fraction
         assert transform.interpolation.value == entry.preprocessing.interpolation
-        assert tuple(transform.mean) == mean and tuple(transform.std) == std
-    else:
-        model, tag = re.search(r"/timm/([^/]+)/resolve", entry.url).group(1).split(".", 1)
-        cfg = timm.models.get_pretrained_cfg(f"{model}.{tag}")
-        assert cfg.hf_hub_id == f"timm/{model}.{tag}" and cfg.license == entry.licence.lower()
+        np.testing.assert_allclose(_model_input_mean_std(weights, transform), (mean, std), atol=1e-6)
+    else:  # the timm pretrained cfg that publishes this file: on the Hub, or at its URL (legacy models)
+        cfg = next(cfg for cfg in map(timm.models.get_pretrained_cfg, timm.list_pretrained())
+                   if entry.url in (cfg.url, f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/model.safetensors"))
+        assert cfg.license == entry.licence.lower()
         assert cfg.input_size == (3, entry.preprocessing.input_size, entry.preprocessing.input_size)
         assert cfg.crop_pct == entry.preprocessing.crop_fraction
         assert cfg.interpolation == entry.preprocessing.interpolation

@@ -18,7 +18,7 @@ from tltoolkit.architectures.preprocessing import preprocessing_layer
 from tltoolkit.architectures.registry import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from tltoolkit.architectures.resnet_cifar import RESNETS_B
 from tltoolkit.architectures.stages import spec_stage_ranges, trainable_count
-from tltoolkit.architectures.weights import WeightsError
+from tltoolkit.architectures.weights import WeightsError, weights_entry
 
 TOLERANCE = 1e-4  # of the largest magnitude compared (or absolute, below 1): float32 rounding grows with it
 
@@ -180,7 +180,7 @@ def test_the_base_alone_takes_the_checkpoint_without_its_classifier(converted):
     np.testing.assert_allclose(np.asarray(base(nhwc)), np.asarray(features), atol=1e-6)
 
 
-TAGGED = [(arch, entry) for arch in ("alexnet", "inception_v4") for entry in get_spec(arch).weights.values()]
+TAGGED = [(arch, entry) for arch in ("alexnet", "googlenet", "inception_v4") for entry in get_spec(arch).weights.values()]
 
 
 @pytest.mark.parametrize("arch, entry", TAGGED, ids=[f"{arch}.{entry.tag}" for arch, entry in TAGGED])
@@ -188,21 +188,40 @@ def test_tags_carry_what_their_publishers_record(arch, entry):
     check_published_tag(arch, entry)
 
 
-def test_the_inception_v4_tag_converts_the_hub_file_once(references, tmp_path, monkeypatch):
-    """As a user with the Hub's file in the Keras cache (offline): `weights="imagenet"` converts it,
-    caches the conversion and computes what timm's network does."""
+# (arch, weights, its reference network, input size, classes, the mean and std its publisher normalises by)
+PUBLISHED_FILES = [
+    ("inception_v4", "imagenet", lambda: timm.create_model("inception_v4", pretrained=False), 139, 1000,
+     ((0.5,) * 3, (0.5,) * 3)),  # timm's pretrained_cfg: Inception preprocessing
+    ("resnet20_cifar_b", "cifar100", lambda: CifarResNet(3, num_classes=100), 32, 100,
+     ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761))),  # chenyaofo's CIFAR-100 transforms
+    ("resnet56_cifar_b", "cifar10:chenyaofo", lambda: CifarResNet(9), 32, 10,
+     ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))),
+]
+
+
+@pytest.mark.parametrize("arch, weights, make, size, classes, mean_std", PUBLISHED_FILES,
+                         ids=[f"{c[0]}.{c[1]}" for c in PUBLISHED_FILES])
+def test_a_tag_converts_its_published_file_once_and_preprocesses_as_its_publisher(
+        tmp_path, monkeypatch, arch, weights, make, size, classes, mean_std):
+    """As a user with the published file in the Keras cache (offline): `weights=TAG` converts it once,
+    caches the conversion, and on raw pixels, through the tag's preprocessing layer, computes what the
+    source network does on the pixels normalised as its publisher does."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    entry = get_spec("inception_v4").weights["imagenet"]
-    reference, path = references("inception_v4")
+    entry = weights_entry(get_spec(arch), weights)
+    reference = random_reference(make)
     (tmp_path / "models").mkdir()
-    shutil.copy(path, tmp_path / "models" / entry.fname)
-    size = CASES["inception_v4"][2]
-    x = np.random.default_rng(4).normal(size=(2, 3, size, size)).astype("float32")
-    ours = build("inception_v4", weights="imagenet", input_shape=(size, size, 3))
-    assert [p.name[:-len(".weights.h5")].rsplit(".", 1)[0] for p in (tmp_path / "models").glob("*.weights.h5")] \
-        == ["inception_v4.tf_in1k"]
-    assert_close(logits(ours)(x.transpose(0, 2, 3, 1)), _torch_out(reference, x), "inception_v4 logits")
-    assert resolve_base("inception_v4", weights="imagenet").preprocessing == "tf"
+    shutil.move(save_reference(reference, "safetensors" if entry.origin == "timm" else "pth", tmp_path),
+                tmp_path / "models" / entry.fname)
+    pixels = np.random.default_rng(4).uniform(0, 255, (2, 3, size, size)).astype("float32")
+    mean, std = (np.array(v, "float32")[:, None, None] for v in mean_std)
+    expected = _torch_out(reference, (pixels / 255 - mean) / std)
+
+    ours = build(arch, weights=weights, num_classes=classes, input_shape=(size, size, 3))
+    assert [p.name.split(".")[0] for p in (tmp_path / "models").glob("*.weights.h5")] == [arch]
+    mode = resolve_base(arch, weights=weights).preprocessing
+    assert mode == entry.preprocessing.mode
+    assert_depends_on_input(expected, f"{arch} logits")
+    assert_close(logits(ours)(preprocessing_layer(mode)(pixels.transpose(0, 2, 3, 1))), expected, f"{arch} logits")
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +248,19 @@ def test_googlenet_file_with_aux_heads_loads_them_too(googlenet_with_aux):
         got = logits(ours, f"{aux}_predictions")
         assert_depends_on_input(want, aux)
         assert_close(got(nhwc), want, aux)
+
+
+def test_googlenet_file_with_aux_heads_converts_into_the_classifier_without_them(googlenet_with_aux, tmp_path):
+    """What the tag's convert-once does with torchvision's file: the aux heads (optional) are skipped."""
+    from tltoolkit.cli import main
+
+    reference, path = googlenet_with_aux
+    out = tmp_path / "googlenet.weights.h5"
+    assert main(["weights", "convert", str(path), "--arch", "googlenet", "--tag", "tv_in1k", "--out", str(out)]) == 2
+    assert main(["weights", "convert", str(path), "--arch", "googlenet", "--out", str(out)]) == 0
+    x = np.random.default_rng(5).normal(size=(2, 3, 100, 100)).astype("float32")
+    ours = build("googlenet", weights=str(out), input_shape=(100, 100, 3))
+    assert_close(logits(ours)(x.transpose(0, 2, 3, 1)), _torch_out(reference, x), "googlenet logits")
 
 
 def test_googlenet_preprocessing_is_what_transform_input_computes(googlenet_with_aux):
@@ -265,6 +297,8 @@ def test_a_cifar100_checkpoint_loads_whole_into_100_classes(tmp_path):
     x = np.random.default_rng(3).normal(size=(2, 3, 32, 32)).astype("float32")
     ours = build("resnet20_cifar_b", weights=str(path), num_classes=100)
     assert_close(logits(ours)(x.transpose(0, 2, 3, 1)), _torch_out(reference, x), "resnet20_cifar_b logits")
+    # A checkpoint file is taken to be of the reference dataset (CIFAR-10): --preprocessing cifar100 for this one.
+    assert resolve_base("resnet20_cifar_b", weights=str(path)).preprocessing == "cifar10"
 
 
 def test_the_paper_variant_refuses_the_checkpoint_and_names_the_one_that_takes_it(tmp_path):

@@ -50,7 +50,7 @@ def _measure(spec, quick, timed_calls, batch_size) -> dict:
     size = max(QUICK_SIZE, spec.min_size) if quick else spec.default_size
     keras.utils.clear_session(free_memory=True)  # one model at a time in memory
     model = build(spec.id, input_shape=(size, size, spec.channels))
-    published = [w for w in spec.weights.values() if w.top1 is not None]
+    published = [w for w in spec.weights.values() if w.top1 is not None and w.dataset == "imagenet"]
     best = max(published, key=lambda w: w.top1) if published else None
     return {
         "id": spec.id,

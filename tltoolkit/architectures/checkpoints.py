@@ -21,7 +21,8 @@ checkpoint keys that fill its weights, in Keras weight order:
     fills it the same way.
   * BatchNormalization: [weight, bias, running_mean, running_var].
   * any other layer: the tensors as they are.
-`head` names the key prefixes of the checkpoint's classifier, which a model with a new head skips.
+`head` names the key prefixes of the checkpoint's classifier, which a model with a new head skips;
+`optional` those of parts a model may be built without (GoogLeNet's aux heads), skipped when it is.
 A spec may list several layouts (timm's and torchvision's key names); the one whose keys the checkpoint
 holds most of is used (weights.load_checkpoint), and a mismatch is reported against it. To support a
 family, write its `layers` function next to its builder and pass
@@ -338,9 +339,11 @@ def _convert(layer, index: int, tensor: np.ndarray, target_shape: tuple) -> np.n
     return tensor
 
 
-def convert_state(model, state: dict[str, np.ndarray], layout: dict[str, list[str]]) -> dict[str, list]:
+def convert_state(model, state: dict[str, np.ndarray], layout: dict[str, list[str]],
+                  optional: tuple[str, ...] = ()) -> dict[str, list]:
     """Every layer's weights converted from `state` per `layout`, or a WeightsError at the first
-    mismatch: a layer the layout misses, a missing tensor, a shape, an extra tensor."""
+    mismatch: a layer the layout misses, a missing tensor, a shape, an extra tensor (other than one
+    under an `optional` prefix: a part the model was built without, TorchLayout.optional)."""
     values, used = {}, set()
     for layer in model.layers:
         if not layer.weights:
@@ -365,7 +368,7 @@ def convert_state(model, state: dict[str, np.ndarray], layout: dict[str, list[st
             converted.append(array.astype(variable.dtype, copy=False))
             used.add(key)
         values[layer.name] = converted
-    extra = [k for k in state if k not in used and not k.endswith(IGNORED_KEYS)]
+    extra = [k for k in state if k not in used and not k.endswith(IGNORED_KEYS) and not k.startswith(optional)]
     if extra:
         raise WeightsError(f"the checkpoint has {len(extra)} tensor(s) this model does not (first: {extra[0]}): "
                            f"it was saved from another architecture or variant")

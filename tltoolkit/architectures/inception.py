@@ -31,6 +31,7 @@ from tltoolkit.architectures.registry import (
     get_spec,
     register,
     timm_checkpoint,
+    torchvision_checkpoint,
 )
 
 SZEGEDY_2014 = "Szegedy et al. 2014, Going Deeper with Convolutions, arXiv:1409.4842"
@@ -634,8 +635,11 @@ register(ArchSpec(
     reference_macs=Reference(1.498, "gmacs", "torchvision GoogLeNet_Weights.IMAGENET1K_V1 GFLOPS"),
     paper=SZEGEDY_2014,
     options=("aux_logits",),
-    # torchvision's file also holds the aux heads: a model without them takes the base.
-    torch_layouts=(TorchLayout("torchvision", googlenet_torch_layout, head=("fc.", "aux1.", "aux2.")),),
+    # torchvision's builder sets transform_input=True for these weights: tf mode (see preprocessing above).
+    weights=checkpoint_weights(torchvision_checkpoint("tv_in1k", "googlenet-1378be20.pth", "GoogLeNet_Weights",
+                                                      0.69778, mode="tf"), default="tv_in1k"),
+    # torchvision's file also holds the aux heads: they load into aux_logits=True, else are skipped.
+    torch_layouts=(TorchLayout("torchvision", googlenet_torch_layout, head=("fc.",), optional=("aux1.", "aux2.")),),
 ))
 
 register(ArchSpec(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tltoolkit.architectures.registry import CAFFE_MEAN_BGR, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, PREPROCESSING_MODES
+from tltoolkit.architectures.registry import CAFFE_MEAN_BGR, PREPROCESSING_MODES, RGB_MEAN_STD
 from tltoolkit.errors import TltoolkitError
 
 
@@ -28,11 +28,11 @@ def preprocessing_layer(mode: str, name: str = "preprocessing", channels: int = 
         layers = [keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=f"{name}_rescale")]
     elif mode == "scale":
         layers = [keras.layers.Rescaling(1 / 255, name=f"{name}_rescale")]
-    elif mode == "torch":
+    elif mode in RGB_MEAN_STD:
         # (x/255 - mean)/std folded into one per-channel scale and offset.
-        std = np.asarray(IMAGENET_STD_RGB)
+        mean, std = (np.asarray(v) for v in RGB_MEAN_STD[mode])
         scale = (1 / (255 * std)).tolist()
-        offset = (-np.asarray(IMAGENET_MEAN_RGB) / std).tolist()
+        offset = (-mean / std).tolist()
         layers = [keras.layers.Rescaling(scale, offset=offset, name=f"{name}_rescale")]
     elif mode == "caffe":
         layers = [keras.layers.Rescaling(1.0, name=f"{name}_to_float"), _rgb_to_bgr_minus_mean(name)]

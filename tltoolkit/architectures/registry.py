@@ -17,10 +17,15 @@ from typing import Callable, Mapping
 
 from tltoolkit.errors import TltoolkitError
 
-PREPROCESSING_MODES = ("caffe", "tf", "torch", "scale", "none")
-"""How raw 0..255 RGB pixels become model input (keras.applications' `preprocess_input` modes):
-`caffe` RGB->BGR minus the ImageNet mean; `tf` x/127.5-1; `torch` x/255 minus mean, over std;
-`scale` x/255; `none` the model takes raw pixels."""
+PREPROCESSING_MODES = ("caffe", "tf", "torch", "scale", "none", "cifar10", "cifar100")
+"""How raw 0..255 RGB pixels become model input (keras.applications' `preprocess_input` modes, and the
+CIFAR normalisations): `caffe` RGB->BGR minus the ImageNet mean; `tf` x/127.5-1; `torch` x/255 minus
+the ImageNet mean, over its std; `cifar10`, `cifar100` the same with that dataset's mean and std
+(RGB_MEAN_STD); `scale` x/255; `none` the model takes raw pixels."""
+
+DATASETS = ("imagenet", "cifar10", "cifar100")
+"""What published weights are trained on: `weights="DATASET"` picks an architecture's default weights for
+it, `"DATASET:TAG"` a named one (`imagenet:a1_in1k`, `cifar100:chenyaofo`)."""
 
 HEAD = "head"  # the pseudo-stage after the last stage: `freeze-until head` freezes the whole base
 NONE = "none"  # freeze nothing
@@ -49,8 +54,16 @@ class Reference:
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)  # torch mode, on 0..1 pixels
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # caffe mode, on 0..255 pixels
-MEAN_STD = {  # per mode: (mean, std) in the checkpoints' own terms (RGB on 0..1; caffe: BGR on 0..255)
+# The modes that take x/255 minus a per-channel mean, over a std: (mean, std) of RGB on 0..1. The CIFAR
+# values are chenyaofo/pytorch-cifar-models' training transforms (CIFAR-10's std is the widely copied
+# 0.2023/0.1994/0.2010, not the dataset's per-pixel std).
+RGB_MEAN_STD = {
     "torch": (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761)),
+}
+MEAN_STD = {  # per mode: (mean, std) in the checkpoints' own terms (RGB on 0..1; caffe: BGR on 0..255)
+    **RGB_MEAN_STD,
     "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "caffe": (CAFFE_MEAN_BGR, (1.0, 1.0, 1.0)),
     "scale": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
@@ -97,6 +110,7 @@ class WeightsFile:
     preprocessing: Preprocessing | None = None  # None: the spec's mode
     origin: str = "keras.applications"
     tag: str = "keras"
+    dataset: str = "imagenet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +118,7 @@ class Checkpoint:
     """A published PyTorch checkpoint (timm safetensors or torchvision `.pth`), converted into our layout
     by the spec's `torch_layouts` on first use and cached as a `.weights.h5` (weights.py)."""
 
-    tag: str  # timm's pretrained tag: `imagenet:TAG` selects it (tv_in1k, a1_in1k, ...)
+    tag: str  # timm's pretrained tag (tv_in1k, a1_in1k, ...) or the publisher's name: `DATASET:TAG` selects it
     url: str
     # sha256 of the file, or its leading hex digits as torchvision names its files (resnet18-f37072fd.pth);
     # None where no hash is published (the Hugging Face Hub files): the download is then checked by
@@ -116,6 +130,7 @@ class Checkpoint:
     top1: float | None
     source: str  # where the top-1 is published, and how it was measured
     num_classes: int = 1000
+    dataset: str = "imagenet"  # one of DATASETS: what it was trained on and what `top1` is measured on
 
     @property
     def fname(self) -> str:
@@ -132,11 +147,14 @@ class TorchLayout:
     """Where a PyTorch checkpoint's tensors go in our model (see `tltoolkit.architectures.checkpoints`).
 
     layers(model) -> {Keras layer name: [checkpoint keys, in Keras weight order]} for every weighted
-    layer of `model`; head: key prefixes of the checkpoint's classifier (skipped for a new head)."""
+    layer of `model`; head: key prefixes of the checkpoint's classifier (skipped for a new head);
+    optional: key prefixes of parts a model may be built without (GoogLeNet's auxiliary classifiers,
+    an option): their tensors load where `layers(model)` maps them and are skipped where it does not."""
 
     name: str  # whose key names these are: "timm", "torchvision"
     layers: Callable
     head: tuple[str, ...]
+    optional: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +175,8 @@ class ArchSpec:
     reference_macs: Reference | None = None
     channels: int = 3
     num_classes: int = 1000  # the classifier size of the reference model
-    # `imagenet` (the best-documented default) and `imagenet:TAG` for the others; see weights.weights_entry.
+    # `DATASET` (the best-documented default per dataset) and `DATASET:TAG` for the others (DATASETS; see
+    # weights.weights_entry).
     weights: Mapping[str, WeightsFile | Checkpoint] = dataclasses.field(default_factory=dict)
     keras_application: str | None = None  # keras.applications name whose weights load into ours
     paper: str = ""
@@ -204,13 +223,15 @@ TIMM_LICENCE = "Apache-2.0"
 
 
 def torchvision_checkpoint(tag: str, fname: str, weights_enum: str, top1: float, resize: int = 256,
-                           input_size: int = 224) -> Checkpoint:
+                           input_size: int = 224, mode: str = "torch") -> Checkpoint:
     """A torchvision ImageNet file (`download.pytorch.org/models/FNAME`, FNAME `name-<sha256 prefix>.pth`),
-    evaluated as torchvision's transforms do: resize to `resize`, centre-crop `input_size`, bilinear."""
+    evaluated as torchvision's transforms do: resize to `resize`, centre-crop `input_size`, bilinear.
+    `mode` "tf" where torchvision's builder sets transform_input=True for the weights (GoogLeNet): the
+    model then turns its ImageNet-normalised input into x/127.5 - 1 first."""
     version = "IMAGENET1K_V2" if tag == "tv2_in1k" else "IMAGENET1K_V1"
     return Checkpoint(tag=tag, url=TORCHVISION_URL + fname, file_hash=fname.rsplit("-", 1)[1].split(".")[0],
                       origin="torchvision", licence=TV_LICENCE,
-                      preprocessing=Preprocessing("torch", input_size, round(input_size / resize, 4), "bilinear"),
+                      preprocessing=Preprocessing(mode, input_size, round(input_size / resize, 4), "bilinear"),
                       top1=top1, source=f"torchvision {weights_enum}.{version} meta acc@1")
 
 
@@ -224,11 +245,9 @@ def timm_checkpoint(model: str, tag: str, top1: float | None, crop_fraction: flo
 
 
 def checkpoint_weights(*entries: Checkpoint, default: str | None = None) -> dict[str, Checkpoint]:
-    """`imagenet:TAG` for each entry; the `default` tag (when given) is also plain `imagenet`."""
-    weights = {f"imagenet:{e.tag}": e for e in entries}
-    if default is not None:
-        weights = {"imagenet": weights.pop(f"imagenet:{default}"), **weights}
-    return weights
+    """`DATASET:TAG` for each entry; an entry tagged `default` (when given) is plain `DATASET` instead."""
+    defaults = {e.dataset: e for e in entries if e.tag == default}
+    return {**defaults, **{f"{e.dataset}:{e.tag}": e for e in entries if e.tag != default}}
 
 
 _REGISTRY: dict[str, ArchSpec] = {}

@@ -11,7 +11,9 @@ for its weights to mean anything:
   * `TORCHVISION`: torchvision's ResNet ("v1.5"): no conv biases, the stride on the 3x3 conv,
     BN epsilon 1e-5. resnet18/34, ResNeXt and Wide ResNet follow it (their references are
     torchvision's counts).
-  * `SENET_CAFFE`: SENet's Caffe models: no conv biases, the stride on the 1x1 conv, BN epsilon 1e-5.
+  * `SENET_CAFFE`: SENet's Caffe models: no conv biases, the stride on the 1x1 conv, BN epsilon 1e-5,
+    and Caffe's unpadded 3x3/2 `pool1` rounding up (torch's ceil_mode, as timm's legacy SENet port keeps
+    it), whose windows start a pixel later than the padded pool of the others.
 
 Layer names follow keras.applications everywhere: `conv1_{pad,conv,bn,relu}`, `pool1_{pad,pool}`,
 `convS_blockB_{0_conv,0_bn,1_conv,1_bn,1_relu,2_conv,...,add,out}`; a strided conv wider than 1x1
@@ -29,8 +31,10 @@ from tltoolkit.architectures import common
 from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
+    Checkpoint,
     Reference,
     Preprocessing,
+    TIMM_LICENCE,
     TorchLayout,
     checkpoint_weights,
     keras_imagenet_weights,
@@ -65,11 +69,12 @@ class Convention:
     conv_bias: bool
     stride_on_3x3: bool
     bn_epsilon: float
+    caffe_pool: bool = False
 
 
 KERAS = Convention(conv_bias=True, stride_on_3x3=False, bn_epsilon=1.001e-5)
 TORCHVISION = Convention(conv_bias=False, stride_on_3x3=True, bn_epsilon=1e-5)
-SENET_CAFFE = Convention(conv_bias=False, stride_on_3x3=False, bn_epsilon=1e-5)
+SENET_CAFFE = Convention(conv_bias=False, stride_on_3x3=False, bn_epsilon=1e-5, caffe_pool=True)
 
 
 
@@ -194,8 +199,13 @@ def resnet(arch_id, depth, convention, include_top=True, num_classes=1000, input
 
     inputs = common.model_input(spec, input_shape)
     x = conv_bn(inputs, 64, 7, 2, convention=convention, name="conv1")
-    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    if convention.caffe_pool:
+        from tltoolkit.architectures.classic import max_pool  # here: importing classic first would reorder the registry
+
+        x = max_pool(x, caffe=True, name="pool1_pool")
+    else:
+        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     index = 0
     for stage_index, (stage, filters, blocks) in enumerate(zip(STAGES, STAGE_FILTERS, blocks_per_stage)):
         for b in range(1, blocks + 1):
@@ -291,7 +301,9 @@ def wide_resnet101_2(include_top=True, num_classes=1000, input_shape=None, pooli
 def se_resnet50(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """SE-ResNet-50 (Hu et al. 2018, Squeeze-and-Excitation Networks, arXiv:1709.01507), as SENet's Caffe models.
 
-    ResNet-50 with a squeeze-and-excitation gate (reduction r = 16) on every residual branch.
+    ResNet-50 with a squeeze-and-excitation gate (reduction r = 16) on every residual branch, the stride
+    on each bottleneck's first 1x1 conv and Caffe's unpadded, rounded-up pool1: the network of timm's
+    `legacy_seresnet50` (Cadene's port of the Caffe weights), whose checkpoint it takes.
     """
     options = {"se_ratio": 1 / 16, **options}
     return resnet("se_resnet50", 50, SENET_CAFFE, include_top, num_classes, input_shape, pooling, **options)
@@ -322,6 +334,18 @@ def torch_layout(model) -> dict[str, list[str]]:
 
 
 TORCH_LAYOUTS = (TorchLayout("timm/torchvision", torch_layout, head=("fc.",)),)
+# timm's legacy SENet (Cadene's port of SENet's Caffe models) names the same tensors differently.
+LEGACY_SENET_NAMES = (("conv1.", "layer0.conv1."), ("bn1.", "layer0.bn1."), ("fc.", "last_linear."))
+
+
+def legacy_senet_layout(model) -> dict[str, list[str]]:
+    """Our layer names -> timm's `legacy_seresnet50` keys: torchvision's, with the stem in `layer0`,
+    `se_module` for `se` and `last_linear` for `fc`."""
+    def rename(key):
+        key = key.replace(".se.", ".se_module.")
+        return next((new + key[len(old):] for old, new in LEGACY_SENET_NAMES if key.startswith(old)), key)
+    return {layer: [rename(key) for key in keys] for layer, keys in torch_layout(model).items()}
+
 
 def se_resnet50_v1_5(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """SE-ResNet-50 (Hu et al. 2018, arXiv:1709.01507) as timm's `seresnet50` builds it: ResNet-50 v1.5
@@ -440,12 +464,22 @@ _torchvision("wide_resnet101_2", wide_resnet101_2, 101, params=127_024_552, trai
              num_params=126_886_696, ops=22.753, weights_enum="Wide_ResNet101_2_Weights", paper=ZAGORUYKO_2016,
              tv=("wide_resnet101_2-32ee1156.pth", 0.78848), tv2=("wide_resnet101_2-d733dc28.pth", 0.8251))
 _register("se_resnet50", se_resnet50, 50, params=28_141_144, trainable_params=28_088_024, macs=3.8605,
-          reference_params=Reference(28.1e6, "approx", "Hu et al. 2018 §4 (~25M + ~2.5M); timm seresnet50 28.1M"),
+          reference_params=Reference(28_088_024, "trainable", "timm legacy_seresnet50 (SENet's Caffe model as "
+                                                              "Cadene ports it; timm.create_model, parameters counted)"),
           # Hu et al. 2018 Table 2 gives 3.87: it also counts the SE pooling and scaling (+0.011 G), which
           # count_macs leaves out, as it does BN and pooling everywhere.
           reference_macs=Reference(3.8605, "gmacs", "reference/architectures.md derived rebuild (same counter); "
                                                      "Hu et al. 2018 Table 2: 3.87 with SE pooling and scaling"),
-          preprocessing="torch", paper=HU_2018)
+          preprocessing="torch", paper=HU_2018,
+          torch_layouts=(TorchLayout("timm legacy SENet", legacy_senet_layout, head=("last_linear.",)),),
+          # Cadene's port of SENet's Caffe weights, as timm's legacy_seresnet50.in1k pretrained_cfg publishes it
+          # (a GitHub release .pth, not on the Hub): crop 0.875, bilinear, ImageNet mean/std on RGB.
+          weights=checkpoint_weights(Checkpoint(
+              tag="in1k", url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-cadene/"
+                              "se_resnet50-ce0d4300.pth",
+              file_hash=None, origin="timm", licence=TIMM_LICENCE, preprocessing=Preprocessing("torch", 224, 0.875, "bilinear"),
+              top1=0.77636, source="Cadene pretrained-models.pytorch README, se_resnet50 (SENet's Caffe model: "
+                                   "22.37% top-1 error)"), default="in1k"))
 _register("se_resnet50_v1_5", se_resnet50_v1_5, 50, params=28_141_144, trainable_params=28_088_024, macs=4.0917,
           reference_params=Reference(28_088_024, "trainable", "timm seresnet50 (timm.create_model, parameters counted)"),
           reference_macs=None, preprocessing="torch", paper=HU_2018, torch_layouts=TORCH_LAYOUTS,

@@ -23,7 +23,16 @@ from keras import layers
 
 from tltoolkit.architectures import common
 from tltoolkit.architectures.resnet import TORCH_LAYOUTS
-from tltoolkit.architectures.registry import ArchitectureError, ArchSpec, Reference, get_spec, register
+from tltoolkit.architectures.registry import (
+    ArchitectureError,
+    ArchSpec,
+    Checkpoint,
+    Preprocessing,
+    Reference,
+    checkpoint_weights,
+    get_spec,
+    register,
+)
 
 RESNET_PAPER = "He, Zhang, Ren & Sun 2015, Deep Residual Learning for Image Recognition, arXiv:1512.03385"
 WRN_PAPER = "Zagoruyko & Komodakis 2016, Wide Residual Networks, arXiv:1605.07146"
@@ -207,6 +216,25 @@ RESNETS_B = {
     "resnet56_cifar_b": (56, 860_026, 855_770, 0.1257, 0.12575),
 }
 CIFAR_MODELS = "chenyaofo/pytorch-cifar-models"
+CIFAR_RELEASES = f"https://github.com/{CIFAR_MODELS}/releases/download/resnet/"
+CIFAR_TAG = "chenyaofo"  # weights="cifar10" / "cifar100" (or "cifar10:chenyaofo")
+# depth: {dataset: (release file, top-1 on its test set)}, from that project's README tables. The files
+# carry a hash-like suffix, but no hash is published, so a download is checked by converting it.
+CIFAR_CHECKPOINTS = {
+    20: {"cifar10": ("cifar10_resnet20-4118986f.pt", 0.9260), "cifar100": ("cifar100_resnet20-23dac2f1.pt", 0.6883)},
+    32: {"cifar10": ("cifar10_resnet32-ef93fc4d.pt", 0.9353), "cifar100": ("cifar100_resnet32-84213ce6.pt", 0.7016)},
+    44: {"cifar10": ("cifar10_resnet44-2a3cabcb.pt", 0.9401), "cifar100": ("cifar100_resnet44-ffe32858.pt", 0.7163)},
+    56: {"cifar10": ("cifar10_resnet56-187c023a.pt", 0.9437), "cifar100": ("cifar100_resnet56-f2eff4c8.pt", 0.7263)},
+}
+
+
+def cifar_checkpoint(dataset: str, fname: str, top1: float) -> Checkpoint:
+    """One of chenyaofo's release files (BSD-3-Clause): trained and tested on 32x32 images as they are
+    (no resize, no crop), normalised by the dataset's mean and std (preprocessing modes cifar10/cifar100)."""
+    return Checkpoint(tag=CIFAR_TAG, url=CIFAR_RELEASES + fname, file_hash=None, origin=CIFAR_MODELS,
+                      licence="BSD-3-Clause", preprocessing=Preprocessing(dataset, 32, 1.0, "none"), top1=top1,
+                      source=f"{CIFAR_MODELS} README, {dataset} top-1", num_classes=int(dataset[5:]),
+                      dataset=dataset)
 # id: (depth, width, Keras count_params, trainable, GMACs, the paper's rounded count)
 WIDE_RESNETS = {
     "wrn28_10_cifar": (28, 10, 36_497_146, 36_479_194, 5.2433, 36.5e6),
@@ -224,7 +252,7 @@ def _stages(pre_activation: bool):
 
 
 def _register(arch_id, builder, blocks: int, pre_activation: bool, params, trainable, macs, reference,
-              paper, options, reference_macs=None, torch_layouts=()):
+              paper, options, reference_macs=None, torch_layouts=(), weights=None):
     last = f"conv{len(WIDTHS) + 1}_block{blocks}_out"
     register(ArchSpec(
         id=arch_id,
@@ -245,6 +273,7 @@ def _register(arch_id, builder, blocks: int, pre_activation: bool, params, train
         paper=paper,
         options=options,
         torch_layouts=torch_layouts,
+        weights=weights or {},
     ))
 
 
@@ -261,7 +290,9 @@ for _id, (_depth, _params, _trainable, _macs, _madds) in RESNETS_B.items():
               RESNET_PAPER, ("drop_path_rate",),
               Reference(_madds, "gmacs", f"{CIFAR_MODELS} README, CIFAR-10 #MAdds"),
               # Its CifarResNet is torchvision's ResNet with a 3x3 stem: the same key names.
-              TORCH_LAYOUTS)
+              TORCH_LAYOUTS,
+              checkpoint_weights(*(cifar_checkpoint(dataset, *entry) for dataset, entry in CIFAR_CHECKPOINTS[_depth].items()),
+                                 default=CIFAR_TAG))
 
 for _id, (_depth, _width, _params, _trainable, _macs, _published) in WIDE_RESNETS.items():
     _register(_id, functools.partial(wide_resnet_cifar, _id, _depth, _width), (_depth - 4) // 6, True,

@@ -20,10 +20,9 @@ import keras
 
 from tltoolkit.architectures import checkpoints
 from tltoolkit.architectures.checkpoints import WeightsError
-from tltoolkit.architectures.registry import ArchSpec, Checkpoint, WeightsFile
+from tltoolkit.architectures.registry import DATASETS, ArchSpec, Checkpoint, WeightsFile
 
 IMAGENET = "imagenet"
-TAG_PREFIX = "imagenet:"
 
 
 def keras_cache_dir() -> Path:
@@ -62,12 +61,18 @@ def has_reference_top(model: keras.Model, spec: ArchSpec, num_classes: int) -> b
 
 
 def is_published(weights) -> bool:
-    """Whether `weights` names published weights: `imagenet` or `imagenet:TAG`."""
-    return isinstance(weights, str) and (weights == IMAGENET or weights.startswith(TAG_PREFIX))
+    """Whether `weights` names published weights: `DATASET` or `DATASET:TAG` (registry.DATASETS)."""
+    return isinstance(weights, str) and weights.split(":", 1)[0] in DATASETS
+
+
+def published_name(tag: str) -> str:
+    """A tag as `weights=` takes it: `tv_in1k` is ImageNet's (`imagenet:tv_in1k`); `cifar100`,
+    `cifar100:chenyaofo`, `imagenet:a1_in1k` stay as they are."""
+    return tag if is_published(tag) else f"{IMAGENET}:{tag}"
 
 
 def weights_entry(spec: ArchSpec, name: str) -> WeightsFile | Checkpoint:
-    """The published weights `name` (`imagenet`, `imagenet:TAG`) of `spec`."""
+    """The published weights `name` (`DATASET`, `DATASET:TAG`) of `spec`."""
     entry = _find_entry(spec, name)
     if entry is not None:
         return entry
@@ -82,25 +87,27 @@ def weights_entry(spec: ArchSpec, name: str) -> WeightsFile | Checkpoint:
 def _find_entry(spec: ArchSpec, name: str) -> WeightsFile | Checkpoint | None:
     if name in spec.weights:
         return spec.weights[name]
-    tags = {entry.tag: entry for entry in spec.weights.values()}
-    return tags.get(name[len(TAG_PREFIX):]) if name.startswith(TAG_PREFIX) else None
+    return {f"{entry.dataset}:{entry.tag}": entry for entry in spec.weights.values()}.get(name)
 
 
 def weights_tags(spec: ArchSpec) -> list[str]:
-    """What `weights=` accepts for `spec`: `imagenet` (with its tag) and each `imagenet:TAG`."""
-    return [f"{name} ({entry.tag})" if name == IMAGENET else name for name, entry in spec.weights.items()]
+    """What `weights=` accepts for `spec`: each dataset's default (with its tag) and each `DATASET:TAG`."""
+    return [f"{name} ({entry.tag})" if name in DATASETS else name for name, entry in spec.weights.items()]
 
 
 def preprocessing_mode(spec: ArchSpec, weights) -> str:
-    """The preprocessing mode the weights were trained with: a tag's own, the spec's checkpoints' mode for a
-    PyTorch checkpoint file, else the spec's (keras.applications files, our own files, random init)."""
+    """The preprocessing mode the weights were trained with: a tag's own; for a PyTorch checkpoint file,
+    that of the spec's checkpoints for its reference classes (ImageNet's; CIFAR-10's for the CIFAR
+    nets: a CIFAR-100 file takes --preprocessing cifar100); else the spec's (keras.applications files,
+    our own files, random init)."""
     if is_published(weights):
         entry = _find_entry(spec, weights)  # an unknown tag is refused where the weights load
         if entry is not None and entry.preprocessing is not None:
             return entry.preprocessing.mode
     elif weights is not None and Path(weights).expanduser().is_file() and checkpoints.is_checkpoint(
             Path(weights).expanduser()):
-        modes = {e.preprocessing.mode for e in spec.weights.values() if isinstance(e, Checkpoint)}
+        modes = {e.preprocessing.mode for e in spec.weights.values()
+                 if isinstance(e, Checkpoint) and e.num_classes == spec.num_classes}
         if len(modes) == 1:
             return modes.pop()
     return spec.preprocessing
@@ -162,7 +169,7 @@ def published_id(entry: Checkpoint) -> str:
     """Names a checkpoint tag's weights in feature-cache keys: the source file's sha256 (what the converted
     file is named by) and the tag's preprocessing recipe, so two tags never share features."""
     digest = file_digest(checkpoint_source(entry), "sha256")
-    return f"{IMAGENET}:{entry.tag}:sha256:{digest}:{entry.preprocessing.identity}"
+    return f"{entry.dataset}:{entry.tag}:sha256:{digest}:{entry.preprocessing.identity}"
 
 
 def converted_checkpoint(spec: ArchSpec, entry: Checkpoint) -> Path:
@@ -171,16 +178,17 @@ def converted_checkpoint(spec: ArchSpec, entry: Checkpoint) -> Path:
     source = checkpoint_source(entry)
     target = source.with_name(f"{spec.id}.{entry.tag}.{file_digest(source, 'sha256')[:16]}.weights.h5")
     if not target.exists():
-        convert_file(spec, source, target)
+        convert_file(spec, source, target, entry.num_classes)
     return target
 
 
-def convert_file(spec: ArchSpec, source: Path, target: Path) -> keras.Model:
-    """Converts the PyTorch checkpoint `source` into a `.weights.h5` of `spec`'s reference classifier,
-    written atomically; returns the model."""
+def convert_file(spec: ArchSpec, source: Path, target: Path, num_classes: int | None = None) -> keras.Model:
+    """Converts the PyTorch checkpoint `source` into a `.weights.h5` of `spec`'s classifier for `num_classes`
+    (default: the reference's), written atomically; returns the model."""
     from tltoolkit.data.files import atomic_path
 
-    model = spec.builder(include_top=True, num_classes=spec.num_classes, input_shape=None, pooling=None)
+    model = spec.builder(include_top=True, num_classes=num_classes or spec.num_classes, input_shape=None,
+                         pooling=None)
     load_checkpoint(model, spec, checkpoints.read_state_dict(source), source.name, whole=True)
     with atomic_path(target, suffix=".weights.h5") as temporary:
         model.save_weights(temporary)
@@ -198,7 +206,7 @@ def _all_specs():
 
 
 def load_weights(model: keras.Model, spec: ArchSpec, weights) -> Path:
-    """Loads `weights` ("imagenet", "imagenet:TAG" or a file path) into `model`, built from `spec`; returns
+    """Loads `weights` ("imagenet", "DATASET:TAG" or a file path) into `model`, built from `spec`; returns
     the file (for a PyTorch checkpoint tag, its converted `.weights.h5`).
 
     The whole model is loaded when the file was written for the same head; otherwise only the base
@@ -252,7 +260,7 @@ def load_checkpoint(model: keras.Model, spec: ArchSpec, state: dict, name: str, 
                            f"architectures with one: {', '.join(with_layouts)}")
     layout = max(spec.torch_layouts, key=lambda t: sum(k in state for keys in t.layers(model).values() for k in keys))
     try:
-        values = checkpoints.convert_state(model, state, layout.layers(model))
+        values = checkpoints.convert_state(model, state, layout.layers(model), layout.optional)
         target = model
     except WeightsError:
         body = {k: v for k, v in state.items() if not k.startswith(layout.head)}
@@ -260,7 +268,7 @@ def load_checkpoint(model: keras.Model, spec: ArchSpec, state: dict, name: str, 
             raise
         target = base_model(model, spec)
         try:
-            values = checkpoints.convert_state(target, body, layout.layers(target))
+            values = checkpoints.convert_state(target, body, layout.layers(target), layout.optional)
         except WeightsError as error:
             raise WeightsError(f"{name} does not fit {spec.id} ({layout.name} names): {error}") from None
     checkpoints.assign(target, values)

@@ -1,7 +1,9 @@
 """`tltoolkit models`: every registered architecture with its size, cost, input, stages and weights.
 
 `weights` lists each architecture's published tags, the one `imagenet` loads first (`imagenet:TAG`
-selects another); `source`, `licence` and `top1` (published ImageNet top-1, %) follow in the same order.
+selects another); weights trained on another dataset show as `DATASET:TAG` (`cifar10:chenyaofo`: the first
+per dataset is also plain `cifar10`). `source`, `licence` and `top1` (published top-1 on the weights'
+dataset, %) follow in the same order.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _weights_columns(spec) -> dict:
     def joined(values):
         return ", ".join(dict.fromkeys(values)) or "-"
 
-    return {"weights": ", ".join(e.tag for e in entries) or "-",
+    return {"weights": ", ".join(e.tag if e.dataset == "imagenet" else f"{e.dataset}:{e.tag}" for e in entries) or "-",
             "source": joined(e.origin for e in entries),
             "licence": joined(e.licence or "unstated" for e in entries),
             "top1": ", ".join("-" if e.top1 is None else f"{100 * e.top1:.1f}" for e in entries) or "-"}
