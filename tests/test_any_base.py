@@ -15,7 +15,8 @@ from tltoolkit.architectures.bases import build_base, keras_preprocessing, resol
 from tltoolkit.architectures.stages import cut_points, spec_stage_ranges, trainable_counts_per_stage
 from tltoolkit.cli import main
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.extract import extract_features, feature_extractor
+from tltoolkit.features.extractor import feature_extractor
+from tltoolkit.features.local import extract_features
 from tltoolkit.training.finetune import finetune
 
 VGG16_STAGE5 = 3 * (3 * 3 * 512 * 512 + 512)  # block5_conv1..3

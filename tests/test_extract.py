@@ -14,11 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.images import pattern, write_image
-from tltoolkit.cache import FeatureCache, cached_dataset
+from tltoolkit.architectures.stages import tail_model
 from tltoolkit.cli import main
 from tltoolkit.data import scan
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.extract import extract_features, feature_extractor, tail_model
+from tltoolkit.features.cache import FeatureCache, cached_dataset
+from tltoolkit.features.extractor import feature_extractor
+from tltoolkit.features.local import extract_features
 
 ARCH = "resnet20_cifar"
 
@@ -137,7 +139,8 @@ def test_growth_extracts_only_new_images_and_removed_or_edited_ones_drop_out(tmp
 
 KILL_SCRIPT = """
 import sys, pandas as pd
-from tltoolkit.extract import extract_features, feature_extractor
+from tltoolkit.features.extractor import feature_extractor
+from tltoolkit.features.local import extract_features
 table = pd.read_parquet(sys.argv[1])
 extractor = feature_extractor("resnet20_cifar", weights=sys.argv[2], layer="conv4")
 extract_features(table, extractor, sys.argv[3], batch_size=2, shard_size=2, progress=False)
@@ -330,7 +333,7 @@ def test_ray_engine_without_ray_says_how_to_install_it(tmp_path, capsys, monkeyp
 
 def test_the_seed_keys_features_only_where_it_changes_them(tmp_path):
     """A weights file's features are the same whatever --seed; random weights and augmented views differ."""
-    from tltoolkit.extract import feature_extractor
+    from tltoolkit.features.extractor import feature_extractor
 
     weights = tmp_path / "w.weights.h5"
     feature_extractor("resnet20_cifar", image_size=32, seed=0).base.save_weights(weights)

@@ -169,9 +169,9 @@ BACKBONE = str(ROOT / "data" / "backbone" / "digits04_resnet20_cifar.weights.h5"
 def test_phase_1_converges_and_standardises_inside_the_model(tmp_path):
     """Real digits 5-9 on the digits 0-4 backbone: the sweep's head fits the training images; kept, it
     is refit on training and validation images, its standardisation their statistics, inside the model."""
-    from tltoolkit.cache import FeatureCache
+    from tltoolkit.features.cache import FeatureCache
     from tltoolkit.data import scan
-    from tltoolkit.extract import feature_extractor
+    from tltoolkit.features.extractor import feature_extractor
     from tltoolkit.heads import NORMALIZATION
     from tltoolkit.training.phases import find_classifier
 

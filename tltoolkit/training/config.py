@@ -19,12 +19,13 @@ import typing
 from pathlib import Path
 
 from tltoolkit.errors import TltoolkitError
+from tltoolkit.heads import POOLINGS
 from tltoolkit.training.policy import AUTO, DEFAULT_THRESHOLDS, check_thresholds
 
 RECIPES = ("auto", "pretrained", "scratch")
 CHOICES = {
     "resize": ("center_crop", "stretch", "pad"),
-    "pooling": ("avg", "max", "flatten", "none"),
+    "pooling": POOLINGS,
     "class_weight": ("none", "auto"),
     "bn": ("auto", "frozen", "train"),
     "monitor": ("val_loss", "val_accuracy"),
