@@ -169,7 +169,7 @@ def test_keras_app_rerun_on_a_grown_folder_extracts_only_new_images(vgg_runs):
 
 
 def test_a_keras_app_run_predicts_evaluates_and_exports(vgg_runs, tmp_path):
-    from tltoolkit.evaluate import evaluate, predict
+    from tltoolkit import evaluate, predict
     from tltoolkit.export import export
 
     out = vgg_runs["out"]

@@ -204,7 +204,7 @@ def test_weights_none_trains_from_scratch_with_batchnorm_and_learns(tmp_path):
     held-out digits (whichever phase is kept: a head on random features can be good on digits too)."""
     from tltoolkit.architectures import build
     from tltoolkit.architectures.stages import trainable_count
-    from tltoolkit.evaluate import evaluate
+    from tltoolkit import evaluate
 
     data = real_digits(tmp_path / "digits", 20)
     config = settings(tmp_path, weights="none", data=str(data), out=str(tmp_path / "run"), batch_size=32,

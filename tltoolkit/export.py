@@ -107,7 +107,7 @@ def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool
     """Exports a run directory or `.keras` file (or a loaded Classifier) to `out` in `fmt`, writes
     labels.txt with it, verifies it and returns what was measured. `data` (class folders or a manifest)
     supplies images for int8 calibration and verification when the run has no snapshot.parquet."""
-    from tltoolkit.evaluate import Classifier, load_classifier
+    from tltoolkit.inference.classifier import Classifier, load_classifier
 
     if fmt not in FORMATS:
         raise TltoolkitError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
