@@ -98,3 +98,31 @@ def test_weights_convert_writes_a_file_that_loads_and_refuses_to_overwrite(tmp_p
         stderr = capsys.readouterr().err
         assert message in stderr and len(stderr.strip().splitlines()) == 1, stderr
         assert target == out or not target.exists()
+
+
+def test_one_line_collapses_a_message_and_names_a_silent_exception():
+    from tltoolkit.errors import one_line
+
+    assert one_line(ValueError("first line\n   second\tline  ")) == "first line second line"
+    assert one_line(ValueError("x" * 500), 120) == "x" * 120
+    assert one_line(KeyError()) == "KeyError"
+
+
+def test_tltoolkit_debug_raises_with_the_exception_the_message_was_made_from(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    from tltoolkit.cli import main
+    from tltoolkit.errors import TltoolkitError
+
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip archive")
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")  # keep fd 2 alone so capsys sees the CLI's stderr
+    arguments = ["predict", "--model", str(broken), str(tmp_path / "image.png")]
+    assert main(arguments) == 2
+    stderr = capsys.readouterr().err
+    assert f"cannot load {broken}" in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+    monkeypatch.setenv("TLTOOLKIT_DEBUG", "1")
+    with pytest.raises(TltoolkitError, match="cannot load") as raised:
+        main(arguments)
+    assert raised.value.__context__ is not None and not raised.value.__suppress_context__

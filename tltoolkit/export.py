@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tltoolkit.errors import TltoolkitError
+from tltoolkit.errors import TltoolkitError, one_line
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("float16", "int8", "dynamic")
@@ -280,8 +280,7 @@ def _write_tflite(serving, out, quantize, calibration, labels_text):
         try:
             flat = _convert_int8(converter, calibration) if quantize == "int8" else converter.convert()
         except Exception as error:  # the converter raises ConverterError and plain exceptions
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise TltoolkitError(f"TFLite conversion failed: {first}") from None
+            raise TltoolkitError(f"TFLite conversion failed: {one_line(error)}") from None
     atomic_write_bytes(out, flat)
 
 

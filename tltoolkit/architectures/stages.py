@@ -15,7 +15,7 @@ import math
 import keras
 
 from tltoolkit.architectures.registry import HEAD, NONE, ArchitectureError, close_matches
-from tltoolkit.errors import TltoolkitError
+from tltoolkit.errors import TltoolkitError, one_line
 
 PENULTIMATE = "penultimate"  # the layer a classifier reads: the base's feature vector
 
@@ -249,4 +249,4 @@ def tail_model(model, cut: str, name: str | None = None):
         return keras.Model(features, model.outputs, name=name or f"{model.name}_after_{cut}")
     except ValueError as error:
         raise TltoolkitError(f"{model.name} cannot be cut at {cut}: the layers after it also read earlier "
-                             f"tensors ({' '.join(str(error).split())[:160]}); cut at a stage boundary") from error
+                             f"tensors ({one_line(error, 160)}); cut at a stage boundary") from error

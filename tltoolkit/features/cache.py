@@ -32,17 +32,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tltoolkit.data.files import atomic_path, default_cache_dir as tltoolkit_cache_dir
+from tltoolkit.data.files import atomic_path, default_cache_dir
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.features.extractor import FeatureSpec
 
 SHARD_BYTES = 64 << 20  # default shard size: small enough to buffer, large enough to be few files
 MANIFEST_COLUMNS = ["sha256", "path", "label", "shard", "row", "view"]
-
-
-def default_cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/tltoolkit/features` (`~/.cache/tltoolkit/features` when unset)."""
-    return tltoolkit_cache_dir() / "features"
+FOLDER = "features"  # the default root: $XDG_CACHE_HOME/tltoolkit/features
 
 
 class FeatureCache:
@@ -52,7 +48,7 @@ class FeatureCache:
         if shard_size is not None and shard_size < 1:
             raise TltoolkitError(f"shard_size must be at least 1, got {shard_size}")
         self.spec = spec
-        self.root = Path(root).expanduser() if root else default_cache_dir()
+        self.root = Path(root).expanduser() if root else default_cache_dir() / FOLDER
         self.folder = self.root / spec.key()
         self.shard_size = shard_size
         self._shards: dict[str, np.ndarray] = {}

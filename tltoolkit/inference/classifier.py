@@ -10,7 +10,7 @@ from pathlib import Path
 from tltoolkit.architectures import load_model
 from tltoolkit.data import load_class_index
 from tltoolkit.data.files import read_json
-from tltoolkit.errors import TltoolkitError
+from tltoolkit.errors import TltoolkitError, one_line
 
 
 @dataclasses.dataclass
@@ -71,8 +71,7 @@ def _load_keras(model_file: Path):
     try:
         return load_model(model_file)
     except Exception as error:  # Keras raises many types for a broken or foreign file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TltoolkitError(f"cannot load {model_file}: {first}") from None
+        raise TltoolkitError(f"cannot load {model_file}: {one_line(error)}") from None
 
 
 def load_ensemble(paths) -> list[Classifier]:
