@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tltoolkit._keras_internals import tflite_ops
 from tltoolkit.errors import TltoolkitError, one_line
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
@@ -319,7 +320,7 @@ def _size_arithmetic(flat: bytes) -> list[str]:
     tensors = {tensor["index"]: tensor for tensor in interpreter.get_tensor_details()}
     from_pixels = {detail["index"] for detail in interpreter.get_input_details()}
     names = []
-    for op in interpreter._get_ops_details():  # noqa: SLF001  (the only listing of a model's ops)
+    for op in tflite_ops(interpreter):
         if op["op_name"] != "SHAPE" and from_pixels.intersection(op["inputs"]):
             from_pixels.update(op["outputs"])
         else:

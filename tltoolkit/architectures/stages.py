@@ -14,6 +14,7 @@ import math
 
 import keras
 
+from tltoolkit._keras_internals import nodes_by_depth, producer
 from tltoolkit.architectures.registry import HEAD, NONE, ArchitectureError, close_matches
 from tltoolkit.errors import TltoolkitError, one_line
 
@@ -64,15 +65,15 @@ def cut_points(model: keras.Model) -> list[int]:
     operations = model.operations  # model.layers plus non-layer ops, in the same topological order
     position = {id(op): i for i, op in enumerate(operations)}
     last_read = list(range(len(operations)))
-    for nodes in model._nodes_by_depth.values():  # Keras keeps no public edge list
+    for nodes in nodes_by_depth(model).values():
         for node in nodes:
             reader = position.get(id(node.operation))
             for tensor in node.input_tensors:
-                source = position.get(id(tensor._keras_history.operation))
+                source = position.get(id(producer(tensor)))
                 if reader is not None and source is not None:
                     last_read[source] = max(last_read[source], reader)
     for tensor in model.outputs:
-        last_read[position[id(tensor._keras_history.operation)]] = len(operations)
+        last_read[position[id(producer(tensor))]] = len(operations)
     layer_index = {id(layer): i for i, layer in enumerate(model.layers)}
     cuts, read_later = [], -1
     for i, op in enumerate(operations):
