@@ -108,6 +108,7 @@ fill(FeatureCache(SPEC, sys.argv[1], shard_size=2), hashes(40, start=start))
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writers_on_one_key_do_not_corrupt_each_other(tmp_path):
     import pathlib
 

@@ -137,6 +137,7 @@ def test_a_keras_file_takes_labels_from_labels_txt_or_numbers(trained, tmp_path)
         load_classifier(model)
 
 
+@pytest.mark.slow
 def test_a_fresh_process_loads_a_model_with_tltoolkit_layers(trained, tmp_path):
     """finetune's models hold our registered layers (augmentation, architecture blocks); `predict` in
     a new process must load them without the user importing anything."""

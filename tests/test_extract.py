@@ -80,6 +80,7 @@ def test_cached_features_equal_the_model_and_a_rerun_computes_nothing(tmp_path, 
     assert again.computed == 0
 
 
+@pytest.mark.slow
 def test_each_changed_setting_is_a_miss(tmp_path, extractor, weights):
     import keras
 
@@ -147,6 +148,7 @@ extract_features(table, extractor, sys.argv[3], batch_size=2, shard_size=2, prog
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after_parts", [1, 4])
 def test_kill_9_then_resume_equals_a_clean_run(tmp_path, weights, kill_after_parts):
     table = usable(write_classes(tmp_path / "data", per_class=12), tmp_path)
@@ -179,6 +181,7 @@ def test_kill_9_then_resume_equals_a_clean_run(tmp_path, weights, kill_after_par
     np.testing.assert_allclose(resumed, expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cut_at_a_stage_trains_the_rest_on_cached_maps(tmp_path, weights):
     table = usable(write_classes(tmp_path / "data"), tmp_path)
     extractor = feature_extractor(ARCH, weights=weights, layer="conv3")
@@ -214,6 +217,7 @@ def direct_full_model_outputs(classifier, spec, table):
     return np.concatenate([model(images, training=False).numpy() for images in dataset])
 
 
+@pytest.mark.slow
 def test_views_are_seeded_reproducible_and_drawn_one_per_epoch(tmp_path, weights):
     table = usable(write_classes(tmp_path / "data", per_class=3), tmp_path)
     make = lambda: feature_extractor(ARCH, weights=weights, views=3, augmentation="light", seed=5)  # noqa: E731
@@ -288,6 +292,7 @@ def test_cli_extract_views_stores_k_augmented_views_per_image(tmp_path, weights,
     assert "--views K needs --augment" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ray_engine_matches_the_local_engine_row_for_row(tmp_path, weights, capsys, monkeypatch):
     import ray
 
@@ -331,6 +336,7 @@ def test_ray_engine_without_ray_says_how_to_install_it(tmp_path, capsys, monkeyp
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_the_seed_keys_features_only_where_it_changes_them(tmp_path):
     """A weights file's features are the same whatever --seed; random weights and augmented views differ."""
     from tltoolkit.features.extractor import feature_extractor

@@ -4,7 +4,9 @@ machine, or computed by Ray) -> Parquet files in an output folder."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+from tltoolkit.architectures.stages import PENULTIMATE
 from tltoolkit.data import scan
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.features.extractor import feature_extractor
@@ -20,11 +22,11 @@ class ExtractJob:
     count: int  # rows written (images x views)
     feature_shape: tuple[int, ...]
     stats: ExtractionStats
-    cache_folder: object  # the cache entry the rows came from
-    out: object
+    cache_folder: Path  # the cache entry the rows came from
+    out: Path
 
 
-def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, layer: str = "penultimate",
+def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, layer: str = PENULTIMATE,
                 pooling=None, dtype: str = "float32", batch_size: int = 32, image_size=None,
                 resize: str = "center_crop", seed: int = 0, views: int = 0, augmentation=None,
                 engine: str = "local", address=None, workers=None, cache_dir=None, force: bool = False,
