@@ -190,7 +190,7 @@ def test_phase_1_converges_and_standardises_inside_the_model(tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "### Phase 1: the head settings tried (scored on validation)" in report
 
-    assert any(note.startswith("the head is kept: its setting") for note in entry["notes"])
+    assert any(note.startswith("the head is kept: chosen again by 5-fold cross-validation") for note in entry["notes"])
     table = scan(str(data), 0.2).usable()
     extractor = feature_extractor("resnet20_cifar", weights=BACKBONE, image_size=32, layer="conv4", pooling="avg")
     _, features = FeatureCache(extractor.spec, tmp_path / "cache").features(table)

@@ -5,6 +5,7 @@ import pytest
 
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.heads import dense_layers, head_model, set_standardisation
+from tltoolkit.training import head
 from tltoolkit.training.head import HeadSetting, fit_head, standardisation, sweep_settings
 
 
@@ -55,14 +56,31 @@ def test_a_hidden_head_sweeps_dropout_and_trains_too():
     assert fit.chosen.val_accuracy >= 0.95
 
 
-def test_without_validation_a_holdout_chooses_and_all_training_images_refit():
+@pytest.mark.parametrize("cv_max, scored_on", [(2000, "5-fold cross-validation on the training images"),
+                                              (100, "a held-out 20% of the training images")])
+def test_without_validation_the_setting_is_cross_validated_and_all_training_images_refit(monkeypatch, cv_max,
+                                                                                          scored_on):
+    monkeypatch.setattr(head, "CV_MAX_IMAGES", cv_max)  # k-fold up to CV_MAX_IMAGES images, one holdout beyond
     x, y = blobs(200)
     fit = fit_head(x, y, None, None, 3, sweep_settings(), epochs=50)
-    assert fit.scored_on.startswith("a held-out 20% of the training images")
+    assert fit.scored_on.startswith(scored_on)
     logits = ((x - fit.mean) / np.sqrt(fit.variance)) @ fit.weights[0][0] + fit.weights[0][1]
     assert (logits.argmax(1) == y).mean() >= 0.95
     with pytest.raises(TltoolkitError, match="too few training images to choose"):
         fit_head(x[:3], np.array([0, 1, 2]), None, None, 3, sweep_settings())
+
+
+def test_each_folds_heads_are_scored_only_on_images_they_did_not_train_on():
+    # Random labels on 64-d noise: a weakly regularised head memorises what it trains on (training accuracy
+    # ~1) but cannot beat chance on images it never saw. A fold scored on its own training images would
+    # report the memorised accuracy.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 64)).astype("float32"), rng.integers(0, 2, 100)
+    fit = fit_head(x, y, None, None, 2, [HeadSetting(1e-5, 0.0, 1e-2)], epochs=200, patience=200)
+    assert fit.scored_on.startswith("5-fold") and fit.chosen.epochs == 200
+    assert fit.chosen.val_accuracy < 0.7
+    memorised = fit_head(x, y, x, y, 2, [HeadSetting(1e-5, 0.0, 1e-2)], epochs=200, patience=200)
+    assert memorised.chosen.val_accuracy > 0.9  # scored on the images it trained on
 
 
 def test_an_epoch_cap_that_stops_improvement_says_so():

@@ -113,6 +113,7 @@ def load_model(path, compile: bool = False) -> keras.Model:
     """
     import tltoolkit.architectures.families  # noqa: F401
     import tltoolkit.augment  # noqa: F401
+    import tltoolkit.rejection  # noqa: F401  (and tltoolkit.calibration: the temperature and score layers)
 
     return keras.models.load_model(path, compile=compile, safe_mode=True)
 

@@ -485,27 +485,29 @@ class _Training:
             self._write_artefacts(inference, base, base_trained, truth, predicted)
 
     def _refit_head(self, head) -> bool:
-        """When the head alone is kept: its chosen setting trained again on the training and validation
-        images together (as a cross-validated estimator refits on all its data; the epoch count comes
-        from a held-out fifth of them). The scores reported stay those of the choice, on validation."""
-        from tltoolkit.training.head import fit_head
+        """When the head alone is kept: the sweep again on the training and validation images together,
+        cross-validated on them (k-fold for small folders: one small validation split chooses by noise),
+        and the chosen setting trained on all of them, as a cross-validated estimator refits on all its
+        data. The scores reported stay those of phase 1's choice, on validation."""
+        from tltoolkit.training.head import fit_head, sweep_settings
 
         fit, train_x, train_y, val_x, val_y, weights = self._head_fit
         if fit is None or val_x is None:
             return False
         config = self.config
+        settings = sweep_settings(config.l2, config.dropout, config.learning_rate, config.hidden)
         try:
             refit = fit_head(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]), None, None,
-                             self.num_classes, [fit.chosen.setting], config.hidden, epochs=config.epochs,
+                             self.num_classes, settings, config.hidden, epochs=config.epochs,
                              patience=config.head_patience, label_smoothing=config.label_smoothing,
                              class_weight=weights, monitor=config.monitor, seed=config.seed)
         except TltoolkitError as error:
             self._note(f"phase 1's head was not refit on the validation images too: {error}")
             return False
         _load_fit(head, refit)
-        self._note(f"the head is kept: its setting ({fit.chosen.setting}) trained again on the {len(train_y)} "
-                   f"training and {len(val_y)} validation images, {refit.chosen.best_epoch} epochs (the scores "
-                   f"above are the choice's, on validation)")
+        self._note(f"the head is kept: chosen again by {refit.scored_on.split(' (')[0]} on the {len(train_y)} "
+                   f"training and {len(val_y)} validation images together ({refit.chosen.setting}) and trained on "
+                   f"all of them, {refit.chosen.best_epoch} epochs (the scores above are phase 1's, on validation)")
         return True
 
     def _write_artefacts(self, inference, base, base_trained, truth, predicted) -> None:

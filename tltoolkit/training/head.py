@@ -12,8 +12,9 @@ model standardises too.
     fit = fit_head(train_x, train_y, val_x, val_y, num_classes=5, settings=sweep_settings())
     fit.chosen.setting, fit.table()          # what won, and every trial
 
-Without validation images the sweep is scored on a seeded fifth of the training images, and the
-chosen setting is then trained on all of them for its best number of epochs.
+Without validation images the sweep is cross-validated: k-fold (stratified, seeded) up to CV_MAX_IMAGES
+training images, each fold's heads stacked beside the others, or a seeded fifth held out beyond; the chosen
+setting is then trained on all of them for its mean best number of epochs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ DROPOUT_GRID = (0.0, 0.5)
 LEARNING_RATE_GRID = (1e-2,)  # Adam on standardised features: fast and stable for every L2 above
 ADAM = (0.9, 0.999, 1e-7)  # beta_1, beta_2, epsilon: Keras' defaults
 MIN_DELTA = 1e-4  # an epoch improves on the best when its score (loss, or 1 - accuracy) is lower by more
-HOLDOUT = 0.2  # the fraction of training images that scores the sweep when there is no validation split
+# Without a validation split: k-fold cross-validation for small folders (where one small holdout would choose
+# by noise; k folds cost k times the heads), a seeded HOLDOUT share beyond.
+CV_FOLDS = 5
+CV_MAX_IMAGES = 2000
+HOLDOUT = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,24 +128,23 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None,
                    label_smoothing=label_smoothing, class_weight=weights, seed=seed, init=init)
     if val_x is not None and len(val_x):
         scored_on = "validation"
-        fit_x, fit_y, score_x, score_y = standard(train_x), train_y, standard(val_x), np.asarray(val_y, "int32")
-    else:
-        held = _holdout(train_y, seed)
-        if held.all() or not held.any():
-            raise TltoolkitError("too few training images to choose the head's setting without validation images; "
-                                 "add images, or pass --l2, --dropout and --learning-rate to fix the setting")
-        scored_on = f"a held-out {HOLDOUT:.0%} of the training images (no validation split)"
-        x = standard(train_x)
-        fit_x, fit_y, score_x, score_y = x[~held], train_y[~held], x[held], train_y[held]
-    run = _Sweep(fit_x.shape[1], settings, **options)
-    trials, best = run.train(fit_x, fit_y, score_x, score_y, epochs, patience, monitor)
-    chosen = min(trials, key=lambda t: _rank(t, monitor))
-    k = trials.index(chosen)
-    if scored_on == "validation":
+        run = _Sweep(train_x.shape[1], settings, **options)
+        trials, best = run.train(standard(train_x), train_y, None, standard(val_x), np.asarray(val_y, "int32"),
+                                 None, epochs, patience, monitor)
+        chosen = min(trials, key=lambda t: _rank(t, monitor))
+        k = trials.index(chosen)
         params = [(w[k], b[k]) for w, b in best]
-    else:  # the chosen setting again, on every training image, for its best number of epochs
-        refit = _Sweep(fit_x.shape[1], [chosen.setting], **options)
-        refit.train(standard(train_x), train_y, None, None, chosen.best_epoch, patience, monitor)
+    else:
+        held, scored_on = _held_out(train_y, seed)
+        x, folds = standard(train_x), len(held)
+        run = _Sweep(x.shape[1], [s for s in settings for _ in range(folds)], **options)  # setting-major
+        fold_trials, _ = run.train(x, train_y, np.tile(~held, (len(settings), 1)), x, train_y,
+                                   np.tile(held, (len(settings), 1)), epochs, patience, monitor)
+        trials = [_mean_trial(fold_trials[i * folds:(i + 1) * folds]) for i in range(len(settings))]
+        chosen = min(trials, key=lambda t: _rank(t, monitor))
+        # the chosen setting again, on every training image, for its mean best number of epochs
+        refit = _Sweep(x.shape[1], [chosen.setting], **options)
+        refit.train(x, train_y, None, None, None, None, chosen.best_epoch, patience, monitor)
         params = [(w[0], b[0]) for w, b in refit.current()]
     longest = max(t.epochs for t in trials)
     stopped = (f"every setting stopped improving on {scored_on.split(' (')[0]} for {patience} epochs "
@@ -161,15 +165,34 @@ def _vectors(x) -> np.ndarray:
     return x.reshape(len(x), -1)
 
 
-def _holdout(labels: np.ndarray, seed: int) -> np.ndarray:
-    """A seeded, per-class HOLDOUT share of the images (at least one of each class that has two)."""
+def _held_out(labels: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    """[folds, n] masks of the images each fold scores on (True: held out), and what they are, in words.
+    Up to CV_MAX_IMAGES: stratified k-fold (each class's shuffled images dealt round the folds in turn);
+    beyond, one seeded per-class HOLDOUT share (at least one of each class that has two)."""
     rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.max() < 2:
+        raise TltoolkitError("too few training images to choose the head's setting without validation images; "
+                             "add images, or pass --l2, --dropout and --learning-rate to fix the setting")
+    if len(labels) <= CV_MAX_IMAGES:
+        folds = min(CV_FOLDS, int(counts.max()))
+        order = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in classes])
+        fold = np.empty(len(labels), int)
+        fold[order] = np.arange(len(order)) % folds
+        return fold[None] == np.arange(folds)[:, None], f"{folds}-fold cross-validation on the training images " \
+                                                        "(no validation split)"
     held = np.zeros(len(labels), bool)
-    for label in np.unique(labels):
-        where = np.flatnonzero(labels == label)
-        if len(where) >= 2:
-            held[rng.choice(where, max(1, round(HOLDOUT * len(where))), replace=False)] = True
-    return held
+    for label, count in zip(classes, counts):
+        if count >= 2:
+            held[rng.choice(np.flatnonzero(labels == label), max(1, round(HOLDOUT * count)), replace=False)] = True
+    return held[None], f"a held-out {HOLDOUT:.0%} of the training images (no validation split)"
+
+
+def _mean_trial(folds: Sequence[Trial]) -> Trial:
+    """One setting's trials on k folds as one: mean scores and best epoch, the longest run."""
+    return Trial(folds[0].setting, float(np.mean([t.val_loss for t in folds])),
+                 float(np.mean([t.val_accuracy for t in folds])),
+                 max(1, round(float(np.mean([t.best_epoch for t in folds])))), max(t.epochs for t in folds))
 
 
 class _Sweep:
@@ -228,7 +251,8 @@ class _Sweep:
                 h = tf.nn.relu(h)
         return h
 
-    def _losses(self, logits, labels):
+    def _losses(self, logits, labels, member):
+        """Each head's mean loss over the images it trains on (`member` [K, batch]: 1 or 0; None: all)."""
         import tensorflow as tf
 
         targets = tf.one_hot(labels, self.num_classes)
@@ -237,9 +261,11 @@ class _Sweep:
         losses = tf.nn.softmax_cross_entropy_with_logits(tf.broadcast_to(targets, tf.shape(logits)), logits)
         if self.class_weight is not None:
             losses = losses * tf.gather(self.class_weight, labels)[None]
-        return tf.reduce_mean(losses, axis=1)  # [K]
+        if member is None:
+            return tf.reduce_mean(losses, axis=1)  # [K]
+        return tf.reduce_sum(losses * member, axis=1) / tf.maximum(tf.reduce_sum(member, axis=1), 1.0)
 
-    def _epoch_fn(self, x, labels, active):
+    def _epoch_fn(self, x, labels, active, member):
         import tensorflow as tf
 
         n = tf.shape(x)[0]
@@ -249,7 +275,8 @@ class _Sweep:
         for i in tf.range(steps):
             batch = order[i * self.batch_size:(i + 1) * self.batch_size]
             with tf.GradientTape() as tape:
-                losses = self._losses(self._logits(tf.gather(x, batch), True), tf.gather(labels, batch))
+                rows = None if member is None else tf.gather(member, batch, axis=1)
+                losses = self._losses(self._logits(tf.gather(x, batch), True), tf.gather(labels, batch), rows)
                 penalty = tf.add_n([tf.reduce_sum(tf.square(w), axis=[1, 2]) for w in self.params[0::2]])
                 total = tf.reduce_sum(losses + self.l2 * penalty)
             gradients = tape.gradient(total, self.params)
@@ -261,14 +288,18 @@ class _Sweep:
                 rate = tf.reshape(self.learning_rate * active, [-1] + [1] * (len(param.shape) - 1))
                 param.assign_sub(rate * correction * m / (tf.sqrt(v) + epsilon))
 
-    def _score_fn(self, x, labels):
+    def _score_fn(self, x, labels, mask):
+        """Each head's (cross-entropy, accuracy) on the images `mask` [K, n] marks (None: all)."""
         import tensorflow as tf
 
         logits = self._logits(x, False)
-        losses = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            tf.broadcast_to(labels[None], tf.shape(logits)[:2]), logits), axis=1)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.broadcast_to(labels[None], tf.shape(logits)[:2]),
+                                                                logits)
         hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels[None]), tf.float32)
-        return losses, tf.reduce_mean(hits, axis=1)
+        if mask is None:
+            return tf.reduce_mean(losses, axis=1), tf.reduce_mean(hits, axis=1)
+        count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+        return tf.reduce_sum(losses * mask, axis=1) / count, tf.reduce_sum(hits * mask, axis=1) / count
 
     def _keep_best_fn(self, improved):
         import tensorflow as tf
@@ -280,13 +311,16 @@ class _Sweep:
     def current(self):
         return [(w.numpy(), b.numpy()) for w, b in zip(self.params[0::2], self.params[1::2])]
 
-    def train(self, x, y, score_x, score_y, epochs: int, patience: int, monitor: str):
+    def train(self, x, y, member, score_x, score_y, score_mask, epochs: int, patience: int, monitor: str):
         """Trains until every head has stopped improving for `patience` epochs (or `epochs` ran); without
-        scoring data, for exactly `epochs`. Returns (trials, best (kernel, bias) per layer, stacked)."""
+        scoring data, for exactly `epochs`. `member`/`score_mask`: [K, n] booleans, which images each head
+        trains on / is scored on (k-fold heads share x); None: all of them. Returns (trials, best (kernel,
+        bias) per layer, stacked)."""
         import tensorflow as tf
 
         k = len(self.settings)
         x, y = tf.constant(x), tf.constant(y)
+        member, score_mask = (None if m is None else tf.constant(m, tf.float32) for m in (member, score_mask))
         active = np.ones(k, "float32")
         best_score = np.full(k, np.inf)
         best_loss, best_accuracy = np.full(k, np.inf), np.zeros(k)
@@ -294,11 +328,11 @@ class _Sweep:
         if score_x is not None:
             score_x, score_y = tf.constant(score_x), tf.constant(score_y)
         for epoch in range(1, max(0, int(epochs)) + 1):
-            self._epoch(x, y, tf.constant(active))
+            self._epoch(x, y, tf.constant(active), member)
             ran += active.astype(int)
             if score_x is None:
                 continue
-            losses, accuracy = (v.numpy() for v in self._score(score_x, score_y))
+            losses, accuracy = (v.numpy() for v in self._score(score_x, score_y, score_mask))
             score = 1 - accuracy + 1e-3 * losses if monitor == "val_accuracy" else losses
             improved = (score < best_score - MIN_DELTA) & (active > 0)
             if improved.any():
