@@ -18,7 +18,10 @@ def model():
 
 
 def test_graph_edges_name_each_tensor_producer(model):
-    assert internals.producer(model.output) is model.get_layer("out"), "KerasTensor._keras_history.operation changed"
+    out = model.get_layer("out")
+    assert internals.history(model.output) == (out, 0, 0), "KerasTensor._keras_history changed"
+    assert internals.producer(model.output) is out
+    assert len(internals.inbound_nodes(out)) == 1, "Layer._inbound_nodes changed"
     nodes = internals.nodes_by_depth(model)
     called = {node.operation.name for depth in nodes.values() for node in depth}
     assert {"hidden", "out"} <= called, "Functional._nodes_by_depth changed"

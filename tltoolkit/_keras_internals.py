@@ -10,9 +10,20 @@ import collections
 NAME_COUNTERS = "object_name_uids"  # Keras' global_state key of the auto-name counters (`dense_3`)
 
 
+def history(tensor) -> tuple:
+    """(operation, node index, tensor index) of the call that computed a symbolic tensor: Keras has no
+    public edge list."""
+    return tuple(tensor._keras_history)
+
+
 def producer(tensor):
-    """The operation (layer) that computed a symbolic tensor: Keras has no public edge list."""
-    return tensor._keras_history.operation
+    """The operation (layer) that computed a symbolic tensor."""
+    return history(tensor)[0]
+
+
+def inbound_nodes(layer) -> list:
+    """The calls of a layer (one node each), in call order."""
+    return layer._inbound_nodes
 
 
 def nodes_by_depth(model) -> dict:
