@@ -1,11 +1,11 @@
 # Two entry points, each bootstrapping its own virtual environment in .venv:
 #   make demo   runs the main job on the embedded sample data
-#   make test   runs the test suite
+#   make test   runs the test suite (make test-fast: all but the tests marked slow, a few minutes)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test clean
+.PHONY: demo test test-fast clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) *.egg-info

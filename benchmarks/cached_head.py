@@ -63,9 +63,11 @@ def main() -> None:
 
     import tltoolkit
     from tltoolkit.architectures.preprocessing import preprocessing_layer
-    from tltoolkit.cache import cached_dataset
+    from tltoolkit.features.cache import cached_dataset
     from tltoolkit.data import scan
-    from tltoolkit.extract import extract_features, feature_extractor, tail_model
+    from tltoolkit.architectures.stages import tail_model
+    from tltoolkit.features.extractor import feature_extractor
+    from tltoolkit.features.local import extract_features
     from tltoolkit.pipeline import image_dataset
 
     work = Path(tempfile.mkdtemp(prefix="tltoolkit-bench-"))

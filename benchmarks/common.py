@@ -124,7 +124,6 @@ def run_finetune(domain: Domain, manifest: Path, work: Path, seed: int, **settin
     """finetune on `manifest` with the backbone, the domain's settings and `settings` (DEFAULTS for the
     rest), in a fresh folder under `work` with the grid's shared cache; scored on `domain.test`."""
     import tltoolkit
-    from tltoolkit.evaluate import evaluate  # tltoolkit.evaluate is shadowed by its module once imported
 
     out = Path(tempfile.mkdtemp(prefix=f"{domain.name}-", dir=work))
     config = {"base": BASE, "weights": str(BACKBONE), "data": str(manifest), "out": str(out),
@@ -132,7 +131,7 @@ def run_finetune(domain: Domain, manifest: Path, work: Path, seed: int, **settin
     started = time.perf_counter()
     entry = tltoolkit.finetune(config, progress=False, echo=lambda line: None)
     seconds = time.perf_counter() - started
-    return Run(evaluate(out, str(domain.test)).accuracy, seconds, entry, out)
+    return Run(tltoolkit.evaluate(out, str(domain.test)).accuracy, seconds, entry, out)
 
 
 def phase_seconds(entry: dict, phase: int) -> float:

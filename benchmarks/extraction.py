@@ -74,7 +74,8 @@ def main() -> None:
     import tensorflow as tf
 
     from tltoolkit.data import scan
-    from tltoolkit.extract import extract_features, feature_extractor
+    from tltoolkit.features.extractor import feature_extractor
+    from tltoolkit.features.local import extract_features
 
     work = Path(tempfile.mkdtemp(prefix="tltoolkit-bench-"))
     data = work / "data"

@@ -51,7 +51,8 @@ def parse_args(argv=None):
 def cache_features(domain, work: Path):
     """Extracts the pool's and the test folder's features into the cache; returns the cache."""
     import tltoolkit
-    from tltoolkit.extract import extract_features, feature_extractor
+    from tltoolkit.features.extractor import feature_extractor
+    from tltoolkit.features.local import extract_features
 
     spec = tltoolkit.get_spec(common.BASE)
     extractor = feature_extractor(common.BASE, weights=str(common.BACKBONE), layer=spec.stage_names[-1], pooling="avg")

@@ -25,7 +25,9 @@ def measure(seed: int, coverage: float) -> dict:
     """One fine-tuning run on digits59 (seed `seed`) and its calibration and rejection numbers."""
     import tltoolkit
     from tltoolkit.calibration import expected_calibration_error, fit_temperature, logits_model, softmax
-    from tltoolkit.evaluate import evaluation_table, image_table, load_classifier, probabilities
+    from tltoolkit.inference.classifier import load_classifier
+    from tltoolkit.inference.evaluation import evaluation_table
+    from tltoolkit.inference.predict import image_table, probabilities
     from tltoolkit.rejection import SCORES, auroc, false_positive_rate, score, threshold_for_coverage
 
     domain = DOMAINS["digits59"]

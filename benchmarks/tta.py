@@ -27,14 +27,14 @@ def main():
 
     from tltoolkit.architectures import build
     from tltoolkit.compare import median_seconds
-    from tltoolkit.evaluate import load_size, ten_crop
+    from tltoolkit.inference.tta import load_size, ten_crop
 
     size = (args.image_size, args.image_size)
     model = build(args.arch, input_shape=(*size, 3), num_classes=10)
     images = tf.random.uniform((args.batch, *load_size(size, "ten-crop"), 3), 0, 255, seed=0)
 
     @tf.function
-    def batched(x):  # what tltoolkit.evaluate does
+    def batched(x):  # what tltoolkit.inference does
         views = ten_crop(x, size)
         flat = tf.reshape(views, [-1, *size, 3])
         return tf.reduce_mean(tf.reshape(tf.nn.softmax(model(flat, training=False)), [args.batch, 10, -1]), axis=1)

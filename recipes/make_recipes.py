@@ -195,7 +195,7 @@ lineage.round(3)'''),
 import keras
 
 from tltoolkit.architectures.profile import count_macs
-from tltoolkit.cli.layers import stages_table
+from tltoolkit.architectures.inspect import stages_table
 
 for arch in TOUR:
     model = tltoolkit.build(arch)

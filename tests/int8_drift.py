@@ -43,7 +43,7 @@ def converter_default_int8(run, out) -> Path:
     the size arithmetic was kept float."""
     import tensorflow as tf
 
-    from tltoolkit.evaluate import load_classifier
+    from tltoolkit.inference.classifier import load_classifier
     from tltoolkit.export import REPRESENTATIVE_IMAGES, sample_images, serving_model
 
     classifier = load_classifier(run)
@@ -58,7 +58,7 @@ def converter_default_int8(run, out) -> Path:
 
 
 def main() -> None:
-    from tltoolkit.evaluate import load_classifier
+    from tltoolkit.inference.classifier import load_classifier
     from tltoolkit.export import _keras_runner, _runner, export, serving_model
 
     with tempfile.TemporaryDirectory() as folder:

@@ -15,7 +15,8 @@ from tltoolkit.architectures.bases import build_base, keras_preprocessing, resol
 from tltoolkit.architectures.stages import cut_points, spec_stage_ranges, trainable_counts_per_stage
 from tltoolkit.cli import main
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.extract import extract_features, feature_extractor
+from tltoolkit.features.extractor import feature_extractor
+from tltoolkit.features.local import extract_features
 from tltoolkit.training.finetune import finetune
 
 VGG16_STAGE5 = 3 * (3 * 3 * 512 * 512 + 512)  # block5_conv1..3
@@ -168,7 +169,7 @@ def test_keras_app_rerun_on_a_grown_folder_extracts_only_new_images(vgg_runs):
 
 
 def test_a_keras_app_run_predicts_evaluates_and_exports(vgg_runs, tmp_path):
-    from tltoolkit.evaluate import evaluate, predict
+    from tltoolkit import evaluate, predict
     from tltoolkit.export import export
 
     out = vgg_runs["out"]

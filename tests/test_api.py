@@ -43,7 +43,9 @@ def test_keras_application_base():
 
 
 def test_lazy_functions_survive_submodule_imports():
-    import tltoolkit.evaluate  # binds the module on the package, as finetune's imports do
+    import tltoolkit.inference.evaluation  # noqa: F401  (binds submodules on packages, as finetune's imports do)
+    import tltoolkit.inference.predict  # noqa: F401
 
-    assert callable(tltoolkit.predict) and callable(tltoolkit.evaluate.evaluate)
+    assert callable(tltoolkit.predict) and callable(tltoolkit.evaluate)
+    assert tltoolkit.evaluate.__name__ == "evaluate" and tltoolkit.predict.__name__ == "predict"
     assert callable(tltoolkit.scan) and callable(tltoolkit.load_model) and callable(tltoolkit.finetune)

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tltoolkit.cache import FeatureCache, FeatureSpec, cached_dataset
 from tltoolkit.errors import TltoolkitError
+from tltoolkit.features.cache import FeatureCache, cached_dataset
+from tltoolkit.features.extractor import FeatureSpec
 
 SPEC = FeatureSpec(arch="resnet20_cifar", weights="sha256:" + "0" * 64, image_size=(32, 32), resize="center_crop",
                    preprocessing="torch", cut="avg_pool", pooling=None, dtype="float32")
@@ -101,12 +102,13 @@ WRITER_SCRIPT = """
 import sys, hashlib
 sys.path.insert(0, sys.argv[3])
 from tests.test_cache import SPEC, fill, hashes
-from tltoolkit.cache import FeatureCache
+from tltoolkit.features.cache import FeatureCache
 start = int(sys.argv[2])
 fill(FeatureCache(SPEC, sys.argv[1], shard_size=2), hashes(40, start=start))
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writers_on_one_key_do_not_corrupt_each_other(tmp_path):
     import pathlib
 

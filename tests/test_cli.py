@@ -6,12 +6,14 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 
 def tltoolkit(*args):
     return subprocess.run([sys.executable, "-m", "tltoolkit", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_models_lists_every_architecture_from_the_registry():
     from tltoolkit.architectures import all_specs
 
@@ -30,6 +32,7 @@ def test_models_lists_every_architecture_from_the_registry():
     assert result.stderr == "", "TensorFlow's start-up noise is hidden"
 
 
+@pytest.mark.slow
 def test_models_family_filter_and_csv():
     result = tltoolkit("models", "--family", "vgg", "--format", "csv")
     assert result.returncode == 0, result.stderr
@@ -37,6 +40,7 @@ def test_models_family_filter_and_csv():
     assert set(frame["id"]) == {"vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"}
 
 
+@pytest.mark.slow
 def test_layers_shows_freeze_points():
     result = tltoolkit("layers", "vgg16", "--format", "csv")
     assert result.returncode == 0, result.stderr
@@ -47,6 +51,7 @@ def test_layers_shows_freeze_points():
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_unknown_architecture_is_one_line_with_close_matches():
     result = tltoolkit("layers", "vgg61")
     assert result.returncode == 2
@@ -61,6 +66,7 @@ def test_unknown_family_is_an_error():
     assert "resnet" in result.stderr
 
 
+@pytest.mark.slow
 def test_weights_convert_writes_a_file_that_loads_and_refuses_to_overwrite(tmp_path, capsys, monkeypatch):
     import numpy as np
 
@@ -98,3 +104,29 @@ def test_weights_convert_writes_a_file_that_loads_and_refuses_to_overwrite(tmp_p
         stderr = capsys.readouterr().err
         assert message in stderr and len(stderr.strip().splitlines()) == 1, stderr
         assert target == out or not target.exists()
+
+
+def test_one_line_collapses_a_message_and_names_a_silent_exception():
+    from tltoolkit.errors import one_line
+
+    assert one_line(ValueError("first line\n   second\tline  ")) == "first line second line"
+    assert one_line(ValueError("x" * 500), 120) == "x" * 120
+    assert one_line(KeyError()) == "KeyError"
+
+
+def test_tltoolkit_debug_raises_with_the_exception_the_message_was_made_from(tmp_path, capsys, monkeypatch):
+    from tltoolkit.cli import main
+    from tltoolkit.errors import TltoolkitError
+
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip archive")
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")  # keep fd 2 alone so capsys sees the CLI's stderr
+    arguments = ["predict", "--model", str(broken), str(tmp_path / "image.png")]
+    assert main(arguments) == 2
+    stderr = capsys.readouterr().err
+    assert f"cannot load {broken}" in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+    monkeypatch.setenv("TLTOOLKIT_DEBUG", "1")
+    with pytest.raises(TltoolkitError, match="cannot load") as raised:
+        main(arguments)
+    assert raised.value.__context__ is not None and not raised.value.__suppress_context__

@@ -10,7 +10,7 @@ from tltoolkit.architectures import get_spec
 from tltoolkit.cli import main
 from tltoolkit.compare import compare, comparison_figure
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.evaluate import save_figure
+from tltoolkit.reports import save_figure
 
 
 def test_compare_quick_writes_the_table_and_bubble_chart(tmp_path, capsys, monkeypatch):

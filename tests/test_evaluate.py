@@ -12,9 +12,11 @@ from PIL import Image
 
 from tests.runs import COLOURS, write_class_folders, train_run
 from tltoolkit.cli import main
+from tltoolkit import evaluate, predict
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.evaluate import (evaluate, flip_views, load_classifier, load_size, predict, probabilities,
-                                ten_crop)
+from tltoolkit.inference.classifier import load_classifier
+from tltoolkit.inference.predict import probabilities
+from tltoolkit.inference.tta import flip_views, load_size, ten_crop
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,7 @@ def test_predict_reports_bad_files_and_writes_parquet(trained, tmp_path, capsys)
     # the check pass keeps the facts the pipeline plans each file's decoder from
     from PIL import Image
 
-    from tltoolkit.evaluate import image_table
+    from tltoolkit.inference.predict import image_table
 
     checked = image_table([folder]).set_index("path")
     assert tuple(checked.loc[str(good), ["decoder", "format", "width", "height"]]) == ("tf", "PNG", *Image.open(good).size)
@@ -135,6 +137,7 @@ def test_a_keras_file_takes_labels_from_labels_txt_or_numbers(trained, tmp_path)
         load_classifier(model)
 
 
+@pytest.mark.slow
 def test_a_fresh_process_loads_a_model_with_tltoolkit_layers(trained, tmp_path):
     """finetune's models hold our registered layers (augmentation, architecture blocks); `predict` in
     a new process must load them without the user importing anything."""

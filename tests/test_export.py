@@ -11,7 +11,7 @@ from tests.int8_drift import converter_default_int8, framed_images
 from tests.runs import COLOURS, coloured_image, train_run, write_class_folders
 from tltoolkit.cli import main
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.evaluate import load_classifier
+from tltoolkit.inference.classifier import load_classifier
 from tltoolkit.export import TOLERANCES, _keras_runner, export, serving_model, verification_sizes, verify
 
 # third-party notices: tf.lite.Interpreter is deprecated in TF 2.21; Keras' tf2onnx patch probes np.object

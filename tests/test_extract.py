@@ -14,11 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.images import pattern, write_image
-from tltoolkit.cache import FeatureCache, cached_dataset
+from tltoolkit.architectures.stages import tail_model
 from tltoolkit.cli import main
 from tltoolkit.data import scan
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.extract import extract_features, feature_extractor, tail_model
+from tltoolkit.features.cache import FeatureCache, cached_dataset
+from tltoolkit.features.extractor import feature_extractor
+from tltoolkit.features.local import extract_features
 
 ARCH = "resnet20_cifar"
 
@@ -78,6 +80,7 @@ def test_cached_features_equal_the_model_and_a_rerun_computes_nothing(tmp_path, 
     assert again.computed == 0
 
 
+@pytest.mark.slow
 def test_each_changed_setting_is_a_miss(tmp_path, extractor, weights):
     import keras
 
@@ -137,13 +140,15 @@ def test_growth_extracts_only_new_images_and_removed_or_edited_ones_drop_out(tmp
 
 KILL_SCRIPT = """
 import sys, pandas as pd
-from tltoolkit.extract import extract_features, feature_extractor
+from tltoolkit.features.extractor import feature_extractor
+from tltoolkit.features.local import extract_features
 table = pd.read_parquet(sys.argv[1])
 extractor = feature_extractor("resnet20_cifar", weights=sys.argv[2], layer="conv4")
 extract_features(table, extractor, sys.argv[3], batch_size=2, shard_size=2, progress=False)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after_parts", [1, 4])
 def test_kill_9_then_resume_equals_a_clean_run(tmp_path, weights, kill_after_parts):
     table = usable(write_classes(tmp_path / "data", per_class=12), tmp_path)
@@ -176,6 +181,7 @@ def test_kill_9_then_resume_equals_a_clean_run(tmp_path, weights, kill_after_par
     np.testing.assert_allclose(resumed, expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cut_at_a_stage_trains_the_rest_on_cached_maps(tmp_path, weights):
     table = usable(write_classes(tmp_path / "data"), tmp_path)
     extractor = feature_extractor(ARCH, weights=weights, layer="conv3")
@@ -211,6 +217,7 @@ def direct_full_model_outputs(classifier, spec, table):
     return np.concatenate([model(images, training=False).numpy() for images in dataset])
 
 
+@pytest.mark.slow
 def test_views_are_seeded_reproducible_and_drawn_one_per_epoch(tmp_path, weights):
     table = usable(write_classes(tmp_path / "data", per_class=3), tmp_path)
     make = lambda: feature_extractor(ARCH, weights=weights, views=3, augmentation="light", seed=5)  # noqa: E731
@@ -285,6 +292,7 @@ def test_cli_extract_views_stores_k_augmented_views_per_image(tmp_path, weights,
     assert "--views K needs --augment" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ray_engine_matches_the_local_engine_row_for_row(tmp_path, weights, capsys, monkeypatch):
     import ray
 
@@ -328,9 +336,10 @@ def test_ray_engine_without_ray_says_how_to_install_it(tmp_path, capsys, monkeyp
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_the_seed_keys_features_only_where_it_changes_them(tmp_path):
     """A weights file's features are the same whatever --seed; random weights and augmented views differ."""
-    from tltoolkit.extract import feature_extractor
+    from tltoolkit.features.extractor import feature_extractor
 
     weights = tmp_path / "w.weights.h5"
     feature_extractor("resnet20_cifar", image_size=32, seed=0).base.save_weights(weights)

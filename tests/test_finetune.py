@@ -80,6 +80,7 @@ def grown(tmp_path_factory, random_weights):
                 snapshots=(snapshot1, snapshot2), model2=model2)
 
 
+@pytest.mark.slow
 def test_phase_1_alone_writes_the_whole_run_directory(grown):
     first, out = grown["runs"][0], grown["out"]
     assert first["decision"] == "head" and [p["phase"] for p in first["phases"]] == [1]
@@ -95,6 +96,7 @@ def test_phase_1_alone_writes_the_whole_run_directory(grown):
     assert first["phases"][0]["val_accuracy"] >= 0.5  # colours are learnable on random conv features
 
 
+@pytest.mark.slow
 def test_saved_model_loads_in_safe_mode_and_takes_raw_images(grown):
     import tltoolkit.architectures  # noqa: F401  registers the architectures' own layers
 
@@ -106,6 +108,7 @@ def test_saved_model_loads_in_safe_mode_and_takes_raw_images(grown):
     assert [layer.name for layer in model.layers if "augment" in layer.name] == []
 
 
+@pytest.mark.slow
 def test_grown_folder_extracts_only_new_images_and_unfreezes_per_policy(grown):
     first, second = grown["runs"][:2]
     assert grown["plan"]["misses"] == 60 and grown["plan"]["decision"] == "conv4"
@@ -122,6 +125,7 @@ def test_grown_folder_extracts_only_new_images_and_unfreezes_per_policy(grown):
     assert "## Run 1" in report and "## Run 2" in report and "training conv4 and the head" in report
 
 
+@pytest.mark.slow
 def test_a_new_class_grows_the_head_keeping_the_old_weights(grown):
     third = grown["runs"][2]
     assert third["new_classes"] == ["yellow"] and third["classes"][:3] == ["blue", "green", "red"]
@@ -166,12 +170,13 @@ def real_digits(root, per_class, source="digits59"):
 BACKBONE = str(ROOT / "data" / "backbone" / "digits04_resnet20_cifar.weights.h5")
 
 
+@pytest.mark.slow
 def test_phase_1_converges_and_standardises_inside_the_model(tmp_path):
     """Real digits 5-9 on the digits 0-4 backbone: the sweep's head fits the training images; kept, it
     is refit on training and validation images, its standardisation their statistics, inside the model."""
-    from tltoolkit.cache import FeatureCache
+    from tltoolkit.features.cache import FeatureCache
     from tltoolkit.data import scan
-    from tltoolkit.extract import feature_extractor
+    from tltoolkit.features.extractor import feature_extractor
     from tltoolkit.heads import NORMALIZATION
     from tltoolkit.training.phases import find_classifier
 
@@ -198,13 +203,14 @@ def test_phase_1_converges_and_standardises_inside_the_model(tmp_path):
     assert accuracy >= 0.97, accuracy  # 5 separable classes of 64-d features: a converged head fits them
 
 
+@pytest.mark.slow
 def test_weights_none_trains_from_scratch_with_batchnorm_and_learns(tmp_path):
     """--weights none with the defaults: the from-scratch recipe (every layer, BatchNorm included, at one
     rate) on 20 real digits per class beats chance (0.2) by a wide margin, on validation and on the
     held-out digits (whichever phase is kept: a head on random features can be good on digits too)."""
     from tltoolkit.architectures import build
     from tltoolkit.architectures.stages import trainable_count
-    from tltoolkit.evaluate import evaluate
+    from tltoolkit import evaluate
 
     data = real_digits(tmp_path / "digits", 20)
     config = settings(tmp_path, weights="none", data=str(data), out=str(tmp_path / "run"), batch_size=32,
@@ -221,6 +227,7 @@ def test_weights_none_trains_from_scratch_with_batchnorm_and_learns(tmp_path):
     assert accuracy >= 0.6, accuracy
 
 
+@pytest.mark.slow
 def test_auto_measures_every_freeze_point_and_keeps_the_best(tmp_path, random_weights):
     make_images(tmp_path / "data", 10)
     config = settings(tmp_path, data=str(tmp_path / "data"), out=str(tmp_path / "run"), weights=random_weights,
@@ -239,6 +246,7 @@ def test_auto_measures_every_freeze_point_and_keeps_the_best(tmp_path, random_we
     assert set(metrics.loc[metrics["phase"] == 2, "trial"]) == {"conv4", "conv3", "conv2", "none"}
 
 
+@pytest.mark.slow
 def test_freeze_until_a_stage_trains_exactly_that_stage_and_the_head(two_phases):
     from tltoolkit.architectures import build, get_spec
     from tltoolkit.architectures.stages import spec_stage_ranges, trainable_counts_per_stage
@@ -255,6 +263,7 @@ def test_freeze_until_a_stage_trains_exactly_that_stage_and_the_head(two_phases)
     assert two_phases["phases"][1]["trainable_params"] == counts["conv4"] - batch_norm + head
 
 
+@pytest.mark.slow
 def test_phase_2_improves_or_holds_validation_accuracy(two_phases):
     # No augmentation: phase 2 trained conv4 + head on the cached output of conv3.
     assert any("phase 2 (conv4) trains from the cached output of conv3_block3_out" in note
@@ -264,6 +273,7 @@ def test_phase_2_improves_or_holds_validation_accuracy(two_phases):
     assert phase2["val_accuracy"] >= 0.8 and phase2["kept"]
 
 
+@pytest.mark.slow
 def test_killed_phase_2_resumes_at_its_epoch(tmp_path):
     make_images(tmp_path / "data", 12)
     config = settings(tmp_path, data=str(tmp_path / "data"), out=str(tmp_path / "run"), freeze_until="conv4",
@@ -293,6 +303,7 @@ def test_killed_phase_2_resumes_at_its_epoch(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_vgg16_freeze_until_block5_runs_as_written(tmp_path, capsys, monkeypatch):
     make_images(tmp_path / "cats", 6)
     monkeypatch.chdir(tmp_path)
@@ -349,6 +360,7 @@ def test_bad_input_is_one_line_and_exit_2(cli_data, capsys, arguments, message):
     assert not (tmp / "run").exists() or not any((tmp / "run").iterdir())
 
 
+@pytest.mark.slow
 def test_an_incompatible_out_is_refused_unless_forced(grown, capsys):
     out = grown["out"]
     before = (out / "state.json").read_text()
@@ -379,6 +391,7 @@ def test_config_file_yaml_and_flags_override_it(cli_data, capsys):
     assert not (tmp / "run").exists()  # a plan writes nothing
 
 
+@pytest.mark.slow
 def test_bn_policy_and_per_stage_learning_rates():
     from tltoolkit.architectures import build, get_spec
     from tltoolkit.architectures.preprocessing import preprocessing_layer
@@ -409,6 +422,7 @@ def test_bn_policy_and_per_stage_learning_rates():
     np.testing.assert_allclose([step[conv3], step[conv4], step[head]], [0.09e-3, 0.3e-3, 1e-3], rtol=0.02)
 
 
+@pytest.mark.slow
 def test_force_starts_an_incompatible_run_over(tmp_path):
     make_images(tmp_path / "data", 4)
     out = tmp_path / "run"

@@ -3,7 +3,7 @@
 import io
 from pathlib import Path
 
-from tltoolkit.cli.models import models_table
+from tltoolkit.architectures.inspect import models_table
 from tltoolkit.cli.output import print_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -130,7 +130,7 @@ def test_backbone_loads_into_the_base_and_under_a_new_head():
 
 def pooled_features(weights, rows) -> tuple[np.ndarray, np.ndarray]:
     """The backbone's global-average-pooled features (what a head-only fine-tune trains on) and labels."""
-    from tltoolkit.extract import feature_extractor
+    from tltoolkit.features.extractor import feature_extractor
     from tltoolkit.pipeline import image_dataset
 
     extractor = feature_extractor("resnet20_cifar", weights=weights, seed=0)

@@ -230,7 +230,7 @@ def test_base_only_weights_file_loads_into_a_new_head_without_warnings(tmp_path)
 def test_a_hub_tag_in_the_keras_cache_loads_offline_and_keys_the_features(keras_home, tmp_path):
     """timm's Hub files have no published hash: one put where the message says is checked by structure."""
     from tests.torch_reference import randomize_batch_norm, save_safetensors, timm, torch
-    from tltoolkit.extract import feature_extractor
+    from tltoolkit.features.extractor import feature_extractor
 
     torch.manual_seed(0)
     keras_home.mkdir(parents=True)

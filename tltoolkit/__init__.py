@@ -20,10 +20,9 @@ _LAZY = {
     "finetune": "tltoolkit.training.finetune",
     "attach_head": "tltoolkit.heads",
     "head_model": "tltoolkit.heads",
-    "predict": "tltoolkit.evaluate",
+    "predict": "tltoolkit.inference.predict",
+    "evaluate": "tltoolkit.inference.evaluation",
 }
-# `evaluate` is deliberately not here: `tltoolkit.evaluate` is the module (importing a submodule
-# binds its name on the package), so the function is `tltoolkit.evaluate.evaluate`.
 
 from tltoolkit.errors import TltoolkitError  # noqa: E402
 

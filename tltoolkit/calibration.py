@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tltoolkit._keras_internals import history, inbound_nodes
 from tltoolkit.errors import TltoolkitError
 
 ECE_BINS = 15  # Guo et al.'s choice; also what most reported ECE numbers use
@@ -158,12 +159,12 @@ class Temperature(keras.layers.Layer):
 
 def _output_node(model):
     """The layer producing `model`'s output(s) (one call of one layer) and the node of that call."""
-    producers = {(id(t._keras_history[0]), t._keras_history[1]) for t in model.outputs}  # no public lookup
+    producers = {(id(history(t)[0]), history(t)[1]) for t in model.outputs}
     if len(producers) != 1:
         raise TltoolkitError(f"{model.name} has {len(model.outputs)} outputs from different layers; temperature "
                              f"scaling needs a classifier with one probabilities output")
-    operation, node_index, _ = model.outputs[0]._keras_history
-    return operation, operation._inbound_nodes[node_index]
+    operation, node_index, _ = history(model.outputs[0])
+    return operation, inbound_nodes(operation)[node_index]
 
 
 def replace_softmax(model, head=None):

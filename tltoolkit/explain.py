@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tltoolkit._keras_internals import history
 from tltoolkit.errors import TltoolkitError
 
 OVERLAY_ALPHA = 0.45  # the heat map's share of the blended pixel
@@ -101,7 +102,7 @@ def _tail(tensor, output, what: str):
     refuses a model without an operation)."""
     import keras
 
-    if tensor._keras_history[:2] == output._keras_history[:2]:
+    if history(tensor)[:2] == history(output)[:2]:
         tensor = keras.Input(tuple(tensor.shape[1:]))
         return _model(tensor, keras.layers.Identity()(tensor), what)
     return _model(tensor, output, what)

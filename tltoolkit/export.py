@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tltoolkit.errors import TltoolkitError
+from tltoolkit._keras_internals import tflite_ops
+from tltoolkit.errors import TltoolkitError, one_line
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("float16", "int8", "dynamic")
@@ -107,7 +108,7 @@ def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool
     """Exports a run directory or `.keras` file (or a loaded Classifier) to `out` in `fmt`, writes
     labels.txt with it, verifies it and returns what was measured. `data` (class folders or a manifest)
     supplies images for int8 calibration and verification when the run has no snapshot.parquet."""
-    from tltoolkit.evaluate import Classifier, load_classifier
+    from tltoolkit.inference.classifier import Classifier, load_classifier
 
     if fmt not in FORMATS:
         raise TltoolkitError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -280,8 +281,7 @@ def _write_tflite(serving, out, quantize, calibration, labels_text):
         try:
             flat = _convert_int8(converter, calibration) if quantize == "int8" else converter.convert()
         except Exception as error:  # the converter raises ConverterError and plain exceptions
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise TltoolkitError(f"TFLite conversion failed: {first}") from None
+            raise TltoolkitError(f"TFLite conversion failed: {one_line(error)}") from None
     atomic_write_bytes(out, flat)
 
 
@@ -320,7 +320,7 @@ def _size_arithmetic(flat: bytes) -> list[str]:
     tensors = {tensor["index"]: tensor for tensor in interpreter.get_tensor_details()}
     from_pixels = {detail["index"] for detail in interpreter.get_input_details()}
     names = []
-    for op in interpreter._get_ops_details():  # noqa: SLF001  (the only listing of a model's ops)
+    for op in tflite_ops(interpreter):
         if op["op_name"] != "SHAPE" and from_pixels.intersection(op["inputs"]):
             from_pixels.update(op["outputs"])
         else:

@@ -24,7 +24,8 @@ import numpy as np
 
 from tltoolkit.errors import TltoolkitError
 
-POOLINGS = ("avg", "max", "flatten", "none")
+GLOBAL_POOLINGS = ("avg", "max")  # the global poolings of a feature map (extraction pools with these)
+POOLINGS = (*GLOBAL_POOLINGS, "flatten", "none")  # a head's
 PREDICTIONS = "predictions"
 HEAD_LAYER_PREFIX = "head_"  # every head layer but `predictions` is named head_*: a head's layers are findable
 NORMALIZATION = f"{HEAD_LAYER_PREFIX}normalization"

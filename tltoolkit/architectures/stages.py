@@ -14,7 +14,11 @@ import math
 
 import keras
 
+from tltoolkit._keras_internals import nodes_by_depth, producer
 from tltoolkit.architectures.registry import HEAD, NONE, ArchitectureError, close_matches
+from tltoolkit.errors import TltoolkitError, one_line
+
+PENULTIMATE = "penultimate"  # the layer a classifier reads: the base's feature vector
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,15 +65,15 @@ def cut_points(model: keras.Model) -> list[int]:
     operations = model.operations  # model.layers plus non-layer ops, in the same topological order
     position = {id(op): i for i, op in enumerate(operations)}
     last_read = list(range(len(operations)))
-    for nodes in model._nodes_by_depth.values():  # Keras keeps no public edge list
+    for nodes in nodes_by_depth(model).values():
         for node in nodes:
             reader = position.get(id(node.operation))
             for tensor in node.input_tensors:
-                source = position.get(id(tensor._keras_history.operation))
+                source = position.get(id(producer(tensor)))
                 if reader is not None and source is not None:
                     last_read[source] = max(last_read[source], reader)
     for tensor in model.outputs:
-        last_read[position[id(tensor._keras_history.operation)]] = len(operations)
+        last_read[position[id(producer(tensor))]] = len(operations)
     layer_index = {id(layer): i for i, layer in enumerate(model.layers)}
     cuts, read_later = [], -1
     for i, op in enumerate(operations):
@@ -210,3 +214,40 @@ def trainable_counts_per_stage(model: keras.Model, ranges: list[StageRange]) -> 
     for r in ranges:
         counts[r.name] = suffix[r.start]
     return counts
+
+
+# -- model surgery: where to cut, and what follows the cut --------------------------------------------
+
+def cut_layer(model, spec, layer: str) -> str:
+    """The name of the layer whose output `layer` means: `penultimate` is the spec's feature layer (a
+    derived spec's: the base's output); a stage name is that stage's last layer (so `block4` is
+    block4's output, the input of block5); any other name must be a layer whose output alone
+    determines the rest (`cut_points`)."""
+    if layer == PENULTIMATE:
+        return model.layers[-1].name if spec.derived else spec.penultimate
+    ranges = {r.name: r for r in spec_stage_ranges(model, spec) if r.name in spec.stage_names}
+    if layer in ranges:
+        return model.layers[ranges[layer].stop - 1].name
+    try:
+        return model.layers[check_cut_layer(model, layer)].name
+    except TltoolkitError as error:
+        raise TltoolkitError(f"{spec.id} has no stage {layer!r} (stages: {PENULTIMATE}, "
+                             f"{', '.join(spec.stage_names)}), and as a layer: {error}") from None
+
+
+def tail_model(model, cut: str, name: str | None = None):
+    """The part of `model` after layer `cut`, as a Functional model taking `cut`'s output (cached
+    features) and sharing `model`'s layers: cache block4, then train block5 + head on the cache.
+
+    Raises when a layer after the cut also reads a tensor from before it (e.g. a cut inside a
+    residual block): those features alone do not determine the rest.
+    """
+    try:
+        features = model.get_layer(cut).output
+    except ValueError:
+        raise TltoolkitError(f"{model.name} has no layer {cut!r}") from None
+    try:
+        return keras.Model(features, model.outputs, name=name or f"{model.name}_after_{cut}")
+    except ValueError as error:
+        raise TltoolkitError(f"{model.name} cannot be cut at {cut}: the layers after it also read earlier "
+                             f"tensors ({one_line(error, 160)}); cut at a stage boundary") from error

@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module here, exposing `add_parser(subparsers)`, which registers
 its parser and sets `run=function(args) -> int`. Errors meant for users are `TltoolkitError`s: one
-line on stderr, exit status 2.
+line on stderr, exit status 2 (with TLTOOLKIT_DEBUG=1: raised, with the full traceback).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from tltoolkit.errors import TltoolkitError
+from tltoolkit.errors import TltoolkitError, debugging
 
 COMMANDS = ["models", "layers", "augment", "scan", "extract", "finetune", "predict", "evaluate", "export", "weights"]
 
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except TltoolkitError as error:
+        if debugging():
+            error.__suppress_context__ = False  # show the exception the one-line message was made from
+            raise
         print(f"tltoolkit {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import sys
 
-from tltoolkit.cli.output import add_format_argument, print_table
+from tltoolkit.cli.output import print_table
+from tltoolkit.cli.predict import add_classifier_arguments
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="measure a model on labelled images", description=__doc__)
-    parser.add_argument("--model", action="append", required=True, metavar="RUN_DIR|MODEL.keras",
-                        help="a run directory or .keras file; repeat for an ensemble")
     parser.add_argument("--data", required=True, help="class folders, a CSV/Parquet manifest or tfds:NAME")
     parser.add_argument("--split", choices=["all", "train", "validation"], default="all",
                         help="which images of --data (the scan's content-hash split; default: %(default)s)")
     parser.add_argument("--val-split", type=float, default=0.2, help="validation fraction of that split")
-    parser.add_argument("--tta", choices=["none", "flip", "ten-crop"], default="none",
-                        help="test-time augmentation, compared with none (default: %(default)s)")
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_classifier_arguments(parser, "test-time augmentation, compared with none (default: %(default)s)")
     parser.add_argument("--out", help="report folder (default: RUN_DIR/evaluation)")
     parser.add_argument("--force", action="store_true", help="replace an earlier report in --out")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_format_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -37,7 +31,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from tltoolkit.errors import TltoolkitError
-    from tltoolkit.evaluate import evaluate, load_ensemble
+    from tltoolkit.inference.classifier import load_ensemble
+    from tltoolkit.inference.evaluation import evaluate
 
     if args.batch_size < 1 or args.top_k < 1:
         raise TltoolkitError("--batch-size and --top-k must be at least 1")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from tltoolkit.errors import TltoolkitError
+from tltoolkit.heads import GLOBAL_POOLINGS
+
 
 
 def add_parser(subparsers) -> None:
@@ -28,7 +29,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
     parser.add_argument("--layer", default="penultimate", help="penultimate (default; for keras:NAME and a "
                         ".keras base: the base's output, average-pooled), a stage name or a layer name: its output")
-    parser.add_argument("--pooling", choices=["avg", "max", "none"], default="none",
+    parser.add_argument("--pooling", choices=[*GLOBAL_POOLINGS, "none"], default="none",
                         help="pool a stage's feature map to a vector (default: none, keep the map)")
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float32")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -50,41 +51,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from tltoolkit.data import scan
-    from tltoolkit.extract import (cache_chunks, check_output_folder, extract_features, extract_features_with_ray,
-                                   feature_extractor, output_metadata, require_ray, write_output)
+    from tltoolkit.features.job import extract_job  # TensorFlow loads only when a command runs
 
-    if args.batch_size < 1:
-        raise TltoolkitError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.views < 0 or (args.views > 0) != bool(args.augment):
-        raise TltoolkitError("--views K needs --augment POLICY (and --augment needs --views K >= 1)")
-    if args.views and args.engine == "ray":
-        raise TltoolkitError("--views runs on the local engine; drop --engine ray")
-    if args.address and args.engine != "ray":
-        raise TltoolkitError("--address joins a Ray cluster; add --engine ray")
-    if args.engine == "ray":
-        require_ray()
-    out = check_output_folder(args.out, args.force)
-    result = scan(args.data, check=False)
-    table = result.usable()
-    quarantined = len(result.quarantined)
-    if quarantined:
-        print(f"{quarantined} file(s) quarantined and skipped (see `tltoolkit scan {args.data}`)", file=sys.stderr)
-    if table.empty:
-        raise TltoolkitError(f"no usable images in {args.data}; check the folder (tltoolkit scan {args.data})")
-    options = dict(arch=args.base, weights=None if args.weights == "none" else args.weights,
-                   image_size=args.image_size, layer=args.layer, preprocessing=args.preprocessing,
-                   pooling=None if args.pooling == "none" else args.pooling, dtype=args.dtype,
-                   resize=args.resize, seed=args.seed, views=args.views, augmentation=args.augment)
-    extractor = feature_extractor(**options)
-    if args.engine == "ray":
-        cache, stats = extract_features_with_ray(table, extractor, options, args.cache_dir, args.batch_size,
-                                                 args.address, args.workers)
-    else:
-        cache, stats = extract_features(table, extractor, args.cache_dir, args.batch_size, progress=not args.quiet)
-    print(f"computed {stats.computed} of {stats.images} image(s) ({stats.images - stats.computed} from the "
-          f"cache {cache.folder})", file=sys.stderr)
-    count = write_output(out, cache_chunks(cache, table),
-                         output_metadata(extractor, args.engine, options["weights"], quarantined))
-    print(f"wrote {count} feature vector(s) {list(extractor.feature_shape)} to {out}")
+    job = extract_job(args.data, args.out, args.base, weights=None if args.weights == "none" else args.weights,
+                      preprocessing=args.preprocessing, layer=args.layer,
+                      pooling=None if args.pooling == "none" else args.pooling, dtype=args.dtype,
+                      batch_size=args.batch_size, image_size=args.image_size, resize=args.resize, seed=args.seed,
+                      views=args.views, augmentation=args.augment, engine=args.engine, address=args.address,
+                      workers=args.workers, cache_dir=args.cache_dir, force=args.force, progress=not args.quiet,
+                      log=lambda message: print(message, file=sys.stderr))
+    print(f"wrote {job.count} feature vector(s) {list(job.feature_shape)} to {job.out}")
     return 0

@@ -23,44 +23,9 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def models_table(family=None):
-    """The registry as a pandas DataFrame: the numbers are the specs' pinned values (tests check
-    them against built models), so listing builds nothing."""
-    import pandas as pd
-
-    from tltoolkit.architectures import all_specs
-    from tltoolkit.architectures.registry import ArchitectureError, close_matches
-
-    specs = all_specs(family)
-    if family is not None and not specs:
-        families = sorted({s.family for s in all_specs()})
-        raise ArchitectureError(f"no family {family!r}; families: {', '.join(families)} ({close_matches(family, families)})")
-    rows = [{
-        "id": s.id,
-        "family": s.family,
-        "params": s.params,
-        "GMACs": round(s.macs, 3),
-        "input": "x".join(str(d) for d in s.default_input_shape),
-        "stages": " ".join(s.stage_names),
-        **_weights_columns(s),
-        "options": ",".join(s.options) or "-",
-    } for s in specs]
-    return pd.DataFrame(rows)
-
-
-def _weights_columns(spec) -> dict:
-    entries = list(spec.weights.values())
-
-    def joined(values):
-        return ", ".join(dict.fromkeys(values)) or "-"
-
-    return {"weights": ", ".join(e.tag if e.dataset == "imagenet" else f"{e.dataset}:{e.tag}" for e in entries) or "-",
-            "source": joined(e.origin for e in entries),
-            "licence": joined(e.licence or "unstated" for e in entries),
-            "top1": ", ".join("-" if e.top1 is None else f"{100 * e.top1:.1f}" for e in entries) or "-"}
-
-
 def run(args) -> int:
+    from tltoolkit.architectures.inspect import models_table
+
     if args.compare:
         return run_compare(args)
     frame = models_table(args.family)
@@ -72,7 +37,7 @@ def run(args) -> int:
 
 def run_compare(args) -> int:
     from tltoolkit.compare import compare, comparison_figure
-    from tltoolkit.evaluate import save_figure
+    from tltoolkit.reports import save_figure
 
     out = check_output_file(args.out, "--out", (".png",), args.force)
     frame = compare(args.compare, quick=args.quick)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from tltoolkit.reports import markdown_table
+
 FORMATS = ("table", "csv", "json", "markdown")
 
 
@@ -36,12 +38,3 @@ def print_table(frame, fmt: str, stream=None) -> None:
         stream.write(markdown_table(frame))
     else:
         stream.write(frame.to_string(index=False) + "\n")
-
-
-def markdown_table(frame) -> str:
-    # pandas' to_markdown needs the optional `tabulate` package; a pipe table is four lines of code.
-    def row(cells):
-        return "| " + " | ".join(str(c) for c in cells) + " |\n"
-
-    return row(frame.columns) + row(["---"] * len(frame.columns)) + "".join(
-        row(values) for values in frame.itertuples(index=False))

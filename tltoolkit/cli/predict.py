@@ -10,27 +10,33 @@ from __future__ import annotations
 import sys
 
 from tltoolkit.cli.output import add_format_argument, check_output_file, print_table
+from tltoolkit.inference.tta import TTA_MODES
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("predict", help="predict the classes of images", description=__doc__)
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders")
-    parser.add_argument("--model", action="append", required=True, metavar="RUN_DIR|MODEL.keras",
-                        help="a run directory or .keras file; repeat for an ensemble")
-    parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: %(default)s)")
-    parser.add_argument("--tta", choices=["none", "flip", "ten-crop"], default="none",
-                        help="test-time augmentation (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_classifier_arguments(parser, "test-time augmentation (default: %(default)s)")
     parser.add_argument("--out", help="also write the predictions to this .csv or .parquet file")
     parser.add_argument("--force", action="store_true", help="replace an existing --out file")
+    parser.set_defaults(run=run)
+
+
+def add_classifier_arguments(parser, tta_help: str) -> None:
+    """The arguments `predict` and `evaluate` share: the model(s), TTA, top-k, batching, progress, format."""
+    parser.add_argument("--model", action="append", required=True, metavar="RUN_DIR|MODEL.keras",
+                        help="a run directory or .keras file; repeat for an ensemble")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none", help=tta_help)
+    parser.add_argument("--top-k", type=int, default=5, help="labels per image; the k of top-k accuracy (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_format_argument(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     from tltoolkit.data.files import atomic_path
-    from tltoolkit.evaluate import load_ensemble, predict
+    from tltoolkit.inference.classifier import load_ensemble
+    from tltoolkit.inference.predict import predict
 
     out = check_output_file(args.out, "--out", (".csv", ".parquet"), args.force) if args.out else None
     classifiers = load_ensemble(args.model)

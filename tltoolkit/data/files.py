@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
+
+from tltoolkit.errors import TltoolkitError
 
 
 @contextlib.contextmanager
@@ -29,6 +32,21 @@ def atomic_write_bytes(path, data: bytes) -> None:
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as file:
             file.write(data)
+
+
+def write_json(path, data) -> None:
+    with atomic_path(path) as temporary:
+        Path(temporary).write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
+def read_json(path, default=None):
+    """The JSON value in `path`, `default` when there is no such file, a one-line error when it is unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as error:
+        raise TltoolkitError(f"cannot read {path} ({error}); fix or delete it") from None
 
 
 def default_cache_dir() -> Path:

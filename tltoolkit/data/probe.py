@@ -17,6 +17,8 @@ import os
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tltoolkit.errors import one_line
+
 # Extensions a scan looks at; any other file (and any hidden file) is ignored. HEIC/AVIF are listed so
 # that phone photos are reported as `unsupported format` instead of silently skipped.
 IMAGE_EXTENSIONS = frozenset({
@@ -77,7 +79,7 @@ def probe_bytes(data: bytes) -> dict:
             return quarantined("unreadable", "image header is damaged", len(data), sha256)
         return quarantined("not an image", "no known image signature", len(data), sha256)
     except Exception as error:  # Pillow raises many types for hostile headers
-        return quarantined(_failure_reason(error), _one_line(error), len(data), sha256)
+        return quarantined(_failure_reason(error), one_line(error), len(data), sha256)
     try:
         conversions, needs_pil = _plan(image, data)
         width, height = image.size if _orientation(image) < 5 else image.size[::-1]  # before draft shrinks it
@@ -90,7 +92,7 @@ def probe_bytes(data: bytes) -> dict:
         if needs_pil:
             to_rgb(image)  # the pipeline will do this; prove it works now
     except Exception as error:
-        return quarantined(_failure_reason(error), _one_line(error), len(data), sha256)
+        return quarantined(_failure_reason(error), one_line(error), len(data), sha256)
     return {"sha256": sha256, "size": len(data), "status": "converted" if conversions else "ok",
             "reason": ",".join(conversions), "detail": "", "decoder": "pil" if needs_pil else "tf",
             "format": image.format or "", "width": width, "height": height}
@@ -169,8 +171,3 @@ def load_rgb(path, min_side: int | None = None) -> np.ndarray:
 def _failure_reason(error: Exception) -> str:
     message = str(error).lower()  # Pillow says "image file is truncated" and "Truncated File Read"
     return "truncated" if "truncated" in message or "broken data stream" in message else "unreadable"
-
-
-def _one_line(error: Exception) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:200]

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tltoolkit.data.files import atomic_path, atomic_write_bytes
+from tltoolkit.data.files import atomic_path, atomic_write_bytes, default_cache_dir
 from tltoolkit.data.probe import IMAGE_EXTENSIONS
 from tltoolkit.data.splits import TRAIN, VALIDATION
-from tltoolkit.errors import TltoolkitError
+from tltoolkit.errors import TltoolkitError, one_line
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 _SPLIT_NAMES = {"train": TRAIN, "training": TRAIN, "validation": VALIDATION, "val": VALIDATION, "valid": VALIDATION}
@@ -104,7 +104,7 @@ def list_manifest(manifest: Path) -> Listing:
         else:
             table = pd.read_parquet(manifest)
     except Exception as error:
-        raise TltoolkitError(f"cannot read manifest {manifest}: {' '.join(str(error).split())[:200]}") from None
+        raise TltoolkitError(f"cannot read manifest {manifest}: {one_line(error)}") from None
     table.columns = [str(c).strip().lower() for c in table.columns]
     missing = [c for c in ("path", "label") if c not in table.columns]
     if missing:
@@ -129,8 +129,6 @@ def list_manifest(manifest: Path) -> Listing:
 
 
 def list_tfds(spec: str, data_dir=None, cache_dir=None) -> Listing:
-    from tltoolkit.data.files import default_cache_dir
-
     name, _, split = spec.partition(":")
     split = split or "train"
     if not name:
@@ -142,7 +140,7 @@ def list_tfds(spec: str, data_dir=None, cache_dir=None) -> Listing:
         builder.download_and_prepare()
     except Exception as error:
         where = f" in {data_dir}" if data_dir else ""
-        raise TltoolkitError(f"cannot load TFDS dataset {name!r}{where}: {' '.join(str(error).split())[:200]}") from None
+        raise TltoolkitError(f"cannot load TFDS dataset {name!r}{where}: {one_line(error)}") from None
     image_key, label_key = _supervised_keys(builder.info, name)
     label_names = builder.info.features[label_key].names
     where = hashlib.sha256(os.path.abspath(os.path.expanduser(str(data_dir or "~/tensorflow_datasets"))).encode()).hexdigest()[:8]
@@ -153,7 +151,7 @@ def list_tfds(spec: str, data_dir=None, cache_dir=None) -> Listing:
         try:
             dataset = builder.as_dataset(split=split, decoders={image_key: tfds.decode.SkipDecoding()})
         except Exception as error:
-            raise TltoolkitError(f"TFDS dataset {name!r} has no split {split!r} (splits: {', '.join(builder.info.splits)}): {' '.join(str(error).split())[:120]}") from None
+            raise TltoolkitError(f"TFDS dataset {name!r} has no split {split!r} (splits: {', '.join(builder.info.splits)}): {one_line(error, 120)}") from None
         rows = []
         for index, example in enumerate(tfds.as_numpy(dataset)):
             data, label = example[image_key], label_names[int(example[label_key])]

@@ -18,13 +18,14 @@ import types
 import typing
 from pathlib import Path
 
-from tltoolkit.errors import TltoolkitError
+from tltoolkit.errors import TltoolkitError, one_line
+from tltoolkit.heads import POOLINGS
 from tltoolkit.training.policy import AUTO, DEFAULT_THRESHOLDS, check_thresholds
 
 RECIPES = ("auto", "pretrained", "scratch")
 CHOICES = {
     "resize": ("center_crop", "stretch", "pad"),
-    "pooling": ("avg", "max", "flatten", "none"),
+    "pooling": POOLINGS,
     "class_weight": ("none", "auto"),
     "bn": ("auto", "frozen", "train"),
     "monitor": ("val_loss", "val_accuracy"),
@@ -279,7 +280,7 @@ def yaml_or_json(text: str, suffix: str):
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise ValueError(f"YAML ({' '.join(str(error).split())[:120]})") from None
+            raise ValueError(f"YAML ({one_line(error, 120)})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from tltoolkit.errors import TltoolkitError
+from tltoolkit.errors import TltoolkitError, one_line
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
 
@@ -39,7 +39,7 @@ def make_strategy(name: str):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError) as error:
-        raise TltoolkitError(f"--strategy tpu: no TPU found ({' '.join(str(error).split())[:120]}); "
+        raise TltoolkitError(f"--strategy tpu: no TPU found ({one_line(error, 120)}); "
                              f"use auto on GPU/CPU machines") from error
     return tf.distribute.TPUStrategy(resolver)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tltoolkit.errors import TltoolkitError
+from tltoolkit.heads import GLOBAL_POOLINGS
 from tltoolkit.training import run as rundir
 from tltoolkit.training.config import DEFAULTS, IDENTITY, FinetuneConfig, load_config_file, resolve_config
 from tltoolkit.training.policy import (AUTO, HEAD, MIN_POLICY_SECONDS, NONE, Decision, candidates, prior_freeze_point,
@@ -107,12 +108,12 @@ class _Training:
     # -- the run ------------------------------------------------------------------------------------------
 
     def run(self, plan: bool) -> dict:
-        from tltoolkit.cache import FeatureCache
-        from tltoolkit.extract import feature_extractor
+        from tltoolkit.features.cache import FeatureCache
+        from tltoolkit.features.extractor import feature_extractor
         from tltoolkit.training import phases
 
         config = self.config
-        pooling = config.pooling if config.pooling in ("avg", "max") else None
+        pooling = config.pooling if config.pooling in GLOBAL_POOLINGS else None
         self.extractor = feature_extractor(self.spec, weights=self.weights, image_size=self.size,
                                            layer=self.spec.stage_names[-1], pooling=pooling, resize=config.resize,
                                            seed=config.seed)
@@ -191,7 +192,7 @@ class _Training:
     def _phase1(self):
         """The head on cached features: (the Keras head, its validation score, phase 1's cost in seconds:
         one forward pass over the training images plus the sweep)."""
-        from tltoolkit.extract import extract_features
+        from tltoolkit.features.local import extract_features
         from tltoolkit.heads import head_model, transfer_head
         from tltoolkit.training.head import fit_head, sweep_settings
 
@@ -333,7 +334,7 @@ class _Training:
         from tltoolkit.architectures.preprocessing import preprocessing_layer
         from tltoolkit.architectures.stages import trainable_count
         from tltoolkit.augment import augmentation
-        from tltoolkit.cache import cached_dataset
+        from tltoolkit.features.cache import cached_dataset
         from tltoolkit.heads import copy_head_weights
         from tltoolkit.training import phases
 
@@ -415,7 +416,9 @@ class _Training:
 
     def _cut_cache(self, base, decision: Decision):
         """(cache, cut layer, stats) of the output of the layer before the first trained one."""
-        from tltoolkit.extract import cut_layer, extract_features, feature_extractor
+        from tltoolkit.architectures.stages import cut_layer
+        from tltoolkit.features.extractor import feature_extractor
+        from tltoolkit.features.local import extract_features
 
         frozen = base.layers[decision.first_trained - 1].name
         extractor = feature_extractor(self.spec, weights=self.weights, image_size=self.size, layer=frozen,
@@ -569,7 +572,7 @@ def _tail_on_cut(base, cut_layer, classifier, num_classes, head_options):
     """cached cut-layer output -> the base's layers after it (shared) -> a copy of the head."""
     import keras
 
-    from tltoolkit.extract import tail_model
+    from tltoolkit.architectures.stages import tail_model
     from tltoolkit.heads import copy_head_weights, head_model
 
     tail = tail_model(base, cut_layer)

@@ -22,6 +22,7 @@ import time
 import keras
 import numpy as np
 
+from tltoolkit._keras_internals import variable_index
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.heads import PREDICTIONS, attach_head
 
@@ -45,7 +46,7 @@ class DiscriminativeAdam(keras.optimizers.Adam):
         self._index_multipliers = [float(self.multipliers.get(v.path, 1.0)) for v in var_list]
 
     def update_step(self, gradient, variable, learning_rate):
-        factor = self._index_multipliers[self._get_variable_index(variable)]
+        factor = self._index_multipliers[variable_index(self, variable)]
         super().update_step(gradient, variable, learning_rate * factor if factor != 1.0 else learning_rate)
 
     def get_config(self):

@@ -16,31 +16,17 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tltoolkit.data.files import atomic_path
+from tltoolkit.data.files import atomic_path, read_json, write_json
 from tltoolkit.errors import TltoolkitError
+from tltoolkit.reports import confusion_figure, confusion_matrix, curves_figure, markdown_table, save_figure
 
 METRIC_COLUMNS = ["run", "phase", "trial", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
-
-
-def write_json(path: Path, data) -> None:
-    with atomic_path(path) as temporary:
-        Path(temporary).write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def read_json(path: Path, default=None):
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return default
-    except json.JSONDecodeError as error:
-        raise TltoolkitError(f"{path} is not valid JSON ({error}); fix or delete it") from None
 
 
 def save_model(model, path: Path) -> None:
@@ -87,65 +73,18 @@ def write_snapshot(table: pd.DataFrame, path: Path) -> None:
 
 
 def plot_curves(metrics: pd.DataFrame, path: Path) -> None:
-    """Loss and accuracy over every epoch of every run, a dashed line where a phase or run begins."""
-    from matplotlib.figure import Figure  # not pyplot: leaves the caller's backend (a notebook's) alone
-
-    frame = metrics.reset_index(drop=True)
-    x = np.arange(1, len(frame) + 1)
-    figure = Figure(figsize=(11, 4))
-    axes = figure.subplots(1, 2)
-    for axis, metric in zip(axes, ("loss", "accuracy")):
-        for column, style in ((metric, "-"), (f"val_{metric}", "--")):
-            if column in frame and frame[column].notna().any():
-                axis.plot(x, frame[column].astype(float), style, marker=".", label=column)
-        parts = frame[["run", "phase", "trial"]].fillna("")
-        starts = frame.index[(parts != parts.shift()).any(axis=1)]
-        for start in starts:
-            axis.axvline(start + 0.5, color="grey", linestyle=":", linewidth=1)
-            run, phase, trial = parts.loc[start]
-            axis.annotate(f"run {run} phase {phase} {trial}".strip(), (start + 0.6, 0.98),
-                          xycoords=("data", "axes fraction"), fontsize=7, va="top", rotation=90, color="grey")
-        axis.set_xlabel("epoch (all phases and runs)")
-        axis.set_title(metric)
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    _save_figure(figure, path)
+    save_figure(curves_figure(metrics), path)
 
 
 def plot_confusion(truth, predicted, class_names, path: Path) -> np.ndarray:
     """The validation confusion matrix (rows: true class, columns: predicted), as a PNG; returns it."""
-    from matplotlib.figure import Figure
-
-    n = len(class_names)
-    matrix = np.zeros((n, n), int)
-    np.add.at(matrix, (np.asarray(truth, int), np.asarray(predicted, int)), 1)
-    size = max(4, 0.5 * n + 2)
-    figure = Figure(figsize=(size, size))
-    axis = figure.subplots()
-    axis.imshow(matrix, cmap="Blues")
-    axis.set_xticks(range(n), class_names, rotation=45, ha="right")
-    axis.set_yticks(range(n), class_names)
-    for i in range(n):
-        for j in range(n):
-            axis.text(j, i, matrix[i, j], ha="center", va="center",
-                      color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    axis.set_title("validation confusion matrix")
-    figure.tight_layout()
-    _save_figure(figure, path)
+    matrix = confusion_matrix(truth, predicted, len(class_names))
+    save_figure(confusion_figure(matrix, class_names, "validation confusion matrix"), path)
     return matrix
-
-
-def _save_figure(figure, path: Path) -> None:
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
 
 
 def write_report(path: Path, state: dict, summary: pd.DataFrame, metrics: pd.DataFrame, tensorboard: bool) -> None:
     """report.md: the data, each run's decisions and results, and where every artefact is."""
-    from tltoolkit.cli.output import markdown_table
-
     latest = state["runs"][-1]
     config = latest["config"]
     lines = [f"# Fine-tuning run: {config['base']} on {config['data']}", "",

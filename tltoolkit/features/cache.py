@@ -23,9 +23,7 @@ once.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
-import hashlib
 import json
 import uuid
 from contextlib import contextmanager
@@ -34,64 +32,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tltoolkit.data.files import atomic_path, default_cache_dir as tltoolkit_cache_dir
+from tltoolkit.data.files import atomic_path, default_cache_dir
 from tltoolkit.errors import TltoolkitError
+from tltoolkit.features.extractor import FeatureSpec
 
-DTYPES = ("float16", "float32")
 SHARD_BYTES = 64 << 20  # default shard size: small enough to buffer, large enough to be few files
 MANIFEST_COLUMNS = ["sha256", "path", "label", "shard", "row", "view"]
-KEY_VERSION = 1  # bump when the meaning of stored features changes: every old key then misses
-
-
-def default_cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/tltoolkit/features` (`~/.cache/tltoolkit/features` when unset)."""
-    return tltoolkit_cache_dir() / "features"
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureSpec:
-    """Everything stored features depend on; `key()` hashes it.
-
-    `weights` identifies the weights by content: `imagenet:<published file hash>`, `sha256:<hex>` of a
-    weights file, or `random-init:<seed>` for weights=None (the model is then built right after
-    `keras.utils.set_random_seed(seed)`, which makes the initialisation reproducible). `cut` is the
-    layer whose output is stored; `views` > 0 stores that many augmented views per image, drawn by
-    `augmentation` (an `tltoolkit.augment` policy) seeded with `seed`; 0 stores the image as is.
-    The random draws follow the order of the images extracted, so a run over the same table
-    reproduces its views, while a resumed or incremental run draws fresh (equally valid) views for
-    the images it adds.
-    """
-
-    arch: str
-    weights: str
-    image_size: tuple[int, int]
-    resize: str
-    preprocessing: str
-    cut: str
-    pooling: str | None
-    dtype: str
-    views: int = 0
-    augmentation: str | None = None
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.dtype not in DTYPES:
-            raise TltoolkitError(f"unknown feature dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
-        if self.views < 0 or (self.views > 0) != (self.augmentation is not None):
-            raise TltoolkitError(f"views={self.views} with augmentation={self.augmentation!r}: augmented "
-                                 f"views need both a count >= 1 and an augmentation policy")
-
-    def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "image_size": list(self.image_size), "key_version": KEY_VERSION}
-
-    def key(self) -> str:
-        text = json.dumps(self.to_json(), sort_keys=True)
-        return f"{self.arch}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
-
-    @property
-    def view_count(self) -> int:
-        """Rows stored per image: the plain image counts as one view."""
-        return max(self.views, 1)
+FOLDER = "features"  # the default root: $XDG_CACHE_HOME/tltoolkit/features
 
 
 class FeatureCache:
@@ -101,7 +48,7 @@ class FeatureCache:
         if shard_size is not None and shard_size < 1:
             raise TltoolkitError(f"shard_size must be at least 1, got {shard_size}")
         self.spec = spec
-        self.root = Path(root).expanduser() if root else default_cache_dir()
+        self.root = Path(root).expanduser() if root else default_cache_dir() / FOLDER
         self.folder = self.root / spec.key()
         self.shard_size = shard_size
         self._shards: dict[str, np.ndarray] = {}
@@ -194,7 +141,7 @@ class FeatureCache:
             count = located.loc[absent, "sha256"].nunique()
             raise TltoolkitError(f"{count} image(s) are not in the feature cache {self.folder} (first: "
                                  f"{located.loc[absent, 'path'].iloc[0] if 'path' in located else '?'}); "
-                                 f"extract them first (tltoolkit.extract.extract_features)")
+                                 f"extract them first (tltoolkit.features.local.extract_features)")
         located = located.sort_values(["_order", "view"], kind="stable").drop(columns="_order")
         located["row"] = located["row"].astype("int64")
         located["view"] = located["view"].astype("int64")

@@ -1,0 +1,201 @@
+"""The frozen part of a network as an extraction model, and the `FeatureSpec` that names its features.
+
+The extraction model is raw 0..255 pixels -> [augmentation, for views] -> the architecture's
+preprocessing -> the base up to the cut layer -> [global pooling]. It runs as one `tf.function`
+(on this 2-core machine `model.predict` on NumPy arrays ran ResNet-50 at ~0.65x the rate of a
+`tf.function` call on the same tensors; `predict_on_batch` and a tf.function are on par, see
+benchmarks/extraction.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+
+from tltoolkit.architectures.registry import ArchSpec, Checkpoint
+from tltoolkit.architectures.stages import PENULTIMATE, cut_layer
+from tltoolkit.errors import TltoolkitError
+from tltoolkit.heads import GLOBAL_POOLINGS
+
+DTYPES = ("float16", "float32")
+KEY_VERSION = 1  # bump when the meaning of stored features changes: every old key then misses
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """Everything stored features depend on; `key()` hashes it.
+
+    `weights` identifies the weights by content: `imagenet:<published file hash>`, `sha256:<hex>` of a
+    weights file, or `random-init:<seed>` for weights=None (the model is then built right after
+    `keras.utils.set_random_seed(seed)`, which makes the initialisation reproducible). `cut` is the
+    layer whose output is stored; `views` > 0 stores that many augmented views per image, drawn by
+    `augmentation` (an `tltoolkit.augment` policy) seeded with `seed`; 0 stores the image as is.
+    The random draws follow the order of the images extracted, so a run over the same table
+    reproduces its views, while a resumed or incremental run draws fresh (equally valid) views for
+    the images it adds.
+    """
+
+    arch: str
+    weights: str
+    image_size: tuple[int, int]
+    resize: str
+    preprocessing: str
+    cut: str
+    pooling: str | None
+    dtype: str
+    views: int = 0
+    augmentation: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise TltoolkitError(f"unknown feature dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
+        if self.views < 0 or (self.views > 0) != (self.augmentation is not None):
+            raise TltoolkitError(f"views={self.views} with augmentation={self.augmentation!r}: augmented "
+                                 f"views need both a count >= 1 and an augmentation policy")
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "image_size": list(self.image_size), "key_version": KEY_VERSION}
+
+    def key(self) -> str:
+        text = json.dumps(self.to_json(), sort_keys=True)
+        return f"{self.arch}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+    @property
+    def view_count(self) -> int:
+        """Rows stored per image: the plain image counts as one view."""
+        return max(self.views, 1)
+
+
+@dataclasses.dataclass
+class FeatureExtractor:
+    """The extraction model and the `FeatureSpec` that keys its features."""
+
+    model: object  # keras.Model: raw pixels in, features out
+    spec: FeatureSpec
+    base: object  # the full keras.Model the cut was taken from (for `stages.tail_model`)
+    augmentation: object = None  # for views: random layers on raw pixels, run in training mode
+
+    def __post_init__(self):
+        import tensorflow as tf
+
+        def features(images):
+            if self.augmentation is not None:
+                images = self.augmentation(images, training=True)
+            # The base (BatchNormalization included) always runs in inference mode.
+            return self.model(images, training=False)
+
+        # One trace for every batch size (the last batch is smaller): a second trace would cost a
+        # fresh process about as much as extracting a batch.
+        inputs = self.model.inputs[0]
+        self._call = tf.function(features, input_signature=[tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype)])
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.model.output.shape[1:])
+
+    def __call__(self, images) -> np.ndarray:
+        return self._call(images).numpy()
+
+
+def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIMATE, pooling=None,
+                      dtype: str = "float32", resize: str = "center_crop", preprocessing: str | None = None,
+                      views: int = 0, augmentation: str | None = None, seed: int = 0) -> FeatureExtractor:
+    """Builds the extraction model for `arch` and the spec that keys its features.
+
+    `arch`: a registry id, `keras:NAME`, the path of a saved `.keras` base, or the `ArchSpec` that
+    `tltoolkit.architectures.bases.resolve_base` made of one of them (see there).
+    `weights`: None (random init after `keras.utils.set_random_seed(seed)`: reproducible), `imagenet`
+    (a saved model: its own weights) or a weights file. `layer`: `penultimate` (for `keras:NAME` and a
+    saved base: their output, average-pooled unless `pooling="max"`), a stage (its output) or a layer
+    name (its output; see `cut_layer`). `pooling`: None keeps a stage's feature map (what a
+    later fine-tune of the next stages needs), `avg`/`max` pool it to a vector. `preprocessing`: a
+    mode overriding the base's (required for a saved model). `views` > 0: that many views per image
+    through the `augmentation` policy, seeded with `seed`.
+    """
+    import keras
+
+    from tltoolkit.architectures import build
+    from tltoolkit.architectures.bases import build_base, cache_name, resolve_base
+    from tltoolkit.architectures.preprocessing import preprocessing_layer
+    from tltoolkit.pipeline import RESIZE_POLICIES, _image_size
+
+    if pooling not in (None, *GLOBAL_POOLINGS):
+        raise TltoolkitError(f"unknown pooling {pooling!r}; use avg, max or none")
+    if resize not in RESIZE_POLICIES:
+        raise TltoolkitError(f"unknown resize policy {resize!r}; use one of {', '.join(RESIZE_POLICIES)}")
+    spec = arch if isinstance(arch, ArchSpec) else resolve_base(arch, image_size, preprocessing, weights)
+    arch = spec.id
+    size = _image_size(image_size or spec.default_size)
+    if weights is None:
+        keras.utils.set_random_seed(seed)
+    if spec.derived:
+        model = build_base(spec, weights, size)
+    else:
+        model = build(arch, weights=weights, include_top=layer == PENULTIMATE, input_shape=(*size, spec.channels))
+    cut = cut_layer(model, spec, layer)
+    weights_id = _weights_id(model, spec, weights, seed, cut)
+    features = model.get_layer(cut).output
+    if layer == PENULTIMATE and spec.derived and pooling is None and len(features.shape) == 4:
+        pooling = "avg"  # penultimate means a vector: keras.applications' pooling="avg" (a stage keeps its map)
+    if pooling and len(features.shape) != 4:
+        raise TltoolkitError(f"{arch} layer {cut} outputs vectors already; drop --pooling (it pools feature maps)")
+    truncated = keras.Model(model.inputs, features, name=f"{cache_name(spec)}_to_{cut}")
+
+    augment = None
+    if views:
+        from tltoolkit.augment import augmentation as augmentation_block
+
+        augment = augmentation_block(augmentation, image_size=size, seed=seed)
+    inputs = keras.Input((*size, 3), name="pixels")  # RGB pixels, whatever the base takes
+    x = preprocessing_layer(preprocessing or spec.preprocessing, channels=spec.channels)(inputs)
+    x = truncated(x)
+    if pooling:
+        x = (keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D)(
+            name=f"{pooling}_pool_features")(x)
+    feature_spec = FeatureSpec(arch=cache_name(spec), weights=weights_id, image_size=size, resize=resize,
+                               preprocessing=preprocessing or spec.preprocessing, cut=cut, pooling=pooling,
+                               dtype=dtype, views=views, augmentation=augmentation if views else None,
+                               seed=seed if views else 0)  # random weights: their seed is in the weights id
+    return FeatureExtractor(keras.Model(inputs, x, name=f"{cache_name(spec)}_features"), feature_spec, model,
+                            augment)
+
+
+def _weights_id(model, spec, weights, seed: int, cut: str) -> str:
+    from tltoolkit.architectures.weights import IMAGENET, file_digest, has_reference_top, is_published, weights_entry
+
+    if weights is None:
+        return f"random-init:{seed}"
+    if not is_published(weights):
+        return f"sha256:{file_digest(weights, 'sha256')}"
+    if spec.derived:
+        # keras.applications checked its download against the published hash; a saved model's weights
+        # are in the file that cache_name hashes. Either way the loaded values name them exactly.
+        return f"{IMAGENET}:weights-sha256:{weights_digest(model)}"
+    entry = weights_entry(spec, weights)
+    with_top = has_reference_top(model, spec, entry.num_classes)
+    names = [layer.name for layer in model.layers]
+    head = names[names.index(spec.base_output) + 1:]
+    up_to_cut = head[:head.index(cut) + 1] if cut in head else []
+    if not with_top and any(model.get_layer(name).weights for name in up_to_cut):
+        raise TltoolkitError(f"{spec.id}'s {cut} layer is in the classifier, whose ImageNet weights fit only "
+                             f"{spec.default_size}x{spec.default_size} input; use --image-size "
+                             f"{spec.default_size} or cut at a stage (--layer {spec.stage_names[-1]} --pooling avg)")
+    if isinstance(entry, Checkpoint):
+        from tltoolkit.architectures.weights import published_id
+
+        return published_id(entry)
+    # get_file checked the published hash of the file that was loaded: it names the weights exactly.
+    return f"imagenet:{entry.file_hash if with_top else entry.notop_hash}"
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of a model's weight values and shapes, in order."""
+    digest = hashlib.sha256()
+    for value in model.get_weights():
+        digest.update(str(value.shape).encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()

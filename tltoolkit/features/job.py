@@ -1,0 +1,68 @@
+"""`extract_job`: what `tltoolkit extract` runs. A folder's images -> the feature cache (on this
+machine, or computed by Ray) -> Parquet files in an output folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tltoolkit.architectures.stages import PENULTIMATE
+from tltoolkit.data import scan
+from tltoolkit.errors import TltoolkitError
+from tltoolkit.features.extractor import feature_extractor
+from tltoolkit.features.local import ExtractionStats, extract_features
+from tltoolkit.features.parquet import cache_chunks, check_output_folder, output_metadata, write_output
+from tltoolkit.features.ray import extract_features_with_ray, require_ray
+
+ENGINES = ("local", "ray")
+
+
+@dataclasses.dataclass
+class ExtractJob:
+    count: int  # rows written (images x views)
+    feature_shape: tuple[int, ...]
+    stats: ExtractionStats
+    cache_folder: Path  # the cache entry the rows came from
+    out: Path
+
+
+def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, layer: str = PENULTIMATE,
+                pooling=None, dtype: str = "float32", batch_size: int = 32, image_size=None,
+                resize: str = "center_crop", seed: int = 0, views: int = 0, augmentation=None,
+                engine: str = "local", address=None, workers=None, cache_dir=None, force: bool = False,
+                progress: bool = True, log=None) -> ExtractJob:
+    """Extracts the features of the usable images of `data` (a folder, manifest or tfds:NAME) into
+    `out`: `part-NNNNN.parquet` files and `_extract.json`. Every input is checked before any work;
+    `log(message)` receives the progress lines (quarantined files, cache hits)."""
+    log = log or (lambda message: None)
+    if batch_size < 1:
+        raise TltoolkitError(f"--batch-size must be at least 1, got {batch_size}")
+    if views < 0 or (views > 0) != bool(augmentation):
+        raise TltoolkitError("--views K needs --augment POLICY (and --augment needs --views K >= 1)")
+    if engine not in ENGINES:
+        raise TltoolkitError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if views and engine == "ray":
+        raise TltoolkitError("--views runs on the local engine; drop --engine ray")
+    if address and engine != "ray":
+        raise TltoolkitError("--address joins a Ray cluster; add --engine ray")
+    if engine == "ray":
+        require_ray()
+    out = check_output_folder(out, force)
+    result = scan(data, check=False)
+    table = result.usable()
+    quarantined = len(result.quarantined)
+    if quarantined:
+        log(f"{quarantined} file(s) quarantined and skipped (see `tltoolkit scan {data}`)")
+    if table.empty:
+        raise TltoolkitError(f"no usable images in {data}; check the folder (tltoolkit scan {data})")
+    options = dict(arch=base, weights=weights, image_size=image_size, layer=layer, preprocessing=preprocessing,
+                   pooling=pooling, dtype=dtype, resize=resize, seed=seed, views=views, augmentation=augmentation)
+    extractor = feature_extractor(**options)
+    if engine == "ray":
+        cache, stats = extract_features_with_ray(table, extractor, options, cache_dir, batch_size, address, workers)
+    else:
+        cache, stats = extract_features(table, extractor, cache_dir, batch_size, progress=progress)
+    log(f"computed {stats.computed} of {stats.images} image(s) ({stats.images - stats.computed} from the "
+        f"cache {cache.folder})")
+    count = write_output(out, cache_chunks(cache, table), output_metadata(extractor, engine, weights, quarantined))
+    return ExtractJob(count, extractor.feature_shape, stats, cache.folder, out)

@@ -1,0 +1,173 @@
+"""Evaluating a classifier or an ensemble on labelled images: accuracy, top-k, per-class precision,
+recall and F1, confusion matrices, the most confused pairs and the worst predictions, written as a
+report folder (`Evaluation.write`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tltoolkit.data import scan
+from tltoolkit.data.files import atomic_path, atomic_write_bytes
+from tltoolkit.errors import TltoolkitError
+from tltoolkit.inference.classifier import as_classifiers, names_shown
+from tltoolkit.inference.predict import classifier_probabilities
+from tltoolkit.inference.tta import check_tta
+from tltoolkit.reports import confusion_figure, confusion_matrix, contact_sheet, save_figure
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What `evaluate` measured; `write(folder)` saves the tables and figures."""
+
+    class_names: list[str]
+    predictions: pd.DataFrame  # path, label, predicted, probability, true_probability, correct
+    probabilities: np.ndarray  # [images, classes] of the final model (ensemble and TTA as asked)
+    comparison: pd.DataFrame  # model, tta, accuracy, top-k accuracy: single vs TTA vs ensemble
+    unknown: pd.DataFrame  # class, images: dataset classes the model does not know (excluded)
+    quarantined: int  # files of the data the scan could not use
+    top_k: int
+    tta: str
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.predictions["correct"].mean())
+
+    @property
+    def top_k_accuracy(self) -> float:
+        return top_k_accuracy(self.probabilities, self.label_ids, self.top_k)
+
+    @property
+    def label_ids(self) -> np.ndarray:
+        return self.predictions["label_id"].to_numpy()
+
+    def confusion(self, normalize: bool = False) -> np.ndarray:
+        """`[true, predicted]` counts; normalised: each true class's row sums to 1 (0 without images)."""
+        return confusion_matrix(self.label_ids, self.predictions["predicted_id"], len(self.class_names), normalize)
+
+    def per_class(self) -> pd.DataFrame:
+        """Precision, recall, F1 and support per class, then the macro and support-weighted means (the
+        layout of scikit-learn's classification report). A class never predicted has precision 0."""
+        counts = self.confusion()
+        tp, predicted, support = np.diag(counts), counts.sum(axis=0), counts.sum(axis=1)
+        precision = np.divide(tp, predicted, out=np.zeros(len(tp)), where=predicted > 0)
+        recall = np.divide(tp, support, out=np.zeros(len(tp)), where=support > 0)
+        both = precision + recall
+        f1 = np.divide(2 * precision * recall, both, out=np.zeros(len(tp)), where=both > 0)
+        frame = pd.DataFrame({"class": self.class_names, "precision": precision, "recall": recall, "f1": f1,
+                              "support": support})
+        weights = support / max(1, support.sum())
+        means = [("macro avg", [precision.mean(), recall.mean(), f1.mean()]),
+                 ("weighted avg", [precision @ weights, recall @ weights, f1 @ weights])]
+        rows = pd.DataFrame([{"class": name, "precision": p, "recall": r, "f1": f, "support": support.sum()}
+                             for name, (p, r, f) in means])
+        return pd.concat([frame, rows], ignore_index=True)
+
+    def confused_pairs(self, limit: int = 10) -> pd.DataFrame:
+        """The most frequent mistakes: true class, predicted class, count and the share of the true
+        class's images."""
+        counts = self.confusion()
+        np.fill_diagonal(counts, 0)
+        true, predicted = np.nonzero(counts)
+        frame = pd.DataFrame({"true": np.asarray(self.class_names, dtype=object)[true],
+                              "predicted": np.asarray(self.class_names, dtype=object)[predicted],
+                              "count": counts[true, predicted]})
+        support = self.confusion().sum(axis=1)
+        frame["share"] = frame["count"] / support[true]
+        return frame.sort_values(["count", "true", "predicted"], ascending=[False, True, True]).head(limit).reset_index(drop=True)
+
+    def worst(self, count: int = 16) -> pd.DataFrame:
+        """The images whose true class got the lowest probability."""
+        return self.predictions.sort_values("true_probability", kind="stable").head(count)
+
+    def confusion_figure(self, normalize: bool = False):
+        title = (f"Confusion matrix{' (normalised by true class)' if normalize else ''}\n"
+                 f"accuracy {self.accuracy:.1%} on {len(self.predictions)} images")
+        return confusion_figure(self.confusion(normalize), self.class_names, title, normalize)
+
+    def summary(self) -> dict:
+        return {"images": len(self.predictions), "accuracy": self.accuracy, f"top_{self.top_k}_accuracy":
+                self.top_k_accuracy, "tta": self.tta, "classes": len(self.class_names),
+                "unknown_class_images": int(self.unknown["images"].sum()), "quarantined_files": self.quarantined}
+
+    def write(self, folder, force: bool = False) -> dict[str, Path]:
+        """Writes the report files into `folder` (atomically each); existing ones only with `force`."""
+        folder = Path(folder).expanduser()
+        files = {name: folder / name for name in (
+            "summary.json", "per_class.csv", "predictions.csv", "comparison.csv", "confused_pairs.csv",
+            "confusion_matrix.png", "confusion_matrix_normalized.png", "worst_predictions.png")}
+        existing = [p.name for p in files.values() if p.exists()]
+        if existing and not force:
+            raise TltoolkitError(f"{folder} already holds an evaluation ({', '.join(existing[:3])}...); pass --force "
+                                 f"to replace it or choose another --out")
+        atomic_write_bytes(files["summary.json"], (json.dumps(self.summary(), indent=2) + "\n").encode())
+        for name, frame in (("per_class.csv", self.per_class()), ("predictions.csv", self.predictions),
+                            ("comparison.csv", self.comparison), ("confused_pairs.csv", self.confused_pairs())):
+            with atomic_path(files[name]) as temporary:
+                frame.to_csv(temporary, index=False)
+        for name, figure in (("confusion_matrix.png", self.confusion_figure(normalize=False)),
+                             ("confusion_matrix_normalized.png", self.confusion_figure(normalize=True)),
+                             ("worst_predictions.png", contact_sheet(self.worst(), "Worst predictions"))):
+            save_figure(figure, files[name])
+        return files
+
+
+def top_k_accuracy(probs: np.ndarray, label_ids: np.ndarray, k: int) -> float:
+    """The share of images whose true class is among the `k` most probable (ties count against)."""
+    true = probs[np.arange(len(label_ids)), label_ids]
+    higher = (probs > true[:, None]).sum(axis=1)
+    return float((higher < k).mean())
+
+
+def evaluation_table(data, class_names, split: str = "all", val_split: float = 0.2):
+    """The usable images of `data` whose class the model knows, with `label_id` in the model's ids, a
+    table of the classes it does not know (class, images), which are left out, and how many files the
+    scan quarantined."""
+    index = {name: i for i, name in enumerate(class_names)}
+    result = scan(data, val_split=val_split, class_index=index, check=False)
+    table = result.usable(None if split == "all" else split)
+    if table.empty:
+        raise TltoolkitError(f"no usable labelled images in {data}" + ("" if split == "all" else f" ({split} split)")
+                             + f"; check it with `tltoolkit scan {data}`")
+    known = table["label"].isin(index)
+    unknown = table.loc[~known].groupby("label").size().rename("images").reset_index().rename(columns={"label": "class"})
+    if not known.any():
+        raise TltoolkitError(f"none of the classes of {data} ({names_shown(sorted(table['label'].unique()))}) is known to "
+                             f"the model ({names_shown(class_names)}); evaluate on data with the model's classes")
+    return table.loc[known].reset_index(drop=True), unknown, len(result.quarantined)
+
+
+def evaluate(model_or_runs, data, tta: str = "none", top_k: int = 5, batch_size: int = 32, split: str = "all",
+             val_split: float = 0.2, progress: bool = False) -> Evaluation:
+    """Evaluates one classifier or an ensemble on the labelled images of `data` (class folders, a
+    manifest or tfds:NAME). The comparison table has each model without and with `tta`, and with
+    several models the ensemble's; the rest of the report is for the last row: all models, with `tta`."""
+    classifiers = as_classifiers(model_or_runs)
+    check_tta(tta)
+    names = classifiers[0].class_names
+    table, unknown, quarantined = evaluation_table(data, names, split, val_split)
+    labels = table["label_id"].to_numpy()
+    k = max(1, min(top_k, len(names)))
+    modes = ["none"] + ([tta] if tta != "none" else [])
+    runs = {(c.source, mode): classifier_probabilities(c, table, mode, batch_size, progress)
+            for c in classifiers for mode in modes}
+    rows, final = [], None
+    for mode in modes:
+        for c in classifiers:
+            rows.append((c.source, mode, runs[c.source, mode]))
+        if len(classifiers) > 1:
+            rows.append((f"ensemble of {len(classifiers)}", mode, np.mean([runs[c.source, mode] for c in classifiers], axis=0)))
+        final = rows[-1][2]
+    comparison = pd.DataFrame([{"model": name, "tta": mode, "accuracy": float((p.argmax(1) == labels).mean()),
+                                f"top_{k}_accuracy": top_k_accuracy(p, labels, k)} for name, mode, p in rows])
+    predicted = final.argmax(axis=1)
+    name_array = np.asarray(names, dtype=object)
+    predictions = pd.DataFrame({
+        "path": table["path"].astype(str), "decoder": table["decoder"], "label": table["label"], "label_id": labels,
+        "predicted": name_array[predicted], "predicted_id": predicted, "probability": final.max(axis=1),
+        "true_probability": final[np.arange(len(labels)), labels], "correct": predicted == labels})
+    return Evaluation(names, predictions, final, comparison, unknown, quarantined, k, tta)
