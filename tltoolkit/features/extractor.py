@@ -21,6 +21,7 @@ from tltoolkit.errors import TltoolkitError
 from tltoolkit.heads import GLOBAL_POOLINGS
 
 DTYPES = ("float16", "float32")
+TF_FP32 = {"runtime": "tf", "precision": "fp32"}  # tltoolkit.runtimes' identity of the default runtime
 KEY_VERSION = 1  # bump when the meaning of stored features changes: every old key then misses
 
 
@@ -35,7 +36,9 @@ class FeatureSpec:
     `augmentation` (an `tltoolkit.augment` policy) seeded with `seed`; 0 stores the image as is.
     The random draws follow the order of the images extracted, so a run over the same table
     reproduces its views, while a resumed or incremental run draws fresh (equally valid) views for
-    the images it adds.
+    the images it adds. `runtime`: the `tltoolkit.runtimes` identity of the runtime the features were
+    computed on (runtime, precision, versions, int8 calibration hashes); None is TensorFlow fp32,
+    left out of the key so that every key made before runtimes existed still hits.
     """
 
     arch: str
@@ -49,6 +52,7 @@ class FeatureSpec:
     views: int = 0
     augmentation: str | None = None
     seed: int = 0
+    runtime: dict | None = None
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -56,9 +60,14 @@ class FeatureSpec:
         if self.views < 0 or (self.views > 0) != (self.augmentation is not None):
             raise TltoolkitError(f"views={self.views} with augmentation={self.augmentation!r}: augmented "
                                  f"views need both a count >= 1 and an augmentation policy")
+        if self.runtime == TF_FP32:  # the default, however it was spelled
+            object.__setattr__(self, "runtime", None)
 
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "image_size": list(self.image_size), "key_version": KEY_VERSION}
+        data = {**dataclasses.asdict(self), "image_size": list(self.image_size), "key_version": KEY_VERSION}
+        if self.runtime is None:
+            del data["runtime"]
+        return data
 
     def key(self) -> str:
         text = json.dumps(self.to_json(), sort_keys=True)
