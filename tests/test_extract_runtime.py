@@ -113,3 +113,31 @@ def test_refusals_are_one_line_and_write_nothing(digits, capsys):
     assert extract(digits, "out", "--runtime", "openvino", "--engine", "ray") == 2
     assert "--runtime openvino runs on the local engine" in capsys.readouterr().err
     assert not (digits / "out").exists()
+
+
+def test_int8_calibrates_on_the_folders_own_images_and_says_when_none_are_held_out(digits, capsys):
+    assert extract(digits, "int8", "--runtime", "openvino", "--precision", "int8") == 0
+    frame, features, meta = features_and_metadata(digits, "int8")
+    # 21 images, fewer than the 300 a calibration takes: all of them, named by their hashes.
+    assert sorted(meta["runtime"]["calibration"]) == sorted(frame["sha256"])
+    assert meta["runtime"]["precision"] == "int8" and "nncf" in meta["runtime"]
+    assert meta["fidelity"].endswith("(on calibration images: none held out)")
+    assert float(re.search(r"cosine mean ([0-9.]+)", meta["fidelity"]).group(1)) > 0.9
+    assert features.shape == (21, 64) and np.isfinite(features).all()
+
+
+def test_samples_are_seeded_capped_held_out_and_decoded_like_extraction(digits):
+    from tltoolkit.data import scan
+    from tltoolkit.features.extractor import sample_images
+    from tltoolkit.pipeline import image_dataset
+
+    table = scan(digits / "data").usable()
+    images, hashes = sample_images(table, 5, (32, 32), "center_crop", seed=3)
+    assert len(hashes) == len(set(hashes)) == 5 and images.shape == (5, 32, 32, 3)
+    assert sample_images(table, 5, (32, 32), "center_crop", seed=3)[1] == hashes
+    assert sample_images(table, 5, (32, 32), "center_crop", seed=4)[1] != hashes
+    assert not set(sample_images(table, 30, (32, 32), "center_crop", 3, exclude=hashes)[1]) & set(hashes)
+    assert len(sample_images(table, 300, (32, 32), "center_crop", 3)[1]) == 21
+    rows = table.set_index("sha256").loc[hashes].reset_index()
+    decoded = next(iter(image_dataset(rows, (32, 32), 5, dtype="float32", with_labels=False, deterministic=True)))
+    np.testing.assert_array_equal(images, decoded.numpy())
