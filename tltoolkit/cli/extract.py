@@ -1,7 +1,7 @@
 """`tltoolkit extract`: images to feature vectors on disk, the batch job.
 
 Writes `part-NNNNN.parquet` files (`path`, `label`, `sha256`, `view`, `features` as a fixed-size list) and
-`_extract.json` (model, weights hash, layer, preprocessing, feature shape, count) into --out. Both
+`_extract.json` (model, weights hash, layer, preprocessing, runtime, feature shape, count) into --out. Both
 engines go through the feature cache (on this machine), so a re-run on a grown folder, or after a
 kill, computes only what it lacks; `--engine ray` computes that on a Ray cluster (pip install
 'tltoolkit[ray]').
