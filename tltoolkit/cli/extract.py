@@ -1,7 +1,7 @@
 """`tltoolkit extract`: images to feature vectors on disk, the batch job.
 
 Writes `part-NNNNN.parquet` files (`path`, `label`, `sha256`, `view`, `features` as a fixed-size list) and
-`_extract.json` (model, weights hash, layer, preprocessing, feature shape, count) into --out. Both
+`_extract.json` (model, weights hash, layer, preprocessing, runtime, feature shape, count) into --out. Both
 engines go through the feature cache (on this machine), so a re-run on a grown folder, or after a
 kill, computes only what it lacks; `--engine ray` computes that on a Ray cluster (pip install
 'tltoolkit[ray]').
@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from tltoolkit.heads import GLOBAL_POOLINGS
+from tltoolkit.runtimes import PRECISIONS, RUNTIMES
 
 
 
@@ -41,6 +42,11 @@ def add_parser(subparsers) -> None:
                         "with view 0..K-1), drawn by --augment; default 0: the images as they are")
     parser.add_argument("--augment", help="augmentation policy for --views (none, light, standard, strong "
                         "or layer names such as flip,crop)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="tf", help="what computes the features on the "
+                        "CPU: tf (default) or openvino (pip install 'tltoolkit[fast-cpu]'); a separate cache entry")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default); bf16 or int8 "
+                        "(calibrated on a seeded sample of your own images) need --runtime openvino and a CPU "
+                        "that runs them natively; _extract.json records their fidelity to fp32")
     parser.add_argument("--engine", choices=["local", "ray"], default="local")
     parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     parser.add_argument("--workers", type=int, help="Ray actors (default: one per CPU of the cluster)")
@@ -59,6 +65,7 @@ def run(args) -> int:
                       batch_size=args.batch_size, image_size=args.image_size, resize=args.resize, seed=args.seed,
                       views=args.views, augmentation=args.augment, engine=args.engine, address=args.address,
                       workers=args.workers, cache_dir=args.cache_dir, force=args.force, progress=not args.quiet,
-                      log=lambda message: print(message, file=sys.stderr))
+                      log=lambda message: print(message, file=sys.stderr), runtime=args.runtime,
+                      precision=args.precision)
     print(f"wrote {job.count} feature vector(s) {list(job.feature_shape)} to {job.out}")
     return 0

@@ -21,6 +21,8 @@ from tltoolkit.errors import TltoolkitError
 from tltoolkit.heads import GLOBAL_POOLINGS
 
 DTYPES = ("float16", "float32")
+TF_FP32 = {"runtime": "tf", "precision": "fp32"}  # tltoolkit.runtimes' identity of the default runtime
+CALIBRATION_IMAGES = 300  # int8: images of the user's own that the quantisation's statistics come from
 KEY_VERSION = 1  # bump when the meaning of stored features changes: every old key then misses
 
 
@@ -35,7 +37,9 @@ class FeatureSpec:
     `augmentation` (an `tltoolkit.augment` policy) seeded with `seed`; 0 stores the image as is.
     The random draws follow the order of the images extracted, so a run over the same table
     reproduces its views, while a resumed or incremental run draws fresh (equally valid) views for
-    the images it adds.
+    the images it adds. `runtime`: the `tltoolkit.runtimes` identity of the runtime the features were
+    computed on (runtime, precision, versions, int8 calibration hashes); None is TensorFlow fp32,
+    left out of the key so that every key made before runtimes existed still hits.
     """
 
     arch: str
@@ -49,6 +53,7 @@ class FeatureSpec:
     views: int = 0
     augmentation: str | None = None
     seed: int = 0
+    runtime: dict | None = None
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -56,9 +61,14 @@ class FeatureSpec:
         if self.views < 0 or (self.views > 0) != (self.augmentation is not None):
             raise TltoolkitError(f"views={self.views} with augmentation={self.augmentation!r}: augmented "
                                  f"views need both a count >= 1 and an augmentation policy")
+        if self.runtime == TF_FP32:  # the default, however it was spelled
+            object.__setattr__(self, "runtime", None)
 
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "image_size": list(self.image_size), "key_version": KEY_VERSION}
+        data = {**dataclasses.asdict(self), "image_size": list(self.image_size), "key_version": KEY_VERSION}
+        if self.runtime is None:
+            del data["runtime"]
+        return data
 
     def key(self) -> str:
         text = json.dumps(self.to_json(), sort_keys=True)
@@ -78,6 +88,7 @@ class FeatureExtractor:
     spec: FeatureSpec
     base: object  # the full keras.Model the cut was taken from (for `stages.tail_model`)
     augmentation: object = None  # for views: random layers on raw pixels, run in training mode
+    runtime: object = None  # a tltoolkit.runtimes.RuntimeModel of `model`, when not TensorFlow fp32
 
     def __post_init__(self):
         import tensorflow as tf
@@ -98,12 +109,15 @@ class FeatureExtractor:
         return tuple(self.model.output.shape[1:])
 
     def __call__(self, images) -> np.ndarray:
+        if self.runtime is not None:
+            return self.runtime(np.asarray(images))
         return self._call(images).numpy()
 
 
 def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIMATE, pooling=None,
                       dtype: str = "float32", resize: str = "center_crop", preprocessing: str | None = None,
-                      views: int = 0, augmentation: str | None = None, seed: int = 0) -> FeatureExtractor:
+                      views: int = 0, augmentation: str | None = None, seed: int = 0, runtime: str = "tf",
+                      precision: str = "fp32", calibration=None, batch_size: int = 32) -> FeatureExtractor:
     """Builds the extraction model for `arch` and the spec that keys its features.
 
     `arch`: a registry id, `keras:NAME`, the path of a saved `.keras` base, or the `ArchSpec` that
@@ -114,7 +128,9 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
     name (its output; see `cut_layer`). `pooling`: None keeps a stage's feature map (what a
     later fine-tune of the next stages needs), `avg`/`max` pool it to a vector. `preprocessing`: a
     mode overriding the base's (required for a saved model). `views` > 0: that many views per image
-    through the `augmentation` policy, seeded with `seed`.
+    through the `augmentation` policy, seeded with `seed`. `runtime`/`precision`: what the forward pass
+    runs on (`tltoolkit.runtimes.compile_runtime`, compiled for `batch_size` images); int8 calibrates on
+    a seeded sample of `CALIBRATION_IMAGES` of `calibration`, a scan's table (the user's own images).
     """
     import keras
 
@@ -127,6 +143,8 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
         raise TltoolkitError(f"unknown pooling {pooling!r}; use avg, max or none")
     if resize not in RESIZE_POLICIES:
         raise TltoolkitError(f"unknown resize policy {resize!r}; use one of {', '.join(RESIZE_POLICIES)}")
+    if views and runtime != "tf":
+        raise TltoolkitError(f"--views runs its augmentation on TensorFlow; drop --runtime {runtime} or --views")
     spec = arch if isinstance(arch, ArchSpec) else resolve_base(arch, image_size, preprocessing, weights)
     arch = spec.id
     size = _image_size(image_size or spec.default_size)
@@ -156,12 +174,37 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
     if pooling:
         x = (keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D)(
             name=f"{pooling}_pool_features")(x)
+    extraction = keras.Model(inputs, x, name=f"{cache_name(spec)}_features")
+    compiled = None
+    if (runtime, precision) != (TF_FP32["runtime"], TF_FP32["precision"]):
+        from tltoolkit.runtimes import compile_runtime
+
+        images, hashes = (None, None) if calibration is None else sample_images(
+            calibration, CALIBRATION_IMAGES, size, resize, seed)
+        compiled = compile_runtime(extraction, runtime, precision, batch_size,
+                                   None if images is None else [images], hashes)
     feature_spec = FeatureSpec(arch=cache_name(spec), weights=weights_id, image_size=size, resize=resize,
                                preprocessing=preprocessing or spec.preprocessing, cut=cut, pooling=pooling,
                                dtype=dtype, views=views, augmentation=augmentation if views else None,
-                               seed=seed if views else 0)  # random weights: their seed is in the weights id
-    return FeatureExtractor(keras.Model(inputs, x, name=f"{cache_name(spec)}_features"), feature_spec, model,
-                            augment)
+                               seed=seed if views else 0,  # random weights: their seed is in the weights id
+                               runtime=compiled.identity if compiled else None)
+    return FeatureExtractor(extraction, feature_spec, model, augment, compiled)
+
+
+def sample_images(table, count: int, image_size, resize: str, seed: int, exclude=()) -> tuple[np.ndarray, list[str]]:
+    """A seeded sample of at most `count` of `table`'s usable images (a scan's table; those whose
+    sha256 is in `exclude` left out), decoded as extraction decodes them, and their sha256."""
+    from tltoolkit.features.local import prepared
+    from tltoolkit.pipeline import image_dataset
+
+    table = prepared(table)
+    table = table[~table["sha256"].isin(set(exclude))]
+    if table.empty:
+        raise TltoolkitError("no images left to sample; pass a scan's table with usable images")
+    rows = table.sample(n=min(count, len(table)), random_state=seed).reset_index(drop=True)
+    dataset = image_dataset(rows, image_size, 64, resize=resize, dtype="float32", with_labels=False,
+                            deterministic=True)
+    return np.concatenate([images.numpy() for images in dataset]), rows["sha256"].tolist()
 
 
 def _weights_id(model, spec, weights, seed: int, cut: str) -> str:

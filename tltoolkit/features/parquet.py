@@ -9,7 +9,7 @@ import pandas as pd
 
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.features.cache import FeatureCache
-from tltoolkit.features.extractor import FeatureExtractor
+from tltoolkit.features.extractor import TF_FP32, FeatureExtractor
 from tltoolkit.features.local import prepared
 
 OUTPUT_METADATA = "_extract.json"  # "_" so that pd.read_parquet(out) and Arrow datasets skip it
@@ -102,4 +102,5 @@ def output_metadata(extractor: FeatureExtractor, engine: str, weights, quarantin
             "weights_hash": spec.weights, "layer": spec.cut, "pooling": spec.pooling,
             "preprocessing": spec.preprocessing, "image_size": list(spec.image_size), "resize": spec.resize,
             "dtype": spec.dtype, "feature_shape": list(extractor.feature_shape), "cache_key": spec.key(),
-            "engine": engine, "quarantined": quarantined, "tltoolkit": __version__}
+            "runtime": spec.runtime or TF_FP32, "engine": engine, "quarantined": quarantined,
+            "tltoolkit": __version__}
