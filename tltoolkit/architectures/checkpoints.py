@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tltoolkit.errors import TltoolkitError
+from tltoolkit.errors import TltoolkitError, one_line
 
 WEIGHTS_EXTRA = 'pip install "tltoolkit[weights]"'
 IGNORED_KEYS = ("num_batches_tracked",)  # BatchNorm's step counter: no Keras counterpart
@@ -108,7 +108,7 @@ def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except Exception as error:  # safetensors raises its own errors (bf16 has no numpy dtype, damage)
-        raise WeightsError(f"{path.name}: unreadable safetensors file ({_one_line(error)})") from None
+        raise WeightsError(f"{path.name}: unreadable safetensors file ({one_line(error)})") from None
 
 
 class _Storage:
@@ -206,7 +206,7 @@ def _unpickle(data: bytes, path: Path) -> tuple[object, dict[str, _Storage]]:
     except WeightsError:
         raise
     except Exception as error:
-        raise WeightsError(f"{path.name}: unreadable torch checkpoint ({_one_line(error)})") from None
+        raise WeightsError(f"{path.name}: unreadable torch checkpoint ({one_line(error)})") from None
     return obj, unpickler.storages
 
 
@@ -241,7 +241,7 @@ def _read_torch_legacy(path: Path) -> dict:
         except WeightsError:
             raise
         except Exception as error:
-            raise WeightsError(f"{path.name}: unreadable torch checkpoint ({_one_line(error)})") from None
+            raise WeightsError(f"{path.name}: unreadable torch checkpoint ({one_line(error)})") from None
 
     magic, _ = load()
     if magic != LEGACY_MAGIC:
@@ -288,10 +288,6 @@ def _unwrap(state, path: Path) -> dict[str, np.ndarray]:
         if all(k.startswith(prefix) for k in arrays):
             arrays = {k[len(prefix):]: v for k, v in arrays.items()}
     return arrays
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:200]
 
 
 # ------------------------------------------------------------------------------------------- converting
