@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tltoolkit._keras_internals import inbound_nodes, producer
 from tltoolkit.errors import TltoolkitError, one_line
 
 WEIGHTS_EXTRA = 'pip install "tltoolkit[weights]"'
@@ -296,18 +297,18 @@ def _flatten_source_shape(layer):
     """The (h, w, c) map a Dense reads through a Flatten (and weightless layers), or None."""
     from keras import layers
 
-    node = layer._inbound_nodes[0]
+    node = inbound_nodes(layer)[0]
     while True:
         tensors = node.input_tensors
         if len(tensors) != 1:
             return None
-        source = tensors[0]._keras_history.operation
+        source = producer(tensors[0])
         if isinstance(source, layers.Flatten):
             shape = source.input.shape[1:]
             return tuple(shape) if len(shape) == 3 else None
-        if source.weights or not source._inbound_nodes:
+        if source.weights or not inbound_nodes(source):
             return None
-        node = source._inbound_nodes[0]
+        node = inbound_nodes(source)[0]
 
 
 def _convert(layer, index: int, tensor: np.ndarray, target_shape: tuple) -> np.ndarray:
