@@ -104,11 +104,11 @@ def _fresh_layer_names():
 def load_model(path, compile: bool = False) -> keras.Model:
     """`keras.models.load_model(path)` in safe mode, with tltoolkit's custom layers registered first.
 
-    Our few custom layers (StochasticDepth, LRN, option-A shortcuts, PCA colour, ...) register with
-    Keras when their modules are imported; a fresh process that only loads a model has not imported
-    them yet. `keras.models.load_model` works too once `tltoolkit.architectures` is imported.
+    Our few custom layers register with Keras when their modules are imported: the architectures'
+    (StochasticDepth, LRN, option-A shortcuts, ...) with this package, the others (PCA colour, the
+    temperature and score layers) here, since a fresh process that only loads a model has not
+    imported them yet.
     """
-    import tltoolkit.architectures.families  # noqa: F401
     import tltoolkit.augment  # noqa: F401
     import tltoolkit.rejection  # noqa: F401  (and tltoolkit.calibration: the temperature and score layers)
 
