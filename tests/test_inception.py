@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from tltoolkit._keras_internals import inbound_nodes, producer
 from tltoolkit.architectures import ArchitectureError, build, get_spec
 from tltoolkit.architectures.inception import ResidualScale
 
@@ -71,7 +72,7 @@ def test_inception_v3_loads_a_legacy_keras_h5_file(tmp_path):
 
 
 def _inbound(layer):
-    return {t._keras_history.operation.name for node in layer._inbound_nodes for t in node.input_tensors}
+    return {producer(t).name for node in inbound_nodes(layer) for t in node.input_tensors}
 
 
 # The single layer each stage reads from the stages before it: where a feature cache can cut.

@@ -1,5 +1,19 @@
-"""The architecture zoo: a registry of specs and Functional-API builders (see registry.py)."""
+"""The architecture zoo: a registry of specs and Functional-API builders (see registry.py).
 
+The family modules below are the manifest (as in timm's `models/__init__`): each registers its specs
+when imported, so the registry is complete once this package is imported, and the registry itself
+imports no family. Their order is the registry's (and `tltoolkit models`') order.
+"""
+
+from tltoolkit.architectures import (  # noqa: F401  (imported to register their specs)
+    classic,
+    densenet,
+    inception,
+    resnet,
+    resnet_cifar,
+    resnet_v2,
+    vgg,
+)
 from tltoolkit.architectures.api import build, load_model
 from tltoolkit.architectures.registry import (
     ArchitectureError,

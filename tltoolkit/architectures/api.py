@@ -8,6 +8,7 @@ import re
 
 import keras
 
+from tltoolkit._keras_internals import swap_name_counters
 from tltoolkit.architectures.registry import ArchitectureError, close_matches, get_spec
 
 KERAS_PREFIX = "keras:"
@@ -89,29 +90,25 @@ def _fresh_layer_names():
     """Auto-generated layer names (`conv2d_8`, `add_3`) as in a fresh session, whatever was built before:
     a keras.applications model then has the same layer names in every build, so a layer named on the
     command line, a stage's layers and a cache key's cut layer mean the same layer each time."""
-    from keras.src.backend.common import global_state  # Keras keeps the name counters there
-
-    key = "object_name_uids"
-    counters = global_state.get_global_attribute(key, collections.defaultdict(int), set_to_default=True)
     fresh = collections.defaultdict(int)
-    global_state.set_global_attribute(key, fresh)
+    counters = swap_name_counters(fresh)
     try:
         yield
     finally:
         # Names made later continue after both counts: they never repeat one of the model's.
         for prefix, count in fresh.items():
             counters[prefix] = max(counters[prefix], count)
-        global_state.set_global_attribute(key, counters)
+        swap_name_counters(counters)
 
 
 def load_model(path, compile: bool = False) -> keras.Model:
     """`keras.models.load_model(path)` in safe mode, with tltoolkit's custom layers registered first.
 
-    Our few custom layers (StochasticDepth, LRN, option-A shortcuts, PCA colour, ...) register with
-    Keras when their modules are imported; a fresh process that only loads a model has not imported
-    them yet. `keras.models.load_model` works too once `tltoolkit.architectures` is imported.
+    Our few custom layers register with Keras when their modules are imported: the architectures'
+    (StochasticDepth, LRN, option-A shortcuts, ...) with this package, the others (PCA colour, the
+    temperature and score layers) here, since a fresh process that only loads a model has not
+    imported them yet.
     """
-    import tltoolkit.architectures.families  # noqa: F401
     import tltoolkit.augment  # noqa: F401
     import tltoolkit.rejection  # noqa: F401  (and tltoolkit.calibration: the temperature and score layers)
 

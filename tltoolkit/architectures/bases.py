@@ -24,6 +24,7 @@ import numpy as np
 
 from tltoolkit.architectures.api import KERAS_PREFIX, build, load_model
 from tltoolkit.architectures.registry import PREPROCESSING_MODES, ArchitectureError, ArchSpec, Reference, get_spec
+from tltoolkit.errors import one_line
 
 SAVED_SUFFIX = ".keras"
 SAVED_FAMILY = "saved model"
@@ -65,7 +66,7 @@ def build_base(spec: ArchSpec, weights, image_size) -> "keras.Model":  # noqa: F
     try:
         return _build_base(spec, str(path), shape)
     except Exception as error:
-        raise WeightsError(f"{path.name} does not fit {spec.id}: {' '.join(str(error).split())[:200]}") from None
+        raise WeightsError(f"{path.name} does not fit {spec.id}: {one_line(error)}") from None
 
 
 def _build_base(spec: ArchSpec, weights, shape):
@@ -142,7 +143,7 @@ def _built(base: str, make):
     try:
         return make()
     except ValueError as error:
-        raise ArchitectureError(f"{base}: {' '.join(str(error).split())[:300]}") from None
+        raise ArchitectureError(f"{base}: {one_line(error, 300)}") from None
 
 
 def _derived_spec(base: str, family: str, model, size, preprocessing: str, **extra) -> ArchSpec:

@@ -44,7 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tltoolkit.errors import TltoolkitError
+from tltoolkit._keras_internals import inbound_nodes, producer
+from tltoolkit.errors import TltoolkitError, one_line
 
 WEIGHTS_EXTRA = 'pip install "tltoolkit[weights]"'
 IGNORED_KEYS = ("num_batches_tracked",)  # BatchNorm's step counter: no Keras counterpart
@@ -108,7 +109,7 @@ def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except Exception as error:  # safetensors raises its own errors (bf16 has no numpy dtype, damage)
-        raise WeightsError(f"{path.name}: unreadable safetensors file ({_one_line(error)})") from None
+        raise WeightsError(f"{path.name}: unreadable safetensors file ({one_line(error)})") from None
 
 
 class _Storage:
@@ -206,7 +207,7 @@ def _unpickle(data: bytes, path: Path) -> tuple[object, dict[str, _Storage]]:
     except WeightsError:
         raise
     except Exception as error:
-        raise WeightsError(f"{path.name}: unreadable torch checkpoint ({_one_line(error)})") from None
+        raise WeightsError(f"{path.name}: unreadable torch checkpoint ({one_line(error)})") from None
     return obj, unpickler.storages
 
 
@@ -241,7 +242,7 @@ def _read_torch_legacy(path: Path) -> dict:
         except WeightsError:
             raise
         except Exception as error:
-            raise WeightsError(f"{path.name}: unreadable torch checkpoint ({_one_line(error)})") from None
+            raise WeightsError(f"{path.name}: unreadable torch checkpoint ({one_line(error)})") from None
 
     magic, _ = load()
     if magic != LEGACY_MAGIC:
@@ -290,28 +291,24 @@ def _unwrap(state, path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:200]
-
-
 # ------------------------------------------------------------------------------------------- converting
 
 def _flatten_source_shape(layer):
     """The (h, w, c) map a Dense reads through a Flatten (and weightless layers), or None."""
     from keras import layers
 
-    node = layer._inbound_nodes[0]
+    node = inbound_nodes(layer)[0]
     while True:
         tensors = node.input_tensors
         if len(tensors) != 1:
             return None
-        source = tensors[0]._keras_history.operation
+        source = producer(tensors[0])
         if isinstance(source, layers.Flatten):
             shape = source.input.shape[1:]
             return tuple(shape) if len(shape) == 3 else None
-        if source.weights or not source._inbound_nodes:
+        if source.weights or not inbound_nodes(source):
             return None
-        node = source._inbound_nodes[0]
+        node = inbound_nodes(source)[0]
 
 
 def _convert(layer, index: int, tensor: np.ndarray, target_shape: tuple) -> np.ndarray:

@@ -6,8 +6,7 @@ import keras
 from keras import layers
 
 from tltoolkit.architectures.registry import ArchitectureError, ArchSpec, resolve_input_shape
-
-POOLINGS = (None, "avg", "max")
+from tltoolkit.heads import GLOBAL_POOLINGS
 
 
 def model_input(spec: ArchSpec, input_shape) -> keras.KerasTensor:
@@ -15,8 +14,9 @@ def model_input(spec: ArchSpec, input_shape) -> keras.KerasTensor:
 
 
 def check_pooling(spec: ArchSpec, pooling) -> None:
-    if pooling not in POOLINGS:
-        raise ArchitectureError(f"{spec.id}: pooling must be one of avg, max or None; received {pooling!r}")
+    if pooling is not None and pooling not in GLOBAL_POOLINGS:  # keras.applications' `pooling` argument
+        raise ArchitectureError(f"{spec.id}: pooling must be one of {', '.join(GLOBAL_POOLINGS)} or None; "
+                                f"received {pooling!r}")
 
 
 def pooled_head(x, include_top: bool, num_classes: int, pooling, dropout: float = 0.0,

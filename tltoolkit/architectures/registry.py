@@ -266,7 +266,6 @@ def close_matches(word: str, choices) -> str:
 
 
 def get_spec(arch: str) -> ArchSpec:
-    _load_families()
     try:
         return _REGISTRY[arch]
     except KeyError:
@@ -276,18 +275,11 @@ def get_spec(arch: str) -> ArchSpec:
 
 
 def all_specs(family: str | None = None) -> list[ArchSpec]:
-    _load_families()
     return [s for s in _REGISTRY.values() if family is None or s.family == family]
 
 
 def list_architectures(family: str | None = None) -> list[str]:
     return [s.id for s in all_specs(family)]
-
-
-def _load_families():
-    # Family modules register themselves on import; importing here (not at module top) keeps the
-    # registry importable from the family modules without a cycle.
-    from tltoolkit.architectures import families  # noqa: F401
 
 
 def resolve_input_shape(spec: ArchSpec, input_shape) -> tuple[int, int, int]:

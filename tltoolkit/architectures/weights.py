@@ -21,6 +21,7 @@ import keras
 from tltoolkit.architectures import checkpoints
 from tltoolkit.architectures.checkpoints import WeightsError
 from tltoolkit.architectures.registry import DATASETS, ArchSpec, Checkpoint, WeightsFile
+from tltoolkit.errors import one_line
 
 IMAGENET = "imagenet"
 
@@ -143,7 +144,7 @@ def download(url: str, file_hash: str | None, fname: str | None = None) -> Path:
         # A download that failed its hash check stays behind; it was not there before.
         target.unlink(missing_ok=True)
         raise WeightsError(
-            f"could not download {fname} ({_one_line(error)}); download {url} and put it in {folder}/ "
+            f"could not download {fname} ({one_line(error)}); download {url} and put it in {folder}/ "
             f"(or pass the file's path as the weights)"
         ) from error
     return path
@@ -195,10 +196,6 @@ def convert_file(spec: ArchSpec, source: Path, target: Path, num_classes: int | 
     return model
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:200]
-
-
 def _all_specs():
     from tltoolkit.architectures.registry import all_specs
 
@@ -230,7 +227,7 @@ def load_weights(model: keras.Model, spec: ArchSpec, weights) -> Path:
         raise
     except Exception as error:
         model.set_weights(before)
-        raise WeightsError(f"{path.name} does not fit {spec.id}: {_one_line(error)}") from error
+        raise WeightsError(f"{path.name} does not fit {spec.id}: {one_line(error)}") from error
     return path
 
 
