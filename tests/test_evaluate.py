@@ -189,7 +189,8 @@ def test_evaluate_writes_tables_and_figures_matching_scikit_learn(trained, tmp_p
                  "--top-k", "2"]) == 0
     printed = capsys.readouterr().out
     assert "accuracy 1.0000" in printed and "per class" in printed
-    for name in ("confusion_matrix.png", "confusion_matrix_normalized.png", "worst_predictions.png"):
+    for name in ("confusion_matrix.png", "confusion_matrix_normalized.png", "worst_predictions.png",
+                 "reliability.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 200 and image.height > 200
     predictions = pd.read_csv(out / "predictions.csv")
@@ -201,6 +202,18 @@ def test_evaluate_writes_tables_and_figures_matching_scikit_learn(trained, tmp_p
     assert per_class.loc[list(COLOURS), "support"].tolist() == s.tolist() == [8, 8, 8]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 24 and summary["accuracy"] == 1.0
+    # The run's temperature (fitted on its validation split) and the calibration error with and without it,
+    # recomputed here from the predictions: ECE = sum over 15 confidence bins of |accuracy - confidence| * share.
+    from tltoolkit.calibration import temperature_of
+    from tltoolkit.inference.classifier import load_classifier
+
+    assert summary["temperature"] == pytest.approx(temperature_of(load_classifier(run).model))
+    confidence, correct = predictions["probability"].to_numpy(), predictions["correct"].to_numpy()
+    bins = np.clip(np.ceil(confidence * 15).astype(int) - 1, 0, 14)  # bins ((m-1)/15, m/15]
+    expected = sum(abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
+                   for b in np.unique(bins))
+    assert summary["expected_calibration_error"] == pytest.approx(expected, abs=1e-6)
+    assert ("expected_calibration_error_t1" in summary) == (summary["temperature"] != 1.0)
     # a second evaluation into the same folder needs --force
     assert main(["evaluate", "--model", str(run), "--data", str(data), "--out", str(out), "--quiet"]) == 2
     assert "--force" in capsys.readouterr().err

@@ -202,6 +202,15 @@ def test_phase_1_converges_and_standardises_inside_the_model(tmp_path):
     accuracy = (model.predict(images, verbose=0).argmax(-1) == table["label_id"].to_numpy()).mean()
     assert accuracy >= 0.97, accuracy  # 5 separable classes of 64-d features: a converged head fits them
 
+    # Calibrated on validation: the saved model's probabilities are softmax(logits / T) for the T it reports.
+    from tltoolkit.calibration import logits_model, softmax, temperature_of
+
+    temperature = entry["calibration"]["temperature"]
+    assert temperature_of(model) == pytest.approx(temperature, rel=1e-3) and temperature != 1.0
+    np.testing.assert_allclose(model.predict(images[:8], verbose=0),
+                               softmax(logits_model(model).predict(images[:8], verbose=0), temperature), atol=1e-5)
+    assert any(note.startswith("probabilities calibrated: temperature") for note in entry["notes"])
+
 
 @pytest.mark.slow
 def test_weights_none_trains_from_scratch_with_batchnorm_and_learns(tmp_path):

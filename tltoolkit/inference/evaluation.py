@@ -1,6 +1,6 @@
 """Evaluating a classifier or an ensemble on labelled images: accuracy, top-k, per-class precision,
-recall and F1, confusion matrices, the most confused pairs and the worst predictions, written as a
-report folder (`Evaluation.write`)."""
+recall and F1, confusion matrices, the most confused pairs and the worst predictions, the expected
+calibration error with a reliability diagram, written as a report folder (`Evaluation.write`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tltoolkit.calibration import expected_calibration_error, reliability_diagram, softmax, temperature_of
 from tltoolkit.data import scan
 from tltoolkit.data.files import atomic_path, atomic_write_bytes
 from tltoolkit.errors import TltoolkitError
@@ -32,6 +33,22 @@ class Evaluation:
     quarantined: int  # files of the data the scan could not use
     top_k: int
     tta: str
+    temperature: float = 1.0  # the one model's stored temperature (1.0: none, or an ensemble)
+
+    @property
+    def uncalibrated(self) -> np.ndarray | None:
+        """The probabilities the model gave before its temperature (softmax(T log p) undoes softmax(z / T)),
+        for one model without TTA; None otherwise (an average of calibrated views has no such inverse)."""
+        if self.temperature == 1.0 or self.tta != "none":
+            return None
+        return softmax(self.temperature * np.log(np.clip(self.probabilities, 1e-30, None)))
+
+    def calibration_errors(self) -> dict:
+        """Expected calibration error (15 bins) of the probabilities, and at temperature 1 where known."""
+        errors = {"expected_calibration_error": expected_calibration_error(self.probabilities, self.label_ids)}
+        if self.uncalibrated is not None:
+            errors["expected_calibration_error_t1"] = expected_calibration_error(self.uncalibrated, self.label_ids)
+        return errors
 
     @property
     def accuracy(self) -> float:
@@ -92,14 +109,15 @@ class Evaluation:
     def summary(self) -> dict:
         return {"images": len(self.predictions), "accuracy": self.accuracy, f"top_{self.top_k}_accuracy":
                 self.top_k_accuracy, "tta": self.tta, "classes": len(self.class_names),
-                "unknown_class_images": int(self.unknown["images"].sum()), "quarantined_files": self.quarantined}
+                "unknown_class_images": int(self.unknown["images"].sum()), "quarantined_files": self.quarantined,
+                "temperature": self.temperature, **self.calibration_errors()}
 
     def write(self, folder, force: bool = False) -> dict[str, Path]:
         """Writes the report files into `folder` (atomically each); existing ones only with `force`."""
         folder = Path(folder).expanduser()
         files = {name: folder / name for name in (
             "summary.json", "per_class.csv", "predictions.csv", "comparison.csv", "confused_pairs.csv",
-            "confusion_matrix.png", "confusion_matrix_normalized.png", "worst_predictions.png")}
+            "confusion_matrix.png", "confusion_matrix_normalized.png", "worst_predictions.png", "reliability.png")}
         existing = [p.name for p in files.values() if p.exists()]
         if existing and not force:
             raise TltoolkitError(f"{folder} already holds an evaluation ({', '.join(existing[:3])}...); pass --force "
@@ -113,6 +131,10 @@ class Evaluation:
                              ("confusion_matrix_normalized.png", self.confusion_figure(normalize=True)),
                              ("worst_predictions.png", contact_sheet(self.worst(), "Worst predictions"))):
             save_figure(figure, files[name])
+        series = {"as evaluated": self.probabilities}
+        if self.uncalibrated is not None:
+            series = {"temperature 1": self.uncalibrated, f"temperature {self.temperature:.3g}": self.probabilities}
+        reliability_diagram(series, self.label_ids, files["reliability.png"])
         return files
 
 
@@ -170,4 +192,5 @@ def evaluate(model_or_runs, data, tta: str = "none", top_k: int = 5, batch_size:
         "path": table["path"].astype(str), "decoder": table["decoder"], "label": table["label"], "label_id": labels,
         "predicted": name_array[predicted], "predicted_id": predicted, "probability": final.max(axis=1),
         "true_probability": final[np.arange(len(labels)), labels], "correct": predicted == labels})
-    return Evaluation(names, predictions, final, comparison, unknown, quarantined, k, tta)
+    temperature = temperature_of(classifiers[0].model) if len(classifiers) == 1 else 1.0
+    return Evaluation(names, predictions, final, comparison, unknown, quarantined, k, tta, temperature)

@@ -460,6 +460,7 @@ class _Training:
         import keras
 
         from tltoolkit.architectures.preprocessing import preprocessing_layer
+        from tltoolkit.calibration import with_temperature
         from tltoolkit.heads import copy_head_weights
         from tltoolkit.training import phases
 
@@ -475,14 +476,42 @@ class _Training:
             copy_head_weights(head, classifier)
         truth, predicted = (phases.predict_labels(inference, self._val_images()) if self.has_val
                             else (np.zeros(0), np.zeros(0)))
+        temperature = self._calibrate(inference) if self.has_val else None  # before a refit sees validation
         if not base_trained and self._refit_head(head):
             copy_head_weights(head, classifier)
+        if temperature is not None:
+            inference = with_temperature(inference, temperature)
         self.entry.update(status="finished", base_trained=bool(base_trained or (self.previous and
                                                                                  self.previous.get("base_trained"))),
                           kept=best["until"], classes=self.class_names, new_classes=self.new_classes,
                           extracted=self.extracted)
         if self.chief:
             self._write_artefacts(inference, base, base_trained, truth, predicted)
+
+    def _calibrate(self, inference) -> float | None:
+        """Temperature scaling (Guo et al. 2017) on the kept model's validation logits, taken before a kept
+        head is refit on those images; the temperature goes into the saved model, so every export carries
+        it. None (and a note) when it cannot be fitted."""
+        from tltoolkit.calibration import expected_calibration_error, fit_temperature, logits_model, softmax
+
+        to_logits = logits_model(inference)
+        logits, truth = [], []
+        for x, y in self._val_images():
+            logits.append(np.asarray(to_logits(x, training=False)))
+            truth.append(np.asarray(y).argmax(-1))
+        logits, truth = np.concatenate(logits), np.concatenate(truth)
+        try:
+            temperature = fit_temperature(logits, truth)
+        except TltoolkitError as error:
+            self._note(f"probabilities not calibrated: {error}")
+            return None
+        before = expected_calibration_error(softmax(logits), truth)
+        after = expected_calibration_error(softmax(logits, temperature), truth)
+        self.entry["calibration"] = {"temperature": round(temperature, 4), "val_ece_before": round(before, 4),
+                                     "val_ece_after": round(after, 4), "images": int(len(truth))}
+        self._note(f"probabilities calibrated: temperature {temperature:.3g} fitted on the {len(truth)} validation "
+                   f"images (their expected calibration error {before:.3f} -> {after:.3f}); stored in the model")
+        return temperature
 
     def _refit_head(self, head) -> bool:
         """When the head alone is kept: the sweep again on the training and validation images together,
