@@ -492,7 +492,8 @@ class _Training:
         """Temperature scaling (Guo et al. 2017) on the kept model's validation logits, taken before a kept
         head is refit on those images; the temperature goes into the saved model, so every export carries
         it. None (and a note) when it cannot be fitted."""
-        from tltoolkit.calibration import expected_calibration_error, fit_temperature, logits_model, softmax
+        from tltoolkit.calibration import (LOG_T_RANGE, expected_calibration_error, fit_temperature, logits_model,
+                                           softmax)
 
         to_logits = logits_model(inference)
         logits, truth = [], []
@@ -509,8 +510,11 @@ class _Training:
         after = expected_calibration_error(softmax(logits, temperature), truth)
         self.entry["calibration"] = {"temperature": round(temperature, 4), "val_ece_before": round(before, 4),
                                      "val_ece_after": round(after, 4), "images": int(len(truth))}
+        bound = any(np.isclose(np.log(temperature), end, atol=1e-3) for end in LOG_T_RANGE)
         self._note(f"probabilities calibrated: temperature {temperature:.3g} fitted on the {len(truth)} validation "
-                   f"images (their expected calibration error {before:.3f} -> {after:.3f}); stored in the model")
+                   f"images (their expected calibration error {before:.3f} -> {after:.3f}); stored in the model"
+                   + ("; it is the search's bound: every validation image is classified confidently right, so "
+                      "the validation loss only bounds the temperature" if bound else ""))
         return temperature
 
     def _refit_head(self, head) -> bool:
