@@ -79,11 +79,16 @@ def compile_runtime(model, runtime: str = "tf", precision: str = "fp32", batch_s
 
 def _tf_function(model):
     """The model as one `tf.function` traced once for every batch size, in inference mode."""
+    return traced_for_any_batch(lambda images: model(images, training=False), model)
+
+
+def traced_for_any_batch(function, model):
+    """`function` of a batch of `model`'s inputs as a `tf.function` with one trace for every batch size
+    (the last batch is smaller: a second trace would cost a fresh process about a batch's extraction)."""
     import tensorflow as tf
 
     inputs = model.inputs[0]
-    return tf.function(lambda images: model(images, training=False),
-                       input_signature=[tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype)])
+    return tf.function(function, input_signature=[tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype)])
 
 
 def _require(package: str, purpose: str):

@@ -91,7 +91,7 @@ class FeatureExtractor:
     runtime: object = None  # a tltoolkit.runtimes.RuntimeModel of `model`, when not TensorFlow fp32
 
     def __post_init__(self):
-        import tensorflow as tf
+        from tltoolkit.runtimes import traced_for_any_batch
 
         def features(images):
             if self.augmentation is not None:
@@ -99,10 +99,7 @@ class FeatureExtractor:
             # The base (BatchNormalization included) always runs in inference mode.
             return self.model(images, training=False)
 
-        # One trace for every batch size (the last batch is smaller): a second trace would cost a
-        # fresh process about as much as extracting a batch.
-        inputs = self.model.inputs[0]
-        self._call = tf.function(features, input_signature=[tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype)])
+        self._call = traced_for_any_batch(features, self.model)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:

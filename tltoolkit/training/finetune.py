@@ -474,9 +474,11 @@ class _Training:
             classifier.set_weights(best["weights"])
         else:
             copy_head_weights(head, classifier)
-        truth, predicted = (phases.predict_labels(inference, self._val_images()) if self.has_val
-                            else (np.zeros(0), np.zeros(0)))
-        temperature = self._calibrate(inference) if self.has_val else None  # before a refit sees validation
+        # One pass over the validation images: the confusion matrix and the temperature, taken before a
+        # kept head's refit sees them.
+        truth, logits = self._val_logits(inference) if self.has_val else (np.zeros(0), np.zeros((0, 0)))
+        predicted = logits.argmax(-1) if len(logits) else np.zeros(0)
+        temperature = self._calibrate(logits, truth) if self.has_val else None
         if not base_trained and self._refit_head(head):
             copy_head_weights(head, classifier)
         if temperature is not None:
@@ -488,19 +490,22 @@ class _Training:
         if self.chief:
             self._write_artefacts(inference, base, base_trained, truth, predicted)
 
-    def _calibrate(self, inference) -> float | None:
-        """Temperature scaling (Guo et al. 2017) on the kept model's validation logits, taken before a kept
-        head is refit on those images; the temperature goes into the saved model, so every export carries
-        it. None (and a note) when it cannot be fitted."""
-        from tltoolkit.calibration import (LOG_T_RANGE, expected_calibration_error, fit_temperature, logits_model,
-                                           softmax)
+    def _val_logits(self, inference) -> tuple[np.ndarray, np.ndarray]:
+        """(true ids, logits) of the kept model on the validation images."""
+        from tltoolkit.calibration import logits_model
 
         to_logits = logits_model(inference)
-        logits, truth = [], []
+        truth, logits = [], []
         for x, y in self._val_images():
             logits.append(np.asarray(to_logits(x, training=False)))
             truth.append(np.asarray(y).argmax(-1))
-        logits, truth = np.concatenate(logits), np.concatenate(truth)
+        return np.concatenate(truth), np.concatenate(logits)
+
+    def _calibrate(self, logits, truth) -> float | None:
+        """Temperature scaling (Guo et al. 2017) on the kept model's validation logits; the temperature goes
+        into the saved model, so every export carries it. None (and a note) when it cannot be fitted."""
+        from tltoolkit.calibration import LOG_T_RANGE, expected_calibration_error, fit_temperature, softmax
+
         try:
             temperature = fit_temperature(logits, truth)
         except TltoolkitError as error:

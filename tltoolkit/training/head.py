@@ -195,6 +195,15 @@ def _mean_trial(folds: Sequence[Trial]) -> Trial:
                  max(1, round(float(np.mean([t.best_epoch for t in folds])))), max(t.epochs for t in folds))
 
 
+def _head_means(values, mask):
+    """Each head's mean of `values` [K, n] over the images `mask` [K, n] (1 or 0) marks; None: all of them."""
+    import tensorflow as tf
+
+    if mask is None:
+        return tf.reduce_mean(values, axis=1)
+    return tf.reduce_sum(values * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+
 class _Sweep:
     """K heads (one per setting) as stacked variables, trained together with Adam in one graph."""
 
@@ -261,9 +270,7 @@ class _Sweep:
         losses = tf.nn.softmax_cross_entropy_with_logits(tf.broadcast_to(targets, tf.shape(logits)), logits)
         if self.class_weight is not None:
             losses = losses * tf.gather(self.class_weight, labels)[None]
-        if member is None:
-            return tf.reduce_mean(losses, axis=1)  # [K]
-        return tf.reduce_sum(losses * member, axis=1) / tf.maximum(tf.reduce_sum(member, axis=1), 1.0)
+        return _head_means(losses, member)
 
     def _epoch_fn(self, x, labels, active, member):
         import tensorflow as tf
@@ -296,10 +303,7 @@ class _Sweep:
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.broadcast_to(labels[None], tf.shape(logits)[:2]),
                                                                 logits)
         hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels[None]), tf.float32)
-        if mask is None:
-            return tf.reduce_mean(losses, axis=1), tf.reduce_mean(hits, axis=1)
-        count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
-        return tf.reduce_sum(losses * mask, axis=1) / count, tf.reduce_sum(hits * mask, axis=1) / count
+        return _head_means(losses, mask), _head_means(hits, mask)
 
     def _keep_best_fn(self, improved):
         import tensorflow as tf

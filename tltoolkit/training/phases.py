@@ -226,19 +226,6 @@ def tensorboard_installed() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-def predict_labels(model, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(true ids, predicted ids) over a dataset of (inputs, one-hot or id labels)."""
-    truth, predicted = [], []
-    for x, y in dataset:
-        probabilities = model(x, training=False)
-        y = np.asarray(y)
-        truth.append(y.argmax(-1) if y.ndim == 2 else y)
-        predicted.append(np.asarray(probabilities).argmax(-1))
-    if not truth:
-        return np.zeros(0, int), np.zeros(0, int)
-    return np.concatenate(truth), np.concatenate(predicted)
-
-
 def find_classifier(model):
     """The nested base+head model inside a saved full model (the one holding `predictions`)."""
     for layer in model.layers:
