@@ -58,8 +58,7 @@ def test_a_hidden_head_sweeps_dropout_and_trains_too():
 
 @pytest.mark.parametrize("cv_max, scored_on", [(2000, "5-fold cross-validation on the training images"),
                                               (100, "a held-out 20% of the training images")])
-def test_without_validation_the_setting_is_cross_validated_and_all_training_images_refit(monkeypatch, cv_max,
-                                                                                          scored_on):
+def test_without_validation_the_setting_is_cross_validated_or_held_out(monkeypatch, cv_max, scored_on):
     monkeypatch.setattr(head, "CV_MAX_IMAGES", cv_max)  # k-fold up to CV_MAX_IMAGES images, one holdout beyond
     x, y = blobs(200)
     fit = fit_head(x, y, None, None, 3, sweep_settings(), epochs=50)
@@ -87,3 +86,14 @@ def test_an_epoch_cap_that_stops_improvement_says_so():
     x, y = blobs(100)
     fit = fit_head(x, y, *blobs(50, seed=1), 3, sweep_settings(l2=1e-5), epochs=2)
     assert fit.stopped.startswith("reached the maximum of 2 epochs") and fit.trials[0].epochs == 2
+
+
+def test_cross_validated_heads_train_until_their_own_objective_stops_falling():
+    # No early stopping on the held-out folds: a strongly regularised head reaches its (near) minimum within
+    # the budget and stops; a weakly regularised one on separable blobs keeps growing its weights for longer.
+    x, y = blobs(200)
+    fit = fit_head(x, y, None, None, 3, sweep_settings(), epochs=3000)
+    by_l2 = {t.setting.l2: t for t in fit.trials}
+    assert by_l2[0.1].epochs < 3000 and by_l2[0.1].epochs < by_l2[1e-5].epochs
+    assert fit.chosen.setting.learning_rate == head.LEARNING_RATE["full batch"]
+    assert fit.chosen.val_accuracy == max(t.val_accuracy for t in fit.trials)  # chosen by held-out accuracy

@@ -545,7 +545,7 @@ class _Training:
         _load_fit(head, refit)
         self._note(f"the head is kept: chosen again by {refit.scored_on.split(' (')[0]} on the {len(train_y)} "
                    f"training and {len(val_y)} validation images together ({refit.chosen.setting}) and trained on "
-                   f"all of them, {refit.chosen.best_epoch} epochs (the scores above are phase 1's, on validation)")
+                   f"all of them to convergence (the scores above are phase 1's, on validation)")
         return True
 
     def _write_artefacts(self, inference, base, base_trained, truth, predicted) -> None:

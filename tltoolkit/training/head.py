@@ -12,9 +12,12 @@ model standardises too.
     fit = fit_head(train_x, train_y, val_x, val_y, num_classes=5, settings=sweep_settings())
     fit.chosen.setting, fit.table()          # what won, and every trial
 
-Without validation images the sweep is cross-validated: k-fold (stratified, seeded) up to CV_MAX_IMAGES
-training images, each fold's heads stacked beside the others, or a seeded fifth held out beyond; the chosen
-setting is then trained on all of them for its mean best number of epochs.
+Without validation images the sweep is cross-validated, as scikit-learn's LogisticRegressionCV is: k-fold
+(stratified, seeded) up to CV_MAX_IMAGES training images, each fold's heads stacked beside the others, or a
+seeded fifth held out beyond. Each fold head trains to convergence of its own objective (no early stopping:
+the held-out images only score it), the setting with the best held-out accuracy wins (the loss breaks ties),
+and it is trained again, to convergence, on all of them. (Early-stopped fold heads, or a choice by held-out
+loss, favour strong L2 and fall below a tuned logistic regression on small folders: benchmarks/head_quality.py.)
 """
 
 from __future__ import annotations
@@ -35,9 +38,16 @@ L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 # Dropout is swept for heads with hidden layers only: a linear head's regulariser is its L2 (dropout on
 # its inputs rarely wins there, and costs a mask per feature per image for every setting).
 DROPOUT_GRID = (0.0, 0.5)
-LEARNING_RATE_GRID = (1e-2,)  # Adam on standardised features: fast and stable for every L2 above
+# Adam's rate on standardised features, unless --learning-rate fixes it: fast and stable for every L2 above,
+# on batches of a tenth of the images (early-stopped heads) and on full batches (cross-validated heads: no
+# batch noise, so larger steps; at 1e-2 most of them were still far from converged after 500 steps).
+LEARNING_RATE = {"batches": 1e-2, "full batch": 5e-2}
 ADAM = (0.9, 0.999, 1e-7)  # beta_1, beta_2, epsilon: Keras' defaults
 MIN_DELTA = 1e-4  # an epoch improves on the best when its score (loss, or 1 - accuracy) is lower by more
+# A head without early stopping has converged when its training objective has not fallen by this fraction of
+# itself for `patience` epochs (weakly regularised heads on separable features approach their minimum slowly;
+# their held-out accuracy stopped changing long before).
+CONVERGED = 1e-3
 # Without a validation split: k-fold cross-validation for small folders (where one small holdout would choose
 # by noise; k folds cost k times the heads), a seeded HOLDOUT share beyond.
 CV_FOLDS = 5
@@ -49,10 +59,11 @@ HOLDOUT = 0.2
 class HeadSetting:
     l2: float
     dropout: float
-    learning_rate: float
+    learning_rate: float | None  # None: LEARNING_RATE for the way the head is trained
 
     def __str__(self) -> str:
-        return f"l2 {self.l2:g}, dropout {self.dropout:g}, lr {self.learning_rate:g}"
+        rate = "default" if self.learning_rate is None else f"{self.learning_rate:g}"
+        return f"l2 {self.l2:g}, dropout {self.dropout:g}, lr {rate}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,11 +96,12 @@ class HeadFit:
 
 def sweep_settings(l2: float | None = None, dropout: float | None = None, learning_rate: float | None = None,
                    hidden: Sequence[int] = ()) -> list[HeadSetting]:
-    """Every combination of the grids, with a given value fixing its axis."""
+    """Every combination of the grids, with a given value fixing its axis (the learning rate, when not given,
+    is LEARNING_RATE's for the way fit_head trains)."""
     dropouts = DROPOUT_GRID if hidden else (0.0,)
-    axes = [(v,) if v is not None else grid for v, grid in
-            ((l2, L2_GRID), (dropout, dropouts), (learning_rate, LEARNING_RATE_GRID))]
-    return [HeadSetting(float(a), float(b), float(c)) for a, b, c in itertools.product(*axes)]
+    rate = None if learning_rate is None else float(learning_rate)
+    return [HeadSetting(float(a), float(b), rate) for a, b in
+            itertools.product(*[(v,) if v is not None else grid for v, grid in ((l2, L2_GRID), (dropout, dropouts))])]
 
 
 def standardisation(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,8 +122,9 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None,
     """Trains one head per setting on (standardised) `train_x` vectors and keeps the best on validation.
 
     `train_y`/`val_y`: class ids. `class_weight`: {class id: weight} or None. `init`: (kernel, bias)
-    pairs to start every head from (a previous run's head, grown for new classes), or None. Batches
-    are a tenth of the training images (8 to 256): an epoch is about ten steps, or more for large folders.
+    pairs to start every head from (a previous run's head, grown for new classes), or None. Early-stopped
+    heads train on batches of a tenth of the training images (8 to 256): an epoch is about ten steps, or
+    more for large folders; cross-validated heads take full-batch steps (an epoch is one step).
     """
     if not settings:
         raise TltoolkitError("the head sweep has no settings to try")
@@ -120,36 +133,49 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None,
     mean, variance = standardisation(train_x)
     scale = 1.0 / np.sqrt(variance)
     standard = lambda x: ((_vectors(x) - mean) * scale).astype("float32")  # noqa: E731
-    train_y = np.asarray(train_y, "int32")
+    x, train_y = standard(train_x), np.asarray(train_y, "int32")
     weights = None if class_weight is None else np.array([class_weight.get(c, 1.0) for c in range(num_classes)],
                                                          "float32")
-    batch_size = min(256, max(8, len(train_x) // 10))
-    options = dict(num_classes=num_classes, hidden=tuple(int(h) for h in hidden), batch_size=batch_size,
-                   label_smoothing=label_smoothing, class_weight=weights, seed=seed, init=init)
-    if val_x is not None and len(val_x):
-        scored_on = "validation"
-        run = _Sweep(train_x.shape[1], settings, **options)
-        trials, best = run.train(standard(train_x), train_y, None, standard(val_x), np.asarray(val_y, "int32"),
-                                 None, epochs, patience, monitor)
+    options = dict(num_classes=num_classes, hidden=tuple(int(h) for h in hidden), label_smoothing=label_smoothing,
+                   class_weight=weights, seed=seed, init=init)
+
+    def rated(mode):
+        return [s if s.learning_rate is not None else dataclasses.replace(s, learning_rate=LEARNING_RATE[mode])
+                for s in settings]
+
+    def early_stopped(fit_x, fit_y, score_x, score_y):
+        settings = rated("batches")
+        run = _Sweep(x.shape[1], settings, batch_size=min(256, max(8, len(fit_x) // 10)), **options)
+        trials, best = run.train(fit_x, fit_y, score_x, score_y, epochs, patience, monitor)
         chosen = min(trials, key=lambda t: _rank(t, monitor))
         k = trials.index(chosen)
-        params = [(w[k], b[k]) for w, b in best]
+        return trials, chosen, [(w[k], b[k]) for w, b in best]
+
+    if val_x is not None and len(val_x):
+        scored_on = "validation"
+        trials, chosen, params = early_stopped(x, train_y, standard(val_x), np.asarray(val_y, "int32"))
+    elif len(train_y) > CV_MAX_IMAGES:
+        held = _holdout(train_y, seed)
+        scored_on = f"a held-out {HOLDOUT:.0%} of the training images (no validation split)"
+        trials, chosen, params = early_stopped(x[~held], train_y[~held], x[held], train_y[held])
     else:
-        held, scored_on = _held_out(train_y, seed)
-        x, folds = standard(train_x), len(held)
-        run = _Sweep(x.shape[1], [s for s in settings for _ in range(folds)], **options)  # setting-major
-        fold_trials, _ = run.train(x, train_y, np.tile(~held, (len(settings), 1)), x, train_y,
-                                   np.tile(held, (len(settings), 1)), epochs, patience, monitor)
+        held, settings = _folds(train_y, seed), rated("full batch")
+        folds = len(held)
+        scored_on = f"{folds}-fold cross-validation on the training images (no validation split)"
+        run = _Sweep(x.shape[1], [s for s in settings for _ in range(folds)], batch_size=len(x), **options)
+        fold_trials, _ = run.converge(x, train_y, np.tile(~held, (len(settings), 1)),
+                                      np.tile(held, (len(settings), 1)), epochs, patience)
         trials = [_mean_trial(fold_trials[i * folds:(i + 1) * folds]) for i in range(len(settings))]
-        chosen = min(trials, key=lambda t: _rank(t, monitor))
-        # the chosen setting again, on every training image, for its mean best number of epochs
-        refit = _Sweep(x.shape[1], [chosen.setting], **options)
-        refit.train(x, train_y, None, None, None, None, chosen.best_epoch, patience, monitor)
-        params = [(w[0], b[0]) for w, b in refit.current()]
-    longest = max(t.epochs for t in trials)
-    stopped = (f"every setting stopped improving on {scored_on.split(' (')[0]} for {patience} epochs "
-               f"(the longest trained {longest})" if longest < epochs else
-               f"reached the maximum of {epochs} epochs with some settings still improving: raise --epochs")
+        chosen = min(trials, key=lambda t: _rank(t, "val_accuracy"))
+        refit = _Sweep(x.shape[1], [chosen.setting], batch_size=len(x), **options)  # on every training image
+        _, params = refit.converge(x, train_y, None, None, epochs, patience)
+        params = [(w[0], b[0]) for w, b in params]
+    what = "lowering its training objective" if "fold" in scored_on else f"improving on {scored_on.split(' (')[0]}"
+    capped = sum(t.epochs >= epochs for t in trials if t is not chosen)
+    stopped = (f"reached the maximum of {epochs} epochs with the chosen setting still {what}: raise --epochs to "
+               "train longer" if chosen.epochs >= epochs else
+               f"the chosen setting stopped {what} for {patience} epochs (it trained {chosen.epochs})" +
+               (f"; {capped} other setting(s) reached the {epochs}-epoch maximum still {what}" if capped else ""))
     return HeadFit(tuple(trials), chosen, tuple(params), mean, variance, scored_on, stopped,
                    time.perf_counter() - tic)
 
@@ -165,27 +191,35 @@ def _vectors(x) -> np.ndarray:
     return x.reshape(len(x), -1)
 
 
-def _held_out(labels: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
-    """[folds, n] masks of the images each fold scores on (True: held out), and what they are, in words.
-    Up to CV_MAX_IMAGES: stratified k-fold (each class's shuffled images dealt round the folds in turn);
-    beyond, one seeded per-class HOLDOUT share (at least one of each class that has two)."""
+def _folds(labels: np.ndarray, seed: int) -> np.ndarray:
+    """[folds, n] masks of the images each fold scores on (True: held out): stratified k-fold, each class's
+    shuffled images dealt round the folds in turn."""
+    classes, counts = _enough_to_hold_out(labels)
     rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    if counts.max() < 2:
-        raise TltoolkitError("too few training images to choose the head's setting without validation images; "
-                             "add images, or pass --l2, --dropout and --learning-rate to fix the setting")
-    if len(labels) <= CV_MAX_IMAGES:
-        folds = min(CV_FOLDS, int(counts.max()))
-        order = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in classes])
-        fold = np.empty(len(labels), int)
-        fold[order] = np.arange(len(order)) % folds
-        return fold[None] == np.arange(folds)[:, None], f"{folds}-fold cross-validation on the training images " \
-                                                        "(no validation split)"
+    folds = min(CV_FOLDS, int(counts.max()))
+    order = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in classes])
+    fold = np.empty(len(labels), int)
+    fold[order] = np.arange(len(order)) % folds
+    return fold[None] == np.arange(folds)[:, None]
+
+
+def _holdout(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A mask of one seeded per-class HOLDOUT share (at least one of each class that has two)."""
+    classes, counts = _enough_to_hold_out(labels)
+    rng = np.random.default_rng(seed)
     held = np.zeros(len(labels), bool)
     for label, count in zip(classes, counts):
         if count >= 2:
             held[rng.choice(np.flatnonzero(labels == label), max(1, round(HOLDOUT * count)), replace=False)] = True
-    return held[None], f"a held-out {HOLDOUT:.0%} of the training images (no validation split)"
+    return held
+
+
+def _enough_to_hold_out(labels: np.ndarray):
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.max() < 2:
+        raise TltoolkitError("too few training images to choose the head's setting without validation images; "
+                             "add images, or pass --l2, --dropout and --learning-rate to fix the setting")
+    return classes, counts
 
 
 def _mean_trial(folds: Sequence[Trial]) -> Trial:
@@ -239,6 +273,7 @@ class _Sweep:
         self.generator = tf.random.Generator.from_seed(seed)
         self._epoch = tf.function(self._epoch_fn)
         self._score = tf.function(self._score_fn)
+        self._converge = tf.function(self._converge_fn)
         self._keep_best = tf.function(self._keep_best_fn)
 
     def _logits(self, x, training: bool):
@@ -272,28 +307,57 @@ class _Sweep:
             losses = losses * tf.gather(self.class_weight, labels)[None]
         return _head_means(losses, member)
 
-    def _epoch_fn(self, x, labels, active, member):
+    def _step(self, x, labels, active, member):
+        """One Adam step of every head on these images (`member` [K, batch]: which of them each head trains
+        on, 1 or 0; None: all); `active` [K] (1 or 0) freezes the heads that stopped. Returns each head's
+        objective (mean loss + L2 penalty) before the step."""
+        import tensorflow as tf
+
+        beta_1, beta_2, epsilon = ADAM
+        with tf.GradientTape() as tape:
+            losses = self._losses(self._logits(x, True), labels, member)
+            penalty = tf.add_n([tf.reduce_sum(tf.square(w), axis=[1, 2]) for w in self.params[0::2]])
+            objective = losses + self.l2 * penalty
+            total = tf.reduce_sum(objective)
+        gradients = tape.gradient(total, self.params)
+        self.step.assign_add(1.0)
+        correction = tf.sqrt(1 - beta_2 ** self.step) / (1 - beta_1 ** self.step)
+        for param, gradient, (m, v) in zip(self.params, gradients, self.moments):
+            m.assign(beta_1 * m + (1 - beta_1) * gradient)
+            v.assign(beta_2 * v + (1 - beta_2) * tf.square(gradient))
+            rate = tf.reshape(self.learning_rate * active, [-1] + [1] * (len(param.shape) - 1))
+            param.assign_sub(rate * correction * m / (tf.sqrt(v) + epsilon))
+        return objective
+
+    def _epoch_fn(self, x, labels, active):
         import tensorflow as tf
 
         n = tf.shape(x)[0]
         order = tf.argsort(self.generator.uniform([n]))
-        steps = (n + self.batch_size - 1) // self.batch_size
-        beta_1, beta_2, epsilon = ADAM
-        for i in tf.range(steps):
+        for i in tf.range((n + self.batch_size - 1) // self.batch_size):
             batch = order[i * self.batch_size:(i + 1) * self.batch_size]
-            with tf.GradientTape() as tape:
-                rows = None if member is None else tf.gather(member, batch, axis=1)
-                losses = self._losses(self._logits(tf.gather(x, batch), True), tf.gather(labels, batch), rows)
-                penalty = tf.add_n([tf.reduce_sum(tf.square(w), axis=[1, 2]) for w in self.params[0::2]])
-                total = tf.reduce_sum(losses + self.l2 * penalty)
-            gradients = tape.gradient(total, self.params)
-            self.step.assign_add(1.0)
-            correction = tf.sqrt(1 - beta_2 ** self.step) / (1 - beta_1 ** self.step)
-            for param, gradient, (m, v) in zip(self.params, gradients, self.moments):
-                m.assign(beta_1 * m + (1 - beta_1) * gradient)
-                v.assign(beta_2 * v + (1 - beta_2) * tf.square(gradient))
-                rate = tf.reshape(self.learning_rate * active, [-1] + [1] * (len(param.shape) - 1))
-                param.assign_sub(rate * correction * m / (tf.sqrt(v) + epsilon))
+            self._step(tf.gather(x, batch), tf.gather(labels, batch), active, None)
+
+    def _converge_fn(self, x, labels, member, epochs, patience):
+        """Full-batch steps until each head's objective has not fallen by CONVERGED of itself for `patience`
+        steps (or `epochs` ran), in one graph: for small folders, per-epoch dispatch would cost more than the
+        steps. Returns the number of steps each head took."""
+        import tensorflow as tf
+
+        k = len(self.settings)
+        state = (tf.constant(0), tf.fill([k], np.inf), tf.zeros([k], tf.int32), tf.ones([k]), tf.zeros([k], tf.int32))
+
+        def step(epoch, best, since, active, ran):
+            objective = self._step(x, labels, active, member)
+            improved = objective < best * (1 - CONVERGED)
+            since = tf.where(improved, 0, since + 1)
+            ran = ran + tf.cast(active, tf.int32)
+            return (epoch + 1, tf.where(improved, objective, best), since,
+                    tf.where(since >= patience, 0.0, active), ran)
+
+        state = tf.while_loop(lambda epoch, best, since, active, ran: (epoch < epochs) & tf.reduce_any(active > 0),
+                              step, state)
+        return state[-1]
 
     def _score_fn(self, x, labels, mask):
         """Each head's (cross-entropy, accuracy) on the images `mask` [K, n] marks (None: all)."""
@@ -315,28 +379,21 @@ class _Sweep:
     def current(self):
         return [(w.numpy(), b.numpy()) for w, b in zip(self.params[0::2], self.params[1::2])]
 
-    def train(self, x, y, member, score_x, score_y, score_mask, epochs: int, patience: int, monitor: str):
-        """Trains until every head has stopped improving for `patience` epochs (or `epochs` ran); without
-        scoring data, for exactly `epochs`. `member`/`score_mask`: [K, n] booleans, which images each head
-        trains on / is scored on (k-fold heads share x); None: all of them. Returns (trials, best (kernel,
-        bias) per layer, stacked)."""
+    def train(self, x, y, score_x, score_y, epochs: int, patience: int, monitor: str):
+        """Trains on all of `x` until every head has stopped improving on the scoring images for `patience`
+        epochs (or `epochs` ran). Returns (trials, best (kernel, bias) per layer, stacked)."""
         import tensorflow as tf
 
         k = len(self.settings)
-        x, y = tf.constant(x), tf.constant(y)
-        member, score_mask = (None if m is None else tf.constant(m, tf.float32) for m in (member, score_mask))
+        x, y, score_x, score_y = (tf.constant(v) for v in (x, y, score_x, score_y))
         active = np.ones(k, "float32")
         best_score = np.full(k, np.inf)
         best_loss, best_accuracy = np.full(k, np.inf), np.zeros(k)
         best_epoch, ran = np.zeros(k, int), np.zeros(k, int)
-        if score_x is not None:
-            score_x, score_y = tf.constant(score_x), tf.constant(score_y)
         for epoch in range(1, max(0, int(epochs)) + 1):
-            self._epoch(x, y, tf.constant(active), member)
+            self._epoch(x, y, tf.constant(active))
             ran += active.astype(int)
-            if score_x is None:
-                continue
-            losses, accuracy = (v.numpy() for v in self._score(score_x, score_y, score_mask))
+            losses, accuracy = (v.numpy() for v in self._score(score_x, score_y, None))
             score = 1 - accuracy + 1e-3 * losses if monitor == "val_accuracy" else losses
             improved = (score < best_score - MIN_DELTA) & (active > 0)
             if improved.any():
@@ -351,3 +408,20 @@ class _Sweep:
                   for i, s in enumerate(self.settings)]
         best = [(w.numpy(), b.numpy()) for w, b in zip(self.best[0::2], self.best[1::2])]
         return trials, best
+
+    def converge(self, x, y, member, score_mask, epochs: int, patience: int):
+        """Trains each head to convergence of its own objective (see _converge_fn), then scores it on the
+        images `score_mask` marks. `member`/`score_mask`: [K, n] booleans, which images of `x` each head
+        trains on / is scored on (k-fold heads share x); None: all. Returns (trials, final (kernel, bias) per
+        layer, stacked); without `score_mask`, trials is None."""
+        import tensorflow as tf
+
+        x, y = tf.constant(x), tf.constant(y)
+        member, score_mask = (None if m is None else tf.constant(m, tf.float32) for m in (member, score_mask))
+        ran = self._converge(x, y, member, tf.constant(int(epochs)), tf.constant(int(patience))).numpy()
+        trials = None
+        if score_mask is not None:
+            losses, accuracy = (v.numpy() for v in self._score(x, y, score_mask))
+            trials = [Trial(s, float(losses[i]), float(accuracy[i]), int(ran[i]), int(ran[i]))
+                      for i, s in enumerate(self.settings)]
+        return trials, self.current()
