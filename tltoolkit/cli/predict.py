@@ -3,6 +3,9 @@
 Folders are searched recursively for image files and run in batches through the input pipeline.
 Files that cannot be read are reported in the `error` column, not fatal: the exit status is non-zero
 only when no image could be predicted. Several --model: an ensemble (averaged probabilities).
+Every image gets a rejection `score` (higher: more like the training classes); a model calibrated by
+finetune or `tltoolkit calibrate` answers `unknown` below its threshold (chosen on validation for
+its coverage, or for --coverage) and names the `closest` class.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ def add_classifier_arguments(parser, tta_help: str) -> None:
     parser.add_argument("--tta", choices=TTA_MODES, default="none", help=tta_help)
     parser.add_argument("--top-k", type=int, default=5, help="labels per image; the k of top-k accuracy (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--coverage", type=float, help="the rejection threshold: the one keeping this share (0, 1] "
+                        "of the validation images (default: the model's, chosen by finetune or calibrate)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_format_argument(parser)
 
@@ -41,7 +46,7 @@ def run(args) -> int:
     out = check_output_file(args.out, "--out", (".csv", ".parquet"), args.force) if args.out else None
     classifiers = load_ensemble(args.model)
     frame = predict(classifiers, args.images, top_k=args.top_k, tta=args.tta, batch_size=args.batch_size,
-                    progress=not args.quiet)
+                    progress=not args.quiet, coverage=args.coverage)
     failed = frame[frame["error"] != ""]
     for row in failed.itertuples(index=False):
         print(f"skipped {row.path}: {row.error}", file=sys.stderr)

@@ -4,6 +4,7 @@ policy; several of them with the same classes as an ensemble."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 
@@ -28,6 +29,17 @@ class Classifier:
     @property
     def name(self) -> str:
         return Path(self.source).name
+
+    @functools.cached_property
+    def scored(self):
+        """The model returning [probabilities, rejection score] (`rejection.scored_model`); None for a
+        model that does not end in a Dense softmax, whose score is then its top probability."""
+        from tltoolkit.rejection import scored_model
+
+        try:
+            return scored_model(self.model)
+        except TltoolkitError:
+            return None
 
 
 def load_classifier(path) -> Classifier:

@@ -60,17 +60,24 @@ def tta_views(images, tta: str, image_size):
 
 
 def averaged_forward(classifier, tta: str):
-    """A compiled function: a batch of images -> probabilities averaged over the TTA views, with one
-    call of the model on all `B x V` views."""
+    """A compiled function: a batch of images -> (probabilities, rejection scores), each averaged over
+    the TTA views, with one call of the model on all `B x V` views."""
     import tensorflow as tf
+
+    scored = classifier.scored  # built eagerly: rebuilding the classifier copies weights
 
     @tf.function(reduce_retracing=True)
     def forward(images):
         views = tta_views(images, tta, classifier.image_size)
         shape = tf.shape(views)
         flat = tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
-        probabilities = classifier.model(flat, training=False)
-        probabilities = tf.reshape(probabilities, [shape[0], shape[1], -1])
-        return tf.reduce_mean(tf.cast(probabilities, tf.float32), axis=1)
+        if scored is not None:
+            probabilities, scores = scored(flat, training=False)
+        else:
+            probabilities = classifier.model(flat, training=False)
+            scores = tf.reduce_max(probabilities, axis=-1)  # the maximum softmax probability
+        probabilities = tf.reshape(tf.cast(probabilities, tf.float32), [shape[0], shape[1], -1])
+        scores = tf.reshape(tf.cast(scores, tf.float32), [shape[0], shape[1]])
+        return tf.reduce_mean(probabilities, axis=1), tf.reduce_mean(scores, axis=1)
 
     return forward
