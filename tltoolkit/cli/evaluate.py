@@ -3,8 +3,10 @@ confused pairs and the worst-predicted images of a model (or an ensemble) on lab
 
 Writes into --out (default RUN_DIR/evaluation, or ./evaluation for a .keras file): summary.json,
 per_class.csv, predictions.csv, comparison.csv, confused_pairs.csv, confusion_matrix.png,
-confusion_matrix_normalized.png, worst_predictions.png and reliability.png. Images of classes the
-model does not know are left out and counted. --ood FOLDER (images of none of the classes) measures
+confusion_matrix_normalized.png, worst_predictions.png, reliability.png and, for one model with a
+spatial stage, Grad-CAM panels of the worst predictions and of the most confident images per class
+(explanations_worst.png, explanations_per_class.png). Images of classes the model does not know are
+left out and counted. --ood FOLDER (images of none of the classes) measures
 the rejection of unknown inputs: AUROC and the false-positive rate at the target coverage.
 """
 

@@ -25,6 +25,7 @@ class Classifier:
     resize: str
     source: str  # the run directory or .keras file it came from
     run_dir: Path | None = None
+    base: str | None = None  # the run's --base (its stages name explanation layers); None for a .keras file
 
     @property
     def name(self) -> str:
@@ -68,7 +69,7 @@ def load_classifier(path) -> Classifier:
     size = (size, size) if isinstance(size, int) else tuple(size)
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
         raise TltoolkitError(f"{path}: unknown input size {size}; add \"image_size\": [H, W] to config.json")
-    return Classifier(model, names, size, config.get("resize", "center_crop"), str(path), run_dir)
+    return Classifier(model, names, size, config.get("resize", "center_crop"), str(path), run_dir, config.get("base"))
 
 
 def _labels_beside(model_file: Path) -> dict[str, int] | None:

@@ -23,6 +23,11 @@ from tltoolkit.rejection import (DEFAULT_COVERAGE, DEFAULT_SCORE, accepted, auro
 from tltoolkit.reports import confusion_figure, confusion_matrix, contact_sheet, save_figure
 
 
+EXPLAINED_WORST = 8
+EXPLAINED_PER_CLASS = 2
+EXPLAINED_CLASSES = 12
+
+
 @dataclasses.dataclass
 class Rejection:
     """The rejection scores of the evaluated (known) images and of out-of-distribution ones (`--ood`)."""
@@ -64,6 +69,7 @@ class Evaluation:
     tta: str
     temperature: float = 1.0  # the one model's stored temperature (1.0: none, or an ensemble)
     rejection: Rejection | None = None
+    explanations: dict = dataclasses.field(default_factory=dict)  # file name -> (title, rows, Grad-CAM overlays)
 
     @property
     def uncalibrated(self) -> np.ndarray | None:
@@ -151,7 +157,8 @@ class Evaluation:
         folder = Path(folder).expanduser()
         files = {name: folder / name for name in (
             "summary.json", "per_class.csv", "predictions.csv", "comparison.csv", "confused_pairs.csv",
-            "confusion_matrix.png", "confusion_matrix_normalized.png", "worst_predictions.png", "reliability.png")}
+            "confusion_matrix.png", "confusion_matrix_normalized.png", "worst_predictions.png", "reliability.png",
+            *self.explanations)}
         existing = [p.name for p in files.values() if p.exists()]
         if existing and not force:
             raise TltoolkitError(f"{folder} already holds an evaluation ({', '.join(existing[:3])}...); pass --force "
@@ -169,6 +176,8 @@ class Evaluation:
         if self.uncalibrated is not None:
             series = {"temperature 1": self.uncalibrated, f"temperature {self.temperature:.3g}": self.probabilities}
         reliability_diagram(series, self.label_ids, files["reliability.png"])
+        for name, (title, rows, images) in self.explanations.items():
+            save_figure(contact_sheet(rows, title, images=images), files[name])
         return files
 
 
@@ -243,4 +252,27 @@ def evaluate(model_or_runs, data, tta: str = "none", top_k: int = 5, batch_size:
         "true_probability": final[np.arange(len(labels)), labels], "correct": predicted == labels,
         "score": known_scores})
     temperature = temperature_of(classifiers[0].model) if len(classifiers) == 1 else 1.0
-    return Evaluation(names, predictions, final, comparison, unknown, quarantined, k, tta, temperature, rejection)
+    explanations = explanation_panels(classifiers[0], predictions, batch_size) if len(classifiers) == 1 else {}
+    return Evaluation(names, predictions, final, comparison, unknown, quarantined, k, tta, temperature, rejection,
+                      explanations)
+
+
+def explanation_panels(classifier, predictions: pd.DataFrame, batch_size: int = 32) -> dict:
+    """Grad-CAM overlays (at the last spatial layer, for the predicted class) of the worst predictions
+    and of the most confident `EXPLAINED_PER_CLASS` images of each class, the classes of lowest recall
+    first (at most `EXPLAINED_CLASSES`): {file name: (title, rows, overlays)}; {} for a model without
+    a spatial layer."""
+    from tltoolkit.explain import last_spatial_layer, overlays
+
+    try:
+        layer = last_spatial_layer(classifier.model)
+    except TltoolkitError:
+        return {}
+    worst = predictions.sort_values("true_probability", kind="stable").head(EXPLAINED_WORST)
+    recall = predictions.groupby("label", sort=True)["correct"].mean().sort_values(kind="stable")
+    per_class = pd.concat([predictions[predictions["label"] == name].sort_values(
+        "true_probability", ascending=False, kind="stable").head(EXPLAINED_PER_CLASS)
+        for name in recall.index[:EXPLAINED_CLASSES]])
+    return {name: (f"{title}: Grad-CAM at {layer}, for the predicted class", rows, overlays(classifier, rows, layer, batch_size))
+            for name, title, rows in (("explanations_worst.png", "Worst predictions", worst),
+                                      ("explanations_per_class.png", "Most confident per class", per_class))}
