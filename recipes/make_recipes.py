@@ -501,7 +501,7 @@ EXPORT_AND_SERVE = header(
     "`tltoolkit export` turns a run into a file that a phone, a browser or a server runs without "
     "tltoolkit or Keras: it takes raw uint8 RGB images **of any size** (`[1, H, W, 3]`; the resizing "
     "the model was trained with is inside it) and returns class probabilities (and a rejection score, "
-    "recipe 07), with `labels.txt` "
+    "recipe 08), with `labels.txt` "
     "beside it. Every export is loaded back with its runtime and checked against the Keras model before "
     "the command succeeds. Here: fine-tune, export to TFLite (float and int8) and ONNX, then run each "
     "file with its own runtime on a few images of different sizes and compare with Keras.\n\n"
@@ -568,7 +568,7 @@ def tflite_runner(file):
     with warnings.catch_warnings():  # tf.lite.Interpreter's notice that it moves to ai_edge_litert
         warnings.simplefilter("ignore")
         interpreter = tf.lite.Interpreter(model_path=str(file))
-    # Two outputs: the probabilities [1, classes] and the rejection score [1] (recipe 07); TFLite does
+    # Two outputs: the probabilities [1, classes] and the rejection score [1] (recipe 08); TFLite does
     # not keep their order, so take the probabilities by their rank.
     (source,), target = interpreter.get_input_details(), max(interpreter.get_output_details(), key=lambda d: len(d["shape"]))
 
@@ -723,7 +723,7 @@ display(Image(filename=str(OUT / f"run-{STRATEGY}/plots/curves.png")))'''),
 ]
 
 TRUST = header(
-    "07_trust.ipynb",
+    "08_trust.ipynb",
     "Predictions you can trust: calibration, unknown inputs, explanations, shipped TTA",
     "A fine-tuned classifier meets images nobody checked. `finetune` fits a temperature on its validation "
     "split (so a probability of 0.9 means right about 9 times in 10) and a rejection threshold that keeps "
@@ -739,7 +739,7 @@ TRUST = header(
     '''\
 import shutil
 
-OUT = pathlib.Path("recipe-output/07_trust")
+OUT = pathlib.Path("recipe-output/08_trust")
 RUN = OUT / "run"
 DATA, TEST, OTHER = (str(ROOT / "data" / name) for name in ("digits59", "digits59-test", "digits04-test"))
 TRAIN = {"base": "resnet20_cifar", "weights": str(ROOT / "data/backbone/digits04_resnet20_cifar.weights.h5"),
@@ -805,7 +805,7 @@ NOTEBOOKS = {
     "04_architecture_tour.ipynb": ARCHITECTURE_TOUR,
     "05_export_and_serve.ipynb": EXPORT_AND_SERVE,
     "06_multi_accelerator.ipynb": MULTI_ACCELERATOR,
-    "07_trust.ipynb": TRUST,
+    "08_trust.ipynb": TRUST,
 }
 
 
