@@ -15,7 +15,7 @@ from tltoolkit.inference.tta import VIEWS, check_tta, tta_views
 
 @keras.saving.register_keras_serializable(package="tltoolkit")
 class TTAViews(keras.layers.Layer):
-    """[B, H, W, 3] loaded at `tta.load_size(image_size, tta)` -> the B x V views, view-major per image."""
+    """[B, H, W, 3] loaded at `tta.load_size(image_size, tta)` -> [B x V, h, w, 3]: each image's V views in a row."""
 
     def __init__(self, tta: str, image_size, **kwargs):
         super().__init__(**kwargs)
