@@ -500,7 +500,8 @@ EXPORT_AND_SERVE = header(
     "Export and serve: TFLite and ONNX",
     "`tltoolkit export` turns a run into a file that a phone, a browser or a server runs without "
     "tltoolkit or Keras: it takes raw uint8 RGB images **of any size** (`[1, H, W, 3]`; the resizing "
-    "the model was trained with is inside it) and returns class probabilities, with `labels.txt` "
+    "the model was trained with is inside it) and returns class probabilities (and a rejection score, "
+    "recipe 08), with `labels.txt` "
     "beside it. Every export is loaded back with its runtime and checked against the Keras model before "
     "the command succeeds. Here: fine-tune, export to TFLite (float and int8) and ONNX, then run each "
     "file with its own runtime on a few images of different sizes and compare with Keras.\n\n"
@@ -567,7 +568,9 @@ def tflite_runner(file):
     with warnings.catch_warnings():  # tf.lite.Interpreter's notice that it moves to ai_edge_litert
         warnings.simplefilter("ignore")
         interpreter = tf.lite.Interpreter(model_path=str(file))
-    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+    # Two outputs: the probabilities [1, classes] and the rejection score [1] (recipe 08); TFLite does
+    # not keep their order, so take the probabilities by their rank.
+    (source,), target = interpreter.get_input_details(), max(interpreter.get_output_details(), key=lambda d: len(d["shape"]))
 
     def run(image):
         interpreter.resize_tensor_input(source["index"], [1, *image.shape])  # this image's size
@@ -581,11 +584,11 @@ def tflite_runner(file):
 def onnx_runner(file):
     session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return lambda image: session.run(None, {name: image[None]})[0][0]
+    return lambda image: session.run(None, {name: image[None]})[0][0]  # outputs: probabilities, score
 
 
 keras_model = tltoolkit.load_model(EXPORTS / "model.keras")  # keras.models.load_model, tltoolkit's layers registered
-runners = {"keras": lambda image: keras_model.predict(image[None], verbose=0)[0],
+runners = {"keras": lambda image: keras_model.predict(image[None], verbose=0)[0][0],  # [probabilities, score]
            "tflite": tflite_runner(EXPORTS / "model.tflite"),
            "tflite int8": tflite_runner(EXPORTS / "model-int8.tflite"),
            "onnx": onnx_runner(EXPORTS / "model.onnx")}
@@ -719,6 +722,82 @@ display(Image(filename=str(OUT / f"run-{STRATEGY}/plots/curves.png")))'''),
         "warm-up) to use them."),
 ]
 
+TRUST = header(
+    "08_trust.ipynb",
+    "Predictions you can trust: calibration, unknown inputs, explanations, shipped TTA",
+    "A fine-tuned classifier meets images nobody checked. `finetune` fits a temperature on its validation "
+    "split (so a probability of 0.9 means right about 9 times in 10) and a rejection threshold that keeps "
+    "95% of the validation images; both live inside `model.keras`, so `predict` answers `unknown` below "
+    "the threshold and every export returns the score next to the probabilities. `evaluate --ood` measures "
+    "how well images of other classes are rejected, `calibrate` refits both on held-out images, "
+    "`predict --explain` draws Grad-CAM maps, and `export --tta` ships the test-time augmentation that "
+    "`evaluate --tta` measures.\n\n"
+    "Both settings use the embedded data: digits 5-9 to train on, the held-out digits 5-9 to evaluate and "
+    "the digits 0-4 (classes the model never saw) as the unknown inputs.\n\n"
+    "- **Colab**: the default policy (phase 2 measured on validation).\n"
+    "- **Smoke**: the head alone, a few epochs.",
+    '''\
+import shutil
+
+OUT = pathlib.Path("recipe-output/08_trust")
+RUN = OUT / "run"
+DATA, TEST, OTHER = (str(ROOT / "data" / name) for name in ("digits59", "digits59-test", "digits04-test"))
+TRAIN = {"base": "resnet20_cifar", "weights": str(ROOT / "data/backbone/digits04_resnet20_cifar.weights.h5"),
+         "augment": "none", "data": DATA, "out": str(RUN)}
+if SMOKE:
+    TRAIN.update(freeze_until="head", epochs=15)
+shutil.rmtree(OUT, ignore_errors=True)  # this notebook's own folder: every run of it starts from nothing''') + [
+    new_markdown_cell(
+        "## 1. Fine-tune: the temperature and the threshold come with the model\n\nThe run's notes say what "
+        "was fitted on validation (`--coverage` sets the share of validation images kept, "
+        "`--rejection-score energy` the other score)."),
+    new_code_cell('''\
+entry = tltoolkit.finetune(TRAIN, force=True, progress=False, echo=lambda line: None)
+print("\\n".join(note for note in entry["notes"] if note.startswith(("probabilities", "unknown"))))'''),
+    new_markdown_cell(
+        "## 2. Evaluate: calibration and the rejection of other classes\n\n`reliability.png` plots accuracy "
+        "against confidence at temperature 1 and at the fitted one; `--ood` scores a folder of images of "
+        "none of the classes (AUROC: how well the score tells them apart; FPR: the share of them accepted)."),
+    new_code_cell('''\
+import json
+
+from IPython.display import Image, display
+
+run_cli("evaluate", "--model", str(RUN), "--data", TEST, "--ood", OTHER, "--out", str(OUT / "evaluation"), "--quiet")
+summary = json.loads((OUT / "evaluation/summary.json").read_text())
+print({key: summary[key] for key in ("accuracy", "temperature", "expected_calibration_error",
+                                     "expected_calibration_error_t1") if key in summary})
+print(summary["rejection"])
+display(Image(filename=str(OUT / "evaluation/reliability.png")))'''),
+    new_markdown_cell(
+        "## 3. Predict: `unknown` below the threshold\n\nA few known digits and a few of the digits 0-4. "
+        "Each row has its `score`; an image below the threshold is answered `unknown`, its `closest` class "
+        "named. `--coverage` picks another threshold from the validation scores the model keeps."),
+    new_code_cell('''\
+known = tltoolkit.scan(TEST, check=False).usable().groupby("label").head(1)["path"].tolist()
+other = sorted(str(p) for p in pathlib.Path(OTHER).rglob("*.png"))[:5]
+table = tltoolkit.predict(str(RUN), known + other, top_k=1)
+table.assign(truth=[pathlib.Path(p).parent.name for p in known + other])[["truth", "label", "probability", "score", "closest"]]'''),
+    new_markdown_cell(
+        "## 4. Explain: where the network looked\n\n`predict --explain OUT_DIR` writes a Grad-CAM overlay per "
+        "image for its predicted class, at the last stage or `--explain-stage`; `evaluate` wrote panels of "
+        "the worst predictions and of the most confident images per class."),
+    new_code_cell('''\
+run_cli("predict", "--model", str(RUN), *known[:3], "--explain", str(OUT / "explained"), "--explain-stage", "conv3", "--quiet")
+display(Image(filename=str(OUT / "evaluation/explanations_per_class.png")))'''),
+    new_markdown_cell(
+        "## 5. Recalibrate on held-out images, ship TTA\n\n`calibrate` refits the temperature and the "
+        "threshold on a labelled folder that took no part in training (here half of the test set, into a "
+        "copy of the run); `export --tta flip` averages the image and its mirror image inside the exported "
+        "graph, checked against `evaluate --tta flip`. (Mirrored digits are not digits: flip is shown for "
+        "the mechanics, not for accuracy.)"),
+    new_code_cell('''\
+copy = OUT / "run-recalibrated"
+shutil.copytree(RUN, copy)
+run_cli("calibrate", "--model", str(copy), "--data", TEST, "--split", "validation", "--val-split", "0.5", "--quiet")
+run_cli("export", "--model", str(RUN), "--format", "tflite", "--tta", "flip", "--out", str(OUT / "flip.tflite"))'''),
+]
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_feature_extraction.ipynb": FEATURE_EXTRACTION,
@@ -726,6 +805,7 @@ NOTEBOOKS = {
     "04_architecture_tour.ipynb": ARCHITECTURE_TOUR,
     "05_export_and_serve.ipynb": EXPORT_AND_SERVE,
     "06_multi_accelerator.ipynb": MULTI_ACCELERATOR,
+    "08_trust.ipynb": TRUST,
 }
 
 

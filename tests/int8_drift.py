@@ -72,10 +72,10 @@ def main() -> None:
         print(f"{'size':>10}  " + "  ".join(f"{name:>32}" for name in runners))
         for height, width in SIZES:
             images = framed_images(height, width)
-            expected = np.concatenate(keras(images))
+            expected = np.concatenate([probabilities for probabilities, _ in keras(images)])
             cells = []
             for run_tflite in runners.values():
-                actual = np.concatenate(run_tflite(images))
+                actual = np.concatenate([probabilities for probabilities, _ in run_tflite(images)])
                 agree = int((actual.argmax(1) == expected.argmax(1)).sum())
                 cells.append(f"max |dp| {np.abs(actual - expected).max():.3f}, top-1 {agree}/{len(images)}")
             print(f"{height:>4}x{width:<5}  " + "  ".join(f"{cell:>32}" for cell in cells))

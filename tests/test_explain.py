@@ -107,3 +107,93 @@ def test_keras_application_base_at_its_derived_stages():
     assert grad_cam(model, images).shape == (1, 1, 1)  # 32 / 32: the last stage is one position
     maps = grad_cam(model, images, stage_layer(model, spec.stages, spec.stages[2][0], spec.base_output))
     assert maps.shape[1:] == (4, 4) and np.isfinite(maps).all()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from tests.runs import train_run, write_class_folders
+
+    root = tmp_path_factory.mktemp("explain")
+    write_class_folders(root / "data", per_class=4)
+    return root / "data", train_run(root / "run", root / "data", epochs=10)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # the scan cache
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")  # keep fd 2 alone so capsys sees the CLI's stderr
+
+
+def test_predict_explain_writes_an_overlay_per_readable_image(run, tmp_path, capsys):
+    import pandas as pd
+
+    from tltoolkit.cli import main
+
+    data, model = run
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for colour in ("red", "blue"):
+        (inbox / f"{colour}.png").write_bytes(next(data.glob(f"{colour}/*.png")).read_bytes())
+    (inbox / "broken.png").write_text("not an image")
+    out, table = tmp_path / "explained", tmp_path / "predictions.csv"
+    assert main(["predict", "--model", model, str(inbox), "--explain", str(out), "--out", str(table), "--quiet"]) == 0
+    frame = pd.read_csv(table, keep_default_na=False).set_index("path")
+    assert sorted(p.name for p in out.iterdir()) == ["0001_blue.png", "0003_red.png"]  # table order; no temporary
+    assert frame.loc[str(inbox / "red.png"), "explanation"] == str(out / "0003_red.png")
+    assert frame.loc[str(inbox / "broken.png"), "explanation"] == ""
+    assert Image.open(out / "0003_red.png").size == (32, 32)  # the image as the model sees it
+    capsys.readouterr()
+    # a layer named instead of a stage; a name the model lacks; existing explanations need --force
+    from tltoolkit.inference.classifier import load_classifier
+
+    conv = next(layer.name for layer in load_classifier(model).model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert main(["predict", "--model", model, str(inbox), "--explain", str(out), "--explain-stage", conv,
+                 "--quiet", "--force"]) == 0
+    assert main(["predict", "--model", model, str(inbox), "--explain", str(out), "--quiet"]) == 2
+    assert "already holds images; pass --force" in capsys.readouterr().err
+    assert main(["predict", "--model", model, str(inbox), "--explain", str(tmp_path / "x"), "--explain-stage",
+                 "conv9", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith("has no stage or layer 'conv9'")
+
+
+def test_predict_explain_on_a_model_without_a_spatial_stage_is_one_line(tmp_path, capsys):
+    from tltoolkit.cli import main
+
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(tmp_path / "flat.keras")
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(image)
+    assert main(["predict", "--model", str(tmp_path / "flat.keras"), str(image), "--explain", str(tmp_path / "out"),
+                 "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "no spatial feature map" in error and "\n" not in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_report_has_grad_cam_panels(run, tmp_path):
+    from tltoolkit.inference.evaluation import evaluate
+
+    data, model = run
+    evaluation = evaluate(model, data)
+    worst, per_class = (evaluation.explanations[name] for name in ("explanations_worst.png",
+                                                                   "explanations_per_class.png"))
+    assert len(worst[1]) == 8 and worst[1]["path"].tolist() == evaluation.worst(8)["path"].tolist()
+    assert len(per_class[1]) == 6 and sorted(per_class[1]["label"].value_counts()) == [2, 2, 2]
+    assert all(image.shape == (32, 32, 3) for image in per_class[2])
+    files = evaluation.write(tmp_path / "report")
+    with Image.open(files["explanations_per_class.png"]) as sheet:
+        assert sheet.format == "PNG" and sheet.width > 200
+
+
+def test_a_stage_of_the_runs_base_names_its_last_layer():
+    from tltoolkit.explain import explained_layer
+    from tltoolkit.inference.classifier import Classifier
+
+    model = resnet20_classifier()
+    spec = get_spec("resnet20_cifar")
+    classifier = Classifier(model, ["a", "b", "c"], (32, 32), "center_crop", "run", None, "resnet20_cifar")
+    assert explained_layer(classifier) == spec.base_output
+    assert explained_layer(classifier, spec.stages[-2][0]) == stage_layer(model, spec.stages, spec.stages[-2][0])
+    with pytest.raises(TltoolkitError, match="has no stage or layer 'conv9'; its stages: conv1"):
+        explained_layer(classifier, "conv9")

@@ -3,6 +3,7 @@ sizes the model was not trained at; its probabilities must match the Keras model
 crop within the stated tolerance."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,48 +47,55 @@ def odd_images():
             for (name, colour), (height, width) in zip(COLOURS.items(), [(45, 61), (70, 33), (32, 32)])]
 
 
-def reference(run, image):
-    """The run's Keras model on the image centre-cropped (largest centred square) and resized to 32x32."""
-    import keras
+def crop_resized(image):
+    """The image centre-cropped (largest centred square) and resized to 32x32, as uint8."""
     import tensorflow as tf
 
     height, width = image.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
     square = image[top:top + side, left:left + side].astype(np.float32)
-    resized = np.clip(np.round(tf.image.resize(square, (32, 32)).numpy()), 0, 255).astype(np.uint8)
+    return np.clip(np.round(tf.image.resize(square, (32, 32)).numpy()), 0, 255).astype(np.uint8)
+
+
+def reference(run, image):
+    """The run's Keras model on the image centre-cropped and resized to 32x32."""
+    import keras
+
     model = keras.models.load_model(f"{run}/model.keras")
-    return model(resized[None], training=False).numpy()[0]
+    return model(crop_resized(image)[None], training=False).numpy()[0]
 
 
 def load_back(fmt, path):
-    """A function image -> probabilities, with the runtime a user of the format would use."""
+    """A function image -> (probabilities, rejection score), with the runtime a user of the format would use."""
     if fmt == "keras":
         import keras
 
         model = keras.models.load_model(path, safe_mode=True)
-        return lambda image: model(image[None]).numpy()[0]
+        return lambda image: tuple(o.numpy()[0] for o in model(image[None]))
     if fmt == "savedmodel":
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(path))
-        return lambda image: loaded.serve(image[None]).numpy()[0]
+        return lambda image: tuple(o.numpy()[0] for o in loaded.serve(image[None]))
     if fmt == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path))
-        return lambda image: session.run(None, {session.get_inputs()[0].name: image[None]})[0][0]
+        return lambda image: tuple(o[0] for o in session.run(None, {session.get_inputs()[0].name: image[None]}))
     import tensorflow as tf
 
     interpreter = tf.lite.Interpreter(model_path=str(path))
 
     def tflite(image):
-        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+        (inp,), outs = interpreter.get_input_details(), interpreter.get_output_details()
         interpreter.resize_tensor_input(inp["index"], [1, *image.shape])
         interpreter.allocate_tensors()
         interpreter.set_tensor(inp["index"], image[None])
         interpreter.invoke()
-        return interpreter.get_tensor(out["index"])[0]
+        # the probabilities [1, classes] and the score [1]; TFLite does not keep the outputs' order
+        outputs = sorted((interpreter.get_tensor(out["index"])[0] for out in outs), key=np.ndim, reverse=True)
+        return tuple(outputs)
 
     tflite.interpreter = interpreter
     return tflite
@@ -107,9 +115,10 @@ def test_export_round_trips_within_tolerance(run, tmp_path, fmt, quantize, toler
 
     served = load_back(fmt, out)
     for name, image in odd_images():
-        got = served(image)
+        got, score = served(image)
         assert list(COLOURS)[int(np.argmax(got))] == name
         np.testing.assert_allclose(got, reference(run, image), atol=tolerance)
+        assert score == pytest.approx(reference(run, image).max(), abs=tolerance)  # msp: the model has no settings
         # int8's softmax output is quantised in steps of 1/256
         assert got.sum() == pytest.approx(1.0, abs=1e-2 if quantize == "int8" else 1e-5)
     if quantize:
@@ -168,8 +177,8 @@ def test_int8_export_matches_keras_far_above_the_training_size(run, tmp_path):
     served = load_back("tflite", out)
     for height, width in [(128, 128), (256, 256), (100, 300), (1000, 750)]:  # 4x, 8x, non-square, a photo
         images = framed_images(height, width)  # the class depends on the crop box
-        for image, expected in zip(images, keras_probabilities(run, images)):
-            got = served(image)
+        for image, (expected, _) in zip(images, keras_probabilities(run, images)):
+            got, _ = served(image)
             np.testing.assert_allclose(got, expected[0], atol=TOLERANCES["int8"])
             assert got.argmax() == expected.argmax()
 
@@ -188,3 +197,85 @@ def test_verification_fails_on_an_export_that_drifts_at_other_sizes(run, tmp_pat
     message = str(failure.value)
     assert "\n" not in message and "tolerance 0.1" in message
     assert re.search(r"differs from the Keras model by 0\.\d+ on a (64x64|48x96|128x128|16x16) image", message)
+
+
+@pytest.fixture(scope="module")
+def calibrated(run, tmp_path_factory):
+    """The run with a temperature and an energy threshold fitted on its images (`tltoolkit calibrate`)."""
+    import shutil
+
+    from tltoolkit.inference.calibrate import calibrate
+
+    copy = shutil.copytree(run, tmp_path_factory.mktemp("calibrated") / "run")
+    calibrate(copy, Path(run).parent / "data", coverage=0.9, score="energy")
+    return copy
+
+
+@pytest.mark.parametrize("fmt", ["keras", "savedmodel", "tflite", "onnx"])
+def test_exports_carry_the_temperature_and_the_rejection_score(calibrated, tmp_path, fmt):
+    from tltoolkit.calibration import logits_model, softmax
+    from tltoolkit.rejection import rejection_of, score
+
+    classifier = load_classifier(calibrated)
+    stored = rejection_of(classifier.model)
+    assert stored["temperature"] != 1.0
+    out = tmp_path / ("exported" + {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx", "savedmodel": ""}[fmt])
+    result = export(calibrated, fmt, out)
+    assert f"its second output is the energy score: reject below {stored['threshold']:.6g}" in result.summary()
+    served = load_back(fmt, out)
+    to_logits = logits_model(classifier.model)
+    for _, image in odd_images():
+        got, got_score = served(image)
+        logits = np.asarray(to_logits(crop_resized(image)[None], training=False))
+        tolerance = 1e-5 if fmt in ("keras", "savedmodel") else 1e-4
+        np.testing.assert_allclose(got, softmax(logits, stored["temperature"])[0], atol=tolerance)
+        assert got_score == pytest.approx(score(logits, "energy", stored["temperature"])[0], rel=tolerance)
+    if fmt == "keras":
+        from tltoolkit.architectures import load_model
+
+        assert rejection_of(load_model(out))["threshold"] == stored["threshold"]  # in the file's config
+
+
+def position_sensitive_model(folder) -> Path:
+    """A seeded untrained 32x32 classifier that flattens its feature map: every view (crop, mirror image)
+    gives other probabilities, unlike a pooled net trained on colours."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 64)(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(len(COLOURS), activation="softmax", name="predictions")(x))
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.keras")
+    (folder / "labels.txt").write_text("".join(f"{name}\n" for name in COLOURS))
+    return folder / "model.keras"
+
+
+@pytest.mark.parametrize("tta", ["flip", "ten-crop"])
+def test_tta_inside_the_export_matches_evaluate_tta(tmp_path, tta):
+    """On images at the TTA's load size (no resizing, so the pipeline and the export's front end agree),
+    the exported model's outputs are `evaluate --tta`'s: the same views, averaged the same way."""
+    import pandas as pd
+    from PIL import Image
+
+    from tests.images import write_image
+    from tltoolkit.inference.predict import outputs
+    from tltoolkit.inference.tta import load_size
+
+    model = position_sensitive_model(tmp_path / "model")
+    classifier = load_classifier(model)
+    height, width = load_size(classifier.image_size, tta)
+    rng = np.random.default_rng(11)
+    paths = [write_image(tmp_path / "images" / f"{name}.png", coloured_image(colour, height, width, rng))
+             for name, colour in COLOURS.items()]
+    table = pd.DataFrame({"path": paths})
+    expected, expected_scores = outputs(classifier, table, tta)
+    assert np.abs(expected - outputs(classifier, table)[0]).max() > 1e-2  # the views matter: this can fail
+    for fmt, suffix, tolerance in (("keras", ".keras", 1e-5), ("tflite", ".tflite", 1e-4)):
+        result = export(model, fmt, tmp_path / "out" / f"tta{suffix}", tta=tta)
+        assert f"with {tta} TTA inside" in result.summary()
+        served = load_back(fmt, result.path)
+        for path, want, want_score in zip(paths, expected, expected_scores):
+            got, got_score = served(np.asarray(Image.open(path).convert("RGB")))
+            np.testing.assert_allclose(got, want, atol=tolerance)
+            assert got_score == pytest.approx(want_score, abs=tolerance)

@@ -210,6 +210,14 @@ def test_phase_1_converges_and_standardises_inside_the_model(tmp_path):
     np.testing.assert_allclose(model.predict(images[:8], verbose=0),
                                softmax(logits_model(model).predict(images[:8], verbose=0), temperature), atol=1e-5)
     assert any(note.startswith("probabilities calibrated: temperature") for note in entry["notes"])
+    # ... with the rejection threshold keeping 95% of the validation images' msp scores at that T
+    from tltoolkit.rejection import rejection_of, threshold_for_coverage
+
+    stored = rejection_of(model)
+    assert (stored["score"], stored["coverage"], stored["threshold"]) == ("msp", 0.95, entry["calibration"]["threshold"])
+    assert len(stored["quantiles"]) == entry["calibration"]["images"]
+    assert threshold_for_coverage(stored["quantiles"], 0.95) == stored["threshold"]
+    assert any(note.startswith("unknown inputs: predict answers unknown below msp score") for note in entry["notes"])
 
 
 @pytest.mark.slow

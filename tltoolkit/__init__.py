@@ -22,6 +22,7 @@ _LAZY = {
     "head_model": "tltoolkit.heads",
     "predict": "tltoolkit.inference.predict",
     "evaluate": "tltoolkit.inference.evaluation",
+    "calibrate": "tltoolkit.inference.calibrate",
 }
 
 from tltoolkit.errors import TltoolkitError  # noqa: E402

@@ -6,6 +6,7 @@ gradient a_k of the class' logit with respect to it; normalised to [0, 1] per im
     maps = grad_cam(model, images)                                    # the last spatial layer, the predicted class
     maps = grad_cam(model, images, stage_layer(model, spec.stages, "conv3"))   # a stage the user names
     save_overlay(images[0], maps[0], "explain/0001.png")
+    explain_files(classifier, table, "explain/", stage="conv3")      # `predict --explain`: a PNG per image file
 
 The model is split at the layer into front (input -> feature map) and back (feature map -> logits),
 through any nesting (finetune saves pixels -> preprocessing -> [base -> head], the base nested twice
@@ -191,3 +192,62 @@ def explain_to(folder, model, images: np.ndarray, names, layer: str | None = Non
         for image, heat, path in zip(images[batch], grad_cam(model, images[batch], layer, ids), paths[batch]):
             save_overlay(image, heat, path)
     return paths
+
+
+def explained_layer(classifier, stage: str | None = None) -> str:
+    """The layer a classifier is explained at: the last spatial layer, or `stage`: a stage of the run's
+    base (`tltoolkit layers BASE` lists them), else a layer name. One-line errors for a model without a
+    spatial layer or a name it lacks."""
+    from tltoolkit.architectures.bases import resolve_base
+
+    model = classifier.model
+    if stage is None:
+        return last_spatial_layer(model)
+    spec = None
+    if classifier.base:
+        try:
+            spec = resolve_base(classifier.base, classifier.image_size)
+        except TltoolkitError:  # a base this installation does not know: the name can still be a layer's
+            spec = None
+    if spec is not None and stage in spec.stage_names:
+        return stage_layer(model, spec.stages, stage, spec.base_output)
+    if _holder(model, stage) is None:
+        named = f"; its stages: {', '.join(spec.stage_names)}" if spec is not None else ""
+        raise TltoolkitError(f"{classifier.name} has no stage or layer {stage!r}{named}")
+    return stage
+
+
+def model_images(classifier, table, batch_size: int = 32):
+    """Batches of the images of `table` as the classifier takes them: uint8 at its input size, resized
+    by its policy (as `predict` without TTA)."""
+    from tltoolkit.pipeline import image_dataset
+
+    for batch in image_dataset(table, classifier.image_size, batch_size=batch_size, resize=classifier.resize,
+                               deterministic=True, with_labels=False):
+        yield np.asarray(batch).astype("uint8")
+
+
+def explain_files(classifier, table, folder, stage: str | None = None, batch_size: int = 32) -> list:
+    """Grad-CAM overlays of the images of `table` (a `path` column; `predict`'s image table) for their
+    predicted classes, written as `folder`/NNNN_NAME.png (NNNN: the row's index, from 1) in table order;
+    returns the paths. The layer is checked before any image is read."""
+    from pathlib import Path
+
+    layer = explained_layer(classifier, stage)
+    names = [f"{i + 1:04d}_{Path(path).stem}" for i, path in zip(table.index, table["path"])]
+    paths = []
+    for batch in model_images(classifier, table, batch_size):
+        paths += explain_to(folder, classifier.model, batch, names[len(paths):len(paths) + len(batch)], layer,
+                            batch_size=batch_size)
+    return paths
+
+
+def overlays(classifier, rows, layer: str, batch_size: int = 32) -> list[np.ndarray]:
+    """Grad-CAM overlays of the images of `rows` (path, decoder, predicted_id: an evaluation's
+    predictions) for their predicted classes, as the model sees them (at its input size)."""
+    images = np.concatenate(list(model_images(classifier, rows, batch_size)))
+    ids = rows["predicted_id"].to_numpy()
+    return [overlay(image, heat) for start in range(0, len(images), batch_size)
+            for image, heat in zip(images[start:start + batch_size],
+                                   grad_cam(classifier.model, images[start:start + batch_size], layer,
+                                            ids[start:start + batch_size]))]

@@ -1,7 +1,9 @@
 """Exporting a trained classifier for serving, and proving the export works.
 
 The exported model takes raw uint8 RGB images of ANY size, `[B, H, W, 3]` (TFLite: resize the input
-tensor to the image's size), and returns class probabilities. Its front end is a Keras `Resizing`
+tensor to the image's size), and returns [class probabilities `[B, classes]`, rejection score `[B]`]
+at the model's temperature (`rejection.scored_model`; TFLite does not keep the outputs' order: tell
+them apart by rank); `tta` averages both over the test-time augmentation views inside the graph. Its front end is a Keras `Resizing`
 layer applying the run's resize policy: `center_crop` takes the largest centred window with the
 model's aspect ratio, then resizes it (bilinear); `stretch` ignores the aspect ratio; `pad` letterboxes
 with black. Unlike the training pipeline it does not antialias large reductions (TFLite's builtin ops
@@ -39,6 +41,7 @@ import numpy as np
 
 from tltoolkit._keras_internals import tflite_ops
 from tltoolkit.errors import TltoolkitError, one_line
+from tltoolkit.inference.tta import check_tta
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("float16", "int8", "dynamic")
@@ -67,28 +70,43 @@ class ExportResult:
     worst_size: tuple[int, int]  # where it occurred
     top1_agreement: float  # share of images (at all sizes) whose top class agrees
     tolerance: float
+    tta: str = "none"
+    rejection: dict | None = None  # the model's stored settings (rejection.rejection_of): the threshold to apply
+
+    def rejection_line(self) -> str:
+        if self.rejection is None:
+            return "its second output is the maximum softmax probability (the model stores no threshold)"
+        found = self.rejection
+        return (f"its second output is the {found['score']} score: reject below {found['threshold']:.6g} (kept "
+                f"{found['coverage']:.0%} of the validation images)")
 
     def summary(self) -> str:
-        what = self.format + (f" ({self.quantize})" if self.quantize else "")
+        what = self.format + (f" ({self.quantize})" if self.quantize else "") + (
+            f" with {self.tta} TTA inside" if self.tta != "none" else "")
         return (f"exported {what} to {self.path} ({self.bytes / 1e6:.2f} MB), labels in {self.labels}; verified "
-                f"on {self.images} images at sizes {', '.join(map(_hxw, self.sizes))}: max probability difference "
+                f"on {self.images} images at sizes {', '.join(map(_hxw, self.sizes))}: max probability (and score) difference "
                 f"{self.max_difference:.2e} at {_hxw(self.worst_size)} (tolerance {self.tolerance:g}), top-1 "
-                f"agreement {self.top1_agreement:.0%}")
+                f"agreement {self.top1_agreement:.0%}; {self.rejection_line()}")
 
 
 def _hxw(size) -> str:
     return "x".join(map(str, size))
 
 
-def serving_model(classifier):
-    """The classifier behind a resizing front end: uint8 `[B, H, W, 3]` of any size -> probabilities.
-    Built from core Keras layers only, so the `.keras` file loads in safe mode. The head's
-    standardisation is folded into its first Dense layer (`fold_standardisation`, in place)."""
+def serving_model(classifier, tta: str = "none"):
+    """The classifier behind a resizing front end: uint8 `[B, H, W, 3]` of any size -> [probabilities,
+    rejection score] (`rejection.scored_model`: the model's temperature and score kind), with `tta`'s
+    views averaged inside the graph. Built from core Keras layers and tltoolkit's registered ones, so
+    the `.keras` file loads in safe mode. The head's standardisation is folded into its first Dense
+    layer (`fold_standardisation`, in place)."""
     import keras
 
     from tltoolkit.heads import fold_standardisation
+    from tltoolkit.inference.tta import load_size
+    from tltoolkit.inference.views import view_layers
+    from tltoolkit.rejection import scored_model
 
-    height, width = classifier.image_size
+    height, width = load_size(classifier.image_size, check_tta(tta))
     inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
     # training=False is stored in the graph: Keras' image preprocessing layers default to training=True,
     # which would otherwise put every later layer (dropout, batch norm) in training mode on `model(x)`.
@@ -99,16 +117,24 @@ def serving_model(classifier):
         # rounding (bilinear resizing never leaves 0..255, so this cannot overflow).
         x = keras.layers.Rescaling(1.0, offset=0.5, name="round")(x)
     fold_standardisation(classifier.model)  # the same function, quantised better
-    outputs = classifier.model(x, training=False)
+    scored = scored_model(classifier.model)  # after the fold: it copies the classifier's Dense layer
+    if tta == "none":
+        outputs = scored(x, training=False)
+    else:
+        views, mean = view_layers(tta, classifier.image_size)
+        probabilities, scores = scored(views(x), training=False)
+        outputs = [mean(probabilities), mean(scores)]
     return keras.Model(inputs, outputs, name=f"{classifier.model.name}_serving")
 
 
 def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool = False, data=None,
-           verify_images: int = VERIFY_IMAGES) -> ExportResult:
+           verify_images: int = VERIFY_IMAGES, tta: str = "none") -> ExportResult:
     """Exports a run directory or `.keras` file (or a loaded Classifier) to `out` in `fmt`, writes
     labels.txt with it, verifies it and returns what was measured. `data` (class folders or a manifest)
-    supplies images for int8 calibration and verification when the run has no snapshot.parquet."""
+    supplies images for int8 calibration and verification when the run has no snapshot.parquet. `tta`:
+    the test-time augmentation views averaged inside the exported graph (`inference.tta`)."""
     from tltoolkit.inference.classifier import Classifier, load_classifier
+    from tltoolkit.rejection import rejection_of
 
     if fmt not in FORMATS:
         raise TltoolkitError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -116,6 +142,7 @@ def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool
         raise TltoolkitError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZATIONS)}")
     if quantize is not None and fmt != "tflite":
         raise TltoolkitError("--quantize applies to tflite exports; drop it or use --format tflite")
+    check_tta(tta)
     if fmt == "onnx":
         _require_onnx()
     out = Path(out).expanduser()
@@ -134,7 +161,7 @@ def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool
         calibration = [resize_image(image, sizes[i % len(sizes)]) for i, image in enumerate(images)]
     else:
         images, calibration = sample_images(classifier, data, verify_images), None
-    serving = serving_model(classifier)
+    serving = serving_model(classifier, tta)
     checked = [resize_image(image, size) for image in images[:verify_images] for size in sizes]
     # Before writing: the ONNX exporter also needs a model that has been called.
     expected = _keras_runner(serving)(checked)
@@ -150,7 +177,7 @@ def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool
     tolerance = EXACT_FORMATS_TOLERANCE if fmt in ("keras", "savedmodel") else TOLERANCES[quantize]
     difference, worst, agreement = verify(fmt, out, checked, expected, tolerance)
     return ExportResult(out, labels_path, fmt, quantize, _size(out), len(checked) // len(sizes), sizes,
-                        difference, worst, agreement, tolerance)
+                        difference, worst, agreement, tolerance, tta, rejection_of(classifier.model))
 
 
 def verification_sizes(image_size) -> list[tuple[int, int]]:
@@ -169,11 +196,14 @@ def resize_image(image: np.ndarray, size) -> np.ndarray:
 
 def verify(fmt: str, path: Path, images, expected, tolerance: float) -> tuple[float, tuple[int, int], float]:
     """Runs the export at `path` with its runtime on `images` and compares with `expected` (the Keras
-    model's probabilities, one [1, classes] array per image). Returns the largest probability
-    difference, the image size where it occurred and the top-1 agreement; a one-line TltoolkitError
-    naming that size when the difference exceeds `tolerance`."""
-    actual, expected = np.concatenate(_runner(fmt, path)(images)), np.concatenate(expected)
-    per_image = np.abs(actual - expected).max(axis=1)
+    model's (probabilities [1, classes], score [1]) per image). Returns the largest difference (of a
+    probability, or of the score relative to max(1, |score|): the energy score is a logit's size), the
+    image size where it occurred and the top-1 agreement; a one-line TltoolkitError naming that size
+    when the difference exceeds `tolerance`."""
+    (actual, actual_scores), (expected, expected_scores) = (
+        [np.concatenate(part) for part in zip(*outputs)] for outputs in (_runner(fmt, path)(images), expected))
+    per_image = np.maximum(np.abs(actual - expected).max(axis=1),
+                           np.abs(actual_scores - expected_scores) / np.maximum(1.0, np.abs(expected_scores)))
     worst = int(per_image.argmax())
     difference, size = float(per_image[worst]), tuple(images[worst].shape[:2])
     if difference > tolerance:
@@ -340,8 +370,8 @@ def _write_onnx(serving, out, quantize, calibration, labels_text):
 # -- loading an export back ------------------------------------------------------------------------------
 
 def _runner(fmt: str, path: Path):
-    """A function: list of uint8 images -> list of [1, classes] probabilities, one image at a time
-    (their sizes differ), with the runtime that serves `fmt`."""
+    """A function: list of uint8 images -> list of (probabilities [1, classes], score [1]), one image at
+    a time (their sizes differ), with the runtime that serves `fmt`."""
     if fmt == "keras":
         from tltoolkit.architectures import load_model
 
@@ -350,14 +380,21 @@ def _runner(fmt: str, path: Path):
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(path))
-        return lambda images: [loaded.serve(image[None]).numpy() for image in images]
+        return lambda images: [_as_outputs(loaded.serve(image[None])) for image in images]
     if fmt == "tflite":
         return _tflite_runner(path)
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return lambda images: [session.run(None, {name: image[None]})[0] for image in images]
+    return lambda images: [_as_outputs(session.run(None, {name: image[None]})) for image in images]
+
+
+def _as_outputs(outputs) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, score) of an export's two outputs, told apart by rank (TFLite does not keep their
+    order), as float32 arrays."""
+    probabilities, score = sorted((np.asarray(o, np.float32) for o in outputs), key=np.ndim, reverse=True)
+    return probabilities, score
 
 
 def _keras_runner(model):
@@ -367,7 +404,7 @@ def _keras_runner(model):
 
     forward = tf.function(lambda x: model(x, training=False),
                           input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-    return lambda images: [forward(image[None]).numpy() for image in images]
+    return lambda images: [_as_outputs(forward(image[None])) for image in images]
 
 
 def _interpreter(**source):
@@ -380,7 +417,7 @@ def _interpreter(**source):
 
 def _tflite_runner(path):
     interpreter = _interpreter(model_path=str(path))
-    (input_detail,), (output_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
+    (input_detail,), output_details = interpreter.get_input_details(), interpreter.get_output_details()
 
     def run(images):
         outputs = []
@@ -389,7 +426,7 @@ def _tflite_runner(path):
             interpreter.allocate_tensors()
             interpreter.set_tensor(input_detail["index"], image[None])
             interpreter.invoke()
-            outputs.append(interpreter.get_tensor(output_detail["index"]).astype(np.float32))
+            outputs.append(_as_outputs(interpreter.get_tensor(d["index"]) for d in output_details))
         return outputs
 
     return run

@@ -66,9 +66,10 @@ def confusion_figure(matrix: np.ndarray, class_names, title: str, normalize: boo
     return figure
 
 
-def contact_sheet(rows: pd.DataFrame, title: str, columns: int = 4):
+def contact_sheet(rows: pd.DataFrame, title: str, columns: int = 4, images=None):
     """The images of `rows` (path, decoder, label, predicted, probability) in a grid, each titled with
-    its true and predicted labels; mistakes in red."""
+    its true and predicted labels; mistakes in red. `images`: arrays to show instead of the files (e.g.
+    Grad-CAM overlays), one per row."""
     from matplotlib.figure import Figure
 
     from tltoolkit.pipeline import decode_image_file  # TensorFlow, only when a sheet is drawn
@@ -80,7 +81,7 @@ def contact_sheet(rows: pd.DataFrame, title: str, columns: int = 4):
     figure.suptitle(title)
     for position, row in enumerate(rows.itertuples(index=False), start=1):
         axes = figure.add_subplot(lines, columns, position)
-        axes.imshow(decode_image_file(row.path, row.decoder or "tf"))
+        axes.imshow(decode_image_file(row.path, row.decoder or "tf") if images is None else images[position - 1])
         axes.set_axis_off()
         wrong = row.label != row.predicted
         axes.set_title(f"true: {row.label}\npred: {row.predicted} ({row.probability:.2f})", fontsize=9,

@@ -106,10 +106,11 @@ def load_model(path, compile: bool = False) -> keras.Model:
 
     Our few custom layers register with Keras when their modules are imported: the architectures'
     (StochasticDepth, LRN, option-A shortcuts, ...) with this package, the others (PCA colour, the
-    temperature and score layers) here, since a fresh process that only loads a model has not
+    temperature and score layers, TTA views) here, since a fresh process that only loads a model has not
     imported them yet.
     """
     import tltoolkit.augment  # noqa: F401
+    import tltoolkit.inference.views  # noqa: F401  (an export's TTA layers)
     import tltoolkit.rejection  # noqa: F401  (and tltoolkit.calibration: the temperature and score layers)
 
     return keras.models.load_model(path, compile=compile, safe_mode=True)

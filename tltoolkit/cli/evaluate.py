@@ -3,8 +3,11 @@ confused pairs and the worst-predicted images of a model (or an ensemble) on lab
 
 Writes into --out (default RUN_DIR/evaluation, or ./evaluation for a .keras file): summary.json,
 per_class.csv, predictions.csv, comparison.csv, confused_pairs.csv, confusion_matrix.png,
-confusion_matrix_normalized.png and worst_predictions.png. Images of classes the model does not know
-are left out and counted.
+confusion_matrix_normalized.png, worst_predictions.png, reliability.png and, for one model with a
+spatial stage, Grad-CAM panels of the worst predictions and of the most confident images per class
+(explanations_worst.png, explanations_per_class.png). Images of classes the model does not know are
+left out and counted. --ood FOLDER (images of none of the classes) measures
+the rejection of unknown inputs: AUROC and the false-positive rate at the target coverage.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ def add_parser(subparsers) -> None:
                         help="which images of --data (the scan's content-hash split; default: %(default)s)")
     parser.add_argument("--val-split", type=float, default=0.2, help="validation fraction of that split")
     add_classifier_arguments(parser, "test-time augmentation, compared with none (default: %(default)s)")
+    parser.add_argument("--ood", metavar="FOLDER", help="images of none of the classes: how well they are rejected")
     parser.add_argument("--out", help="report folder (default: RUN_DIR/evaluation)")
     parser.add_argument("--force", action="store_true", help="replace an earlier report in --out")
     parser.set_defaults(run=run)
@@ -40,7 +44,8 @@ def run(args) -> int:
     first = classifiers[0]
     out = Path(args.out) if args.out else (first.run_dir / "evaluation" if first.run_dir else Path("evaluation"))
     evaluation = evaluate(classifiers, args.data, tta=args.tta, top_k=args.top_k, batch_size=args.batch_size,
-                          split=args.split, val_split=args.val_split, progress=not args.quiet)
+                          split=args.split, val_split=args.val_split, progress=not args.quiet, ood=args.ood,
+                          coverage=args.coverage)
     files = evaluation.write(out, force=args.force)
     summary = evaluation.summary()
     k = evaluation.top_k
@@ -55,6 +60,8 @@ def run(args) -> int:
     if len(pairs):
         print("\nmost confused (true -> predicted):")
         print_table(pairs.round(4), args.format)
+    if "rejection" in summary:
+        print("\nrejection of unknown inputs:", describe_rejection(summary["rejection"]))
     if len(evaluation.unknown):
         listed = ", ".join(f"{row['class']} ({row['images']})" for _, row in evaluation.unknown.iterrows())
         print(f"left out {summary['unknown_class_images']} image(s) of classes the model does not know: {listed}",
@@ -63,3 +70,14 @@ def run(args) -> int:
         print(f"skipped {evaluation.quarantined} unusable file(s) (see `tltoolkit scan {args.data}`)", file=sys.stderr)
     print(f"\nwrote {len(files)} files to {out}")
     return 0
+
+
+def describe_rejection(found: dict) -> str:
+    parts = [f"{found['score']} score"]
+    if "threshold" in found:
+        parts.append(f"threshold {found['threshold']:.4g} keeps {found['coverage']:.1%} of these images")
+    if "auroc" in found:
+        parts.append(f"AUROC {found['auroc']:.3f} against {found['ood_images']} --ood images, false-positive rate "
+                     f"{found['fpr_at_target_coverage']:.1%} at {found['target_coverage']:.0%} coverage of these images"
+                     + (f" ({found['fpr_at_threshold']:.1%} at the threshold)" if "fpr_at_threshold" in found else ""))
+    return "; ".join(parts)

@@ -4,6 +4,7 @@ policy; several of them with the same classes as an ensemble."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 
@@ -24,10 +25,22 @@ class Classifier:
     resize: str
     source: str  # the run directory or .keras file it came from
     run_dir: Path | None = None
+    base: str | None = None  # the run's --base (its stages name explanation layers); None for a .keras file
 
     @property
     def name(self) -> str:
         return Path(self.source).name
+
+    @functools.cached_property
+    def scored(self):
+        """The model returning [probabilities, rejection score] (`rejection.scored_model`); None for a
+        model that does not end in a Dense softmax, whose score is then its top probability."""
+        from tltoolkit.rejection import scored_model
+
+        try:
+            return scored_model(self.model)
+        except TltoolkitError:
+            return None
 
 
 def load_classifier(path) -> Classifier:
@@ -56,7 +69,7 @@ def load_classifier(path) -> Classifier:
     size = (size, size) if isinstance(size, int) else tuple(size)
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
         raise TltoolkitError(f"{path}: unknown input size {size}; add \"image_size\": [H, W] to config.json")
-    return Classifier(model, names, size, config.get("resize", "center_crop"), str(path), run_dir)
+    return Classifier(model, names, size, config.get("resize", "center_crop"), str(path), run_dir, config.get("base"))
 
 
 def _labels_beside(model_file: Path) -> dict[str, int] | None:

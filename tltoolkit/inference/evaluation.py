@@ -16,9 +16,43 @@ from tltoolkit.data import scan
 from tltoolkit.data.files import atomic_path, atomic_write_bytes
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.inference.classifier import as_classifiers, names_shown
-from tltoolkit.inference.predict import classifier_probabilities
+from tltoolkit.inference.predict import classifier_outputs, image_table, outputs, rejection_threshold
 from tltoolkit.inference.tta import check_tta
+from tltoolkit.rejection import (DEFAULT_COVERAGE, DEFAULT_SCORE, accepted, auroc, false_positive_rate, rejection_of,
+                                 threshold_for_coverage)
 from tltoolkit.reports import confusion_figure, confusion_matrix, contact_sheet, save_figure
+
+
+EXPLAINED_WORST = 8
+EXPLAINED_PER_CLASS = 2
+EXPLAINED_CLASSES = 12
+
+
+@dataclasses.dataclass
+class Rejection:
+    """The rejection scores of the evaluated (known) images and of out-of-distribution ones (`--ood`)."""
+
+    score: str  # the score's kind
+    target_coverage: float
+    threshold: float | None  # the model's (or the one for --coverage); None: an ensemble, or none stored
+    known: np.ndarray
+    unknown: np.ndarray | None
+
+    def summary(self) -> dict:
+        """Without a threshold and OOD images: {}. Else the share of known images accepted at the
+        threshold (its coverage, held out), and with OOD images the AUROC of telling them apart and the
+        false-positive rate (OOD images accepted) at the threshold and at the threshold that keeps the
+        target coverage of these known images (the literature's FPR at 95% TPR)."""
+        found = {}
+        if self.threshold is not None:
+            found |= {"threshold": self.threshold, "coverage": float(np.mean(accepted(self.known, self.threshold)))}
+        if self.unknown is not None:
+            found |= {"ood_images": int(len(self.unknown)), "auroc": auroc(self.known, self.unknown),
+                      "fpr_at_target_coverage": false_positive_rate(
+                          self.unknown, threshold_for_coverage(self.known, self.target_coverage))}
+            if self.threshold is not None:
+                found["fpr_at_threshold"] = false_positive_rate(self.unknown, self.threshold)
+        return {"score": self.score, "target_coverage": self.target_coverage, **found} if found else {}
 
 
 @dataclasses.dataclass
@@ -34,6 +68,8 @@ class Evaluation:
     top_k: int
     tta: str
     temperature: float = 1.0  # the one model's stored temperature (1.0: none, or an ensemble)
+    rejection: Rejection | None = None
+    explanations: dict = dataclasses.field(default_factory=dict)  # file name -> (title, rows, Grad-CAM overlays)
 
     @property
     def uncalibrated(self) -> np.ndarray | None:
@@ -107,17 +143,22 @@ class Evaluation:
         return confusion_figure(self.confusion(normalize), self.class_names, title, normalize)
 
     def summary(self) -> dict:
-        return {"images": len(self.predictions), "accuracy": self.accuracy, f"top_{self.top_k}_accuracy":
-                self.top_k_accuracy, "tta": self.tta, "classes": len(self.class_names),
-                "unknown_class_images": int(self.unknown["images"].sum()), "quarantined_files": self.quarantined,
-                "temperature": self.temperature, **self.calibration_errors()}
+        summary = {"images": len(self.predictions), "accuracy": self.accuracy, f"top_{self.top_k}_accuracy":
+                   self.top_k_accuracy, "tta": self.tta, "classes": len(self.class_names),
+                   "unknown_class_images": int(self.unknown["images"].sum()), "quarantined_files": self.quarantined,
+                   "temperature": self.temperature, **self.calibration_errors()}
+        rejection = self.rejection.summary() if self.rejection is not None else {}
+        if rejection:
+            summary["rejection"] = rejection
+        return summary
 
     def write(self, folder, force: bool = False) -> dict[str, Path]:
         """Writes the report files into `folder` (atomically each); existing ones only with `force`."""
         folder = Path(folder).expanduser()
         files = {name: folder / name for name in (
             "summary.json", "per_class.csv", "predictions.csv", "comparison.csv", "confused_pairs.csv",
-            "confusion_matrix.png", "confusion_matrix_normalized.png", "worst_predictions.png", "reliability.png")}
+            "confusion_matrix.png", "confusion_matrix_normalized.png", "worst_predictions.png", "reliability.png",
+            *self.explanations)}
         existing = [p.name for p in files.values() if p.exists()]
         if existing and not force:
             raise TltoolkitError(f"{folder} already holds an evaluation ({', '.join(existing[:3])}...); pass --force "
@@ -135,6 +176,8 @@ class Evaluation:
         if self.uncalibrated is not None:
             series = {"temperature 1": self.uncalibrated, f"temperature {self.temperature:.3g}": self.probabilities}
         reliability_diagram(series, self.label_ids, files["reliability.png"])
+        for name, (title, rows, images) in self.explanations.items():
+            save_figure(contact_sheet(rows, title, images=images), files[name])
         return files
 
 
@@ -164,26 +207,41 @@ def evaluation_table(data, class_names, split: str = "all", val_split: float = 0
 
 
 def evaluate(model_or_runs, data, tta: str = "none", top_k: int = 5, batch_size: int = 32, split: str = "all",
-             val_split: float = 0.2, progress: bool = False) -> Evaluation:
+             val_split: float = 0.2, progress: bool = False, ood=None, coverage: float | None = None) -> Evaluation:
     """Evaluates one classifier or an ensemble on the labelled images of `data` (class folders, a
     manifest or tfds:NAME). The comparison table has each model without and with `tta`, and with
-    several models the ensemble's; the rest of the report is for the last row: all models, with `tta`."""
+    several models the ensemble's; the rest of the report is for the last row: all models, with `tta`.
+    `ood`: a folder of images of none of the classes, scored to measure the rejection (`Rejection`)
+    at `coverage` (default: the model's, else 0.95)."""
     classifiers = as_classifiers(model_or_runs)
     check_tta(tta)
+    threshold = rejection_threshold(classifiers, coverage)
+    stored = rejection_of(classifiers[0].model) if len(classifiers) == 1 else None
+    target = coverage or (stored or {}).get("coverage") or DEFAULT_COVERAGE
     names = classifiers[0].class_names
     table, unknown, quarantined = evaluation_table(data, names, split, val_split)
+    ood_table = None
+    if ood is not None:
+        ood_table = image_table([ood])
+        ood_table = ood_table[ood_table["error"] == ""]
+        if ood_table.empty:
+            raise TltoolkitError(f"--ood {ood} has no readable images; pass a folder of images of other classes")
     labels = table["label_id"].to_numpy()
     k = max(1, min(top_k, len(names)))
     modes = ["none"] + ([tta] if tta != "none" else [])
-    runs = {(c.source, mode): classifier_probabilities(c, table, mode, batch_size, progress)
+    runs = {(c.source, mode): classifier_outputs(c, table, mode, batch_size, progress)
             for c in classifiers for mode in modes}
     rows, final = [], None
     for mode in modes:
         for c in classifiers:
-            rows.append((c.source, mode, runs[c.source, mode]))
+            rows.append((c.source, mode, runs[c.source, mode][0]))
         if len(classifiers) > 1:
-            rows.append((f"ensemble of {len(classifiers)}", mode, np.mean([runs[c.source, mode] for c in classifiers], axis=0)))
+            rows.append((f"ensemble of {len(classifiers)}", mode,
+                         np.mean([runs[c.source, mode][0] for c in classifiers], axis=0)))
         final = rows[-1][2]
+    known_scores = np.mean([runs[c.source, modes[-1]][1] for c in classifiers], axis=0)
+    rejection = Rejection((stored or {}).get("score", DEFAULT_SCORE), target, threshold, known_scores,
+                          None if ood_table is None else outputs(classifiers, ood_table, tta, batch_size, progress)[1])
     comparison = pd.DataFrame([{"model": name, "tta": mode, "accuracy": float((p.argmax(1) == labels).mean()),
                                 f"top_{k}_accuracy": top_k_accuracy(p, labels, k)} for name, mode, p in rows])
     predicted = final.argmax(axis=1)
@@ -191,6 +249,30 @@ def evaluate(model_or_runs, data, tta: str = "none", top_k: int = 5, batch_size:
     predictions = pd.DataFrame({
         "path": table["path"].astype(str), "decoder": table["decoder"], "label": table["label"], "label_id": labels,
         "predicted": name_array[predicted], "predicted_id": predicted, "probability": final.max(axis=1),
-        "true_probability": final[np.arange(len(labels)), labels], "correct": predicted == labels})
+        "true_probability": final[np.arange(len(labels)), labels], "correct": predicted == labels,
+        "score": known_scores})
     temperature = temperature_of(classifiers[0].model) if len(classifiers) == 1 else 1.0
-    return Evaluation(names, predictions, final, comparison, unknown, quarantined, k, tta, temperature)
+    explanations = explanation_panels(classifiers[0], predictions, batch_size) if len(classifiers) == 1 else {}
+    return Evaluation(names, predictions, final, comparison, unknown, quarantined, k, tta, temperature, rejection,
+                      explanations)
+
+
+def explanation_panels(classifier, predictions: pd.DataFrame, batch_size: int = 32) -> dict:
+    """Grad-CAM overlays (at the last spatial layer, for the predicted class) of the worst predictions
+    and of the most confident `EXPLAINED_PER_CLASS` images of each class, the classes of lowest recall
+    first (at most `EXPLAINED_CLASSES`): {file name: (title, rows, overlays)}; {} for a model without
+    a spatial layer."""
+    from tltoolkit.explain import last_spatial_layer, overlays
+
+    try:
+        layer = last_spatial_layer(classifier.model)
+    except TltoolkitError:
+        return {}
+    worst = predictions.sort_values("true_probability", kind="stable").head(EXPLAINED_WORST)
+    recall = predictions.groupby("label", sort=True)["correct"].mean().sort_values(kind="stable")
+    per_class = pd.concat([predictions[predictions["label"] == name].sort_values(
+        "true_probability", ascending=False, kind="stable").head(EXPLAINED_PER_CLASS)
+        for name in recall.index[:EXPLAINED_CLASSES]])
+    return {name: (f"{title}: Grad-CAM at {layer}, for the predicted class", rows, overlays(classifier, rows, layer, batch_size))
+            for name, title, rows in (("explanations_worst.png", "Worst predictions", worst),
+                                      ("explanations_per_class.png", "Most confident per class", per_class))}

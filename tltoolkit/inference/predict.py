@@ -17,30 +17,55 @@ from tltoolkit.errors import TltoolkitError
 from tltoolkit.inference.classifier import Classifier, as_classifiers
 from tltoolkit.inference.tta import averaged_forward, check_tta, load_size
 from tltoolkit.pipeline import image_dataset
+from tltoolkit.rejection import threshold_of
+
+UNKNOWN = "unknown"  # the answer for an image scored below the model's rejection threshold
 
 
 def probabilities(model_or_runs, table: pd.DataFrame, tta: str = "none", batch_size: int = 32,
                   progress: bool = False) -> np.ndarray:
     """`[len(table), classes]` probabilities of the images of `table` (columns `path`, optional
     `decoder`), in table order; several classifiers: the mean of their probabilities."""
+    return outputs(model_or_runs, table, tta, batch_size, progress)[0]
+
+
+def outputs(model_or_runs, table: pd.DataFrame, tta: str = "none", batch_size: int = 32,
+            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities [N, classes], rejection scores [N]) of the images of `table`; several classifiers:
+    the means of theirs."""
     classifiers = as_classifiers(model_or_runs)
-    per_model = [classifier_probabilities(c, table, check_tta(tta), batch_size, progress) for c in classifiers]
-    return np.mean(per_model, axis=0) if len(per_model) > 1 else per_model[0]
+    per_model = [classifier_outputs(c, table, check_tta(tta), batch_size, progress) for c in classifiers]
+    return tuple(np.mean(parts, axis=0) if len(parts) > 1 else parts[0] for parts in zip(*per_model))
 
 
-def classifier_probabilities(classifier: Classifier, table, tta, batch_size, progress) -> np.ndarray:
+def classifier_outputs(classifier: Classifier, table, tta, batch_size, progress) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, rejection scores) of one classifier, each averaged over the TTA views."""
     if batch_size < 1:
         raise TltoolkitError(f"batch size must be at least 1, got {batch_size}")
     dataset = image_dataset(table, load_size(classifier.image_size, tta), batch_size=batch_size,
                             resize=classifier.resize, deterministic=True, with_labels=False)
     forward = averaged_forward(classifier, tta)
-    out = []
+    probs, scores = [], []
     with tqdm(total=len(table), unit="img", desc=f"{classifier.name} ({tta})", disable=not progress,
               file=sys.stderr, dynamic_ncols=True) as bar:
         for images in dataset:
-            out.append(forward(images).numpy())
-            bar.update(len(out[-1]))
-    return np.concatenate(out)
+            p, s = forward(images)
+            probs.append(p.numpy())
+            scores.append(s.numpy())
+            bar.update(len(probs[-1]))
+    return np.concatenate(probs), np.concatenate(scores)
+
+
+def rejection_threshold(classifiers: list[Classifier], coverage: float | None = None) -> float | None:
+    """The score below which one classifier answers "unknown": its stored threshold, or the one for
+    `coverage` from its stored validation scores. None for an ensemble (each model's threshold is
+    its own; --coverage refused) or a model without rejection settings."""
+    if len(classifiers) > 1:
+        if coverage is not None:
+            raise TltoolkitError("--coverage applies to one model; an ensemble's averaged score has no threshold "
+                                 "of its own")
+        return None
+    return threshold_of(classifiers[0].model, coverage)
 
 
 def image_table(inputs, progress: bool = False) -> pd.DataFrame:
@@ -72,16 +97,20 @@ def image_table(inputs, progress: bool = False) -> pd.DataFrame:
 
 
 def predict(model_or_runs, images_or_table, top_k: int = 5, tta: str = "none", batch_size: int = 32,
-            progress: bool = False) -> pd.DataFrame:
+            progress: bool = False, coverage: float | None = None) -> pd.DataFrame:
     """Labels with probabilities for image files, folders or a table with a `path` column.
 
     One row per image, in input order: `path`, `label` and `probability` (the top class), then
-    `label_2`, `probability_2`, ... up to `top_k`, and `error` (why a file could not be read; its
-    other columns are empty). Several models: their averaged probabilities (an ensemble)."""
+    `label_2`, `probability_2`, ... up to `top_k`, `score` (the rejection score: higher is more like
+    the training classes) and `error` (why a file could not be read; its other columns are empty).
+    A model with a rejection threshold (`rejection_threshold`; `coverage` derives another) answers
+    `label` "unknown" below it, and a `closest` column names the top class of those images. Several
+    models: their averaged probabilities and scores (an ensemble), never "unknown"."""
     classifiers = as_classifiers(model_or_runs)
     names = classifiers[0].class_names
     if top_k < 1:
         raise TltoolkitError(f"top-k must be at least 1, got {top_k}")
+    threshold = rejection_threshold(classifiers, coverage)
     top_k = min(top_k, len(names))
     if isinstance(images_or_table, pd.DataFrame):
         table = images_or_table.reset_index(drop=True).copy()
@@ -93,16 +122,22 @@ def predict(model_or_runs, images_or_table, top_k: int = 5, tta: str = "none", b
     good = table["error"] == ""
     result = pd.DataFrame({"path": table["path"].astype(str)})
     ranked = np.zeros((len(table), top_k), int)
-    scores = np.full((len(table), top_k), np.nan, np.float32)
+    top = np.full((len(table), top_k), np.nan, np.float32)
+    scores = np.full(len(table), np.nan, np.float32)
     if good.any():
-        probs = probabilities(classifiers, table[good], tta, batch_size, progress)
+        probs, scores[good.to_numpy()] = outputs(classifiers, table[good], tta, batch_size, progress)
         order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
         ranked[good.to_numpy()] = order
-        scores[good.to_numpy()] = np.take_along_axis(probs, order, axis=1)
+        top[good.to_numpy()] = np.take_along_axis(probs, order, axis=1)
     for rank in range(top_k):
         suffix = "" if rank == 0 else f"_{rank + 1}"
         labels = np.asarray(names, dtype=object)[ranked[:, rank]]
         result[f"label{suffix}"] = np.where(good, labels, "")
-        result[f"probability{suffix}"] = scores[:, rank]
+        result[f"probability{suffix}"] = top[:, rank]
+    result["score"] = scores
+    if threshold is not None:
+        unknown = good.to_numpy() & (scores < threshold)
+        result["closest"] = np.where(unknown, result["label"], "")
+        result.loc[unknown, "label"] = UNKNOWN
     result["error"] = table["error"].to_numpy()
     return result

@@ -4,7 +4,9 @@
 - `ten-crop` (AlexNet's evaluation, the course's "10-crop"): the image is resized so that the model's
   input is `TEN_CROP_FRACTION` of its shorter side (e.g. 32 -> 37, 224 -> 256), then the centre and
   the four corner crops at the input size, and their mirror images: 10 views, probabilities averaged.
-The views are tensor slices of the whole batch, so the model runs once on `10 x batch` images.
+The views are tensor slices of the whole batch, so the model runs once on `10 x batch` images. The
+rejection score is averaged over the views too. `views.py` holds these steps as Keras layers, which
+`averaged_forward` and `export --tta` both use.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from tltoolkit.errors import TltoolkitError
 
 TTA_MODES = ("none", "flip", "ten-crop")
+VIEWS = {"none": 1, "flip": 2, "ten-crop": 10}  # views per image
 TEN_CROP_FRACTION = 0.875  # crop / resized shorter side, as in the AlexNet and VGG evaluations
 
 
@@ -60,17 +63,23 @@ def tta_views(images, tta: str, image_size):
 
 
 def averaged_forward(classifier, tta: str):
-    """A compiled function: a batch of images -> probabilities averaged over the TTA views, with one
-    call of the model on all `B x V` views."""
+    """A compiled function: a batch of images -> (probabilities, rejection scores), each averaged over
+    the TTA views, with one call of the model on all `B x V` views."""
     import tensorflow as tf
+
+    from tltoolkit.inference.views import view_layers
+
+    views, mean = view_layers(tta, classifier.image_size)
+    scored = classifier.scored  # built eagerly: rebuilding the classifier copies weights
 
     @tf.function(reduce_retracing=True)
     def forward(images):
-        views = tta_views(images, tta, classifier.image_size)
-        shape = tf.shape(views)
-        flat = tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
-        probabilities = classifier.model(flat, training=False)
-        probabilities = tf.reshape(probabilities, [shape[0], shape[1], -1])
-        return tf.reduce_mean(tf.cast(probabilities, tf.float32), axis=1)
+        flat = views(images)
+        if scored is not None:
+            probabilities, scores = scored(flat, training=False)
+        else:
+            probabilities = classifier.model(flat, training=False)
+            scores = tf.reduce_max(probabilities, axis=-1)  # the maximum softmax probability
+        return mean(probabilities), mean(scores)
 
     return forward

@@ -91,6 +91,11 @@ class FinetuneConfig:
                                         "layer names")
     val_split: float = _setting(0.2, "validation fraction, by content hash: stable as the folder grows "
                                      "(default 0.2)")
+    # -- calibration and rejection, on validation
+    coverage: float = _setting(0.95, "the share of validation images kept above the rejection threshold: "
+                                     "predict answers unknown below it (default 0.95)")
+    rejection_score: str = _setting("msp", "the rejection score: msp (the top calibrated probability, default) "
+                                           "or energy")
     # -- the growth policy
     policy_budget: float = _setting(30.0, "--freeze-until auto: the time to try freeze points in, as a multiple "
                                           "of phase 1's cost (one forward pass over the training images plus "
@@ -231,6 +236,10 @@ def _validate(values: dict) -> None:
     if any(h < 1 for h in values["hidden"]):
         raise TltoolkitError(f"--hidden sizes must be positive, got {list(values['hidden'])}")
     check_thresholds(values["policy_thresholds"])
+    from tltoolkit.rejection import check_coverage, check_score  # Keras: imported only once settings are read
+
+    check_coverage(values["coverage"])
+    check_score(values["rejection_score"])
 
 
 def _file_name(text: str) -> str:

@@ -460,8 +460,8 @@ class _Training:
         import keras
 
         from tltoolkit.architectures.preprocessing import preprocessing_layer
-        from tltoolkit.calibration import with_temperature
         from tltoolkit.heads import copy_head_weights
+        from tltoolkit.rejection import settings, with_rejection
         from tltoolkit.training import phases
 
         with self.strategy.scope():
@@ -474,15 +474,15 @@ class _Training:
             classifier.set_weights(best["weights"])
         else:
             copy_head_weights(head, classifier)
-        # One pass over the validation images: the confusion matrix and the temperature, taken before a
-        # kept head's refit sees them.
+        # One pass over the validation images: the confusion matrix, the temperature and the rejection
+        # threshold, taken before a kept head's refit sees them.
         truth, logits = self._val_logits(inference) if self.has_val else (np.zeros(0), np.zeros((0, 0)))
         predicted = logits.argmax(-1) if len(logits) else np.zeros(0)
-        temperature = self._calibrate(logits, truth) if self.has_val else None
+        fit = self._calibrate(logits, truth) if self.has_val else None
         if not base_trained and self._refit_head(head):
             copy_head_weights(head, classifier)
-        if temperature is not None:
-            inference = with_temperature(inference, temperature)
+        if fit is not None:
+            inference = with_rejection(inference, **settings(fit), scored=False)
         self.entry.update(status="finished", base_trained=bool(base_trained or (self.previous and
                                                                                  self.previous.get("base_trained"))),
                           kept=best["until"], classes=self.class_names, new_classes=self.new_classes,
@@ -501,26 +501,31 @@ class _Training:
             truth.append(np.asarray(y).argmax(-1))
         return np.concatenate(truth), np.concatenate(logits)
 
-    def _calibrate(self, logits, truth) -> float | None:
-        """Temperature scaling (Guo et al. 2017) on the kept model's validation logits; the temperature goes
-        into the saved model, so every export carries it. None (and a note) when it cannot be fitted."""
-        from tltoolkit.calibration import LOG_T_RANGE, expected_calibration_error, fit_temperature, softmax
+    def _calibrate(self, logits, truth) -> dict | None:
+        """Temperature scaling (Guo et al. 2017) and the rejection threshold for --coverage on the kept
+        model's validation logits (`rejection.fit_rejection`); both go into the saved model, so every
+        export carries them. None (and a note) when they cannot be fitted."""
+        from tltoolkit.calibration import LOG_T_RANGE
+        from tltoolkit.rejection import fit_rejection
 
         try:
-            temperature = fit_temperature(logits, truth)
+            fit = fit_rejection(logits, truth, self.config.coverage, self.config.rejection_score)
         except TltoolkitError as error:
             self._note(f"probabilities not calibrated: {error}")
             return None
-        before = expected_calibration_error(softmax(logits), truth)
-        after = expected_calibration_error(softmax(logits, temperature), truth)
-        self.entry["calibration"] = {"temperature": round(temperature, 4), "val_ece_before": round(before, 4),
-                                     "val_ece_after": round(after, 4), "images": int(len(truth))}
+        temperature = fit["temperature"]
+        self.entry["calibration"] = {"temperature": round(temperature, 4), "val_ece_before": round(fit["ece_before"], 4),
+                                     "val_ece_after": round(fit["ece_after"], 4), "images": fit["images"],
+                                     "score": fit["score"], "threshold": fit["threshold"], "coverage": fit["coverage"]}
         bound = any(np.isclose(np.log(temperature), end, atol=1e-3) for end in LOG_T_RANGE)
-        self._note(f"probabilities calibrated: temperature {temperature:.3g} fitted on the {len(truth)} validation "
-                   f"images (their expected calibration error {before:.3f} -> {after:.3f}); stored in the model"
+        self._note(f"probabilities calibrated: temperature {temperature:.3g} fitted on the {fit['images']} validation "
+                   f"images (their expected calibration error {fit['ece_before']:.3f} -> {fit['ece_after']:.3f}); "
+                   f"stored in the model"
                    + ("; it is the search's bound: every validation image is classified confidently right, so "
                       "the validation loss only bounds the temperature" if bound else ""))
-        return temperature
+        self._note(f"unknown inputs: predict answers unknown below {fit['score']} score {fit['threshold']:.4g}, "
+                   f"which keeps {fit['coverage']:.0%} of the validation images (stored in the model)")
+        return fit
 
     def _refit_head(self, head) -> bool:
         """When the head alone is kept: the sweep again on the training and validation images together,
