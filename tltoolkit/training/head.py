@@ -176,16 +176,55 @@ def _held_out(labels: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
                              "add images, or pass --l2, --dropout and --learning-rate to fix the setting")
     if len(labels) <= CV_MAX_IMAGES:
         folds = min(CV_FOLDS, int(counts.max()))
-        order = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in classes])
-        fold = np.empty(len(labels), int)
-        fold[order] = np.arange(len(order)) % folds
-        return fold[None] == np.arange(folds)[:, None], f"{folds}-fold cross-validation on the training images " \
-                                                        "(no validation split)"
+        return stratified_folds(labels, folds, seed), f"{folds}-fold cross-validation on the training images " \
+                                                      "(no validation split)"
     held = np.zeros(len(labels), bool)
     for label, count in zip(classes, counts):
         if count >= 2:
             held[rng.choice(np.flatnonzero(labels == label), max(1, round(HOLDOUT * count)), replace=False)] = True
     return held[None], f"a held-out {HOLDOUT:.0%} of the training images (no validation split)"
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """[folds, n] masks, True where an image is held out: each class's shuffled images dealt round the
+    folds in turn, so every image is held out exactly once."""
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)])
+    fold = np.empty(len(labels), int)
+    fold[order] = np.arange(len(order)) % folds
+    return fold[None] == np.arange(folds)[:, None]
+
+
+def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, num_classes: int, settings: Sequence[HeadSetting],
+                              folds: int = CV_FOLDS, *, epochs: int = 500, patience: int = 20,
+                              seed: int = 0) -> tuple[np.ndarray, HeadSetting]:
+    """Each image's class probabilities from heads that never trained on it: the sweep's settings times
+    `folds` stratified folds, stacked in one graph as `fit_head` does without validation images; each
+    fold's head stops on its held-out images. Returns the [n, classes] probabilities of the setting with
+    the lowest mean held-out loss, and that setting (what confident learning takes as its input)."""
+    x, y = _vectors(x), np.asarray(y, "int32")
+    if not settings:
+        raise TltoolkitError("the head sweep has no settings to try")
+    if len(x) < folds:
+        raise TltoolkitError(f"{len(x)} images are too few for {folds}-fold out-of-fold predictions; add images")
+    held = stratified_folds(y, folds, seed)
+    mean, variance = standardisation(x)
+    x = ((x - mean) / np.sqrt(variance)).astype("float32")
+    run = _Sweep(x.shape[1], [s for s in settings for _ in range(folds)], num_classes=num_classes, hidden=(),
+                 batch_size=min(256, max(8, len(x) // 10)), label_smoothing=0.0, class_weight=None, seed=seed,
+                 init=None)
+    trials, best = run.train(x, y, np.tile(~held, (len(settings), 1)), x, y, np.tile(held, (len(settings), 1)),
+                             epochs, patience, "val_loss")
+    losses = [np.mean([t.val_loss for t in trials[i * folds:(i + 1) * folds]]) for i in range(len(settings))]
+    chosen = int(np.argmin(losses))
+    (kernels, biases), = best  # a linear head: one Dense layer
+    logits = np.zeros((len(x), num_classes), "float32")
+    for fold in range(folds):
+        k = chosen * folds + fold
+        logits[held[fold]] = x[held[fold]] @ kernels[k] + biases[k]
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    return probabilities / probabilities.sum(axis=1, keepdims=True), settings[chosen]
 
 
 def _mean_trial(folds: Sequence[Trial]) -> Trial:
