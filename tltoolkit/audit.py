@@ -39,7 +39,7 @@ OUTPUTS = ("audit.parquet", "report.md", *(f"{kind}s.png" for kind in KINDS))
 DUPLICATE_COSINE = 0.95
 HASH_BITS = 2  # measured: copies 0-2 bits apart, and two opinions together: see benchmarks/audit.py
 NEIGHBOURS = 5
-SHEET_ROWS = 24  # images (or pairs) per contact sheet: the worst ones
+SHEET_ROWS = 24  # images (or pairs) per contact sheet: the most important ones
 
 
 @dataclasses.dataclass
@@ -93,7 +93,8 @@ def audit_features(folder: FolderFeatures, *, duplicate_cosine: float = DUPLICAT
     tic = time.perf_counter()
     far = outliers(table, 1.0 - similarity[:, :neighbours])
     seconds["outliers"] = time.perf_counter() - tic
-    findings = pd.concat([duplicates, errors, far], ignore_index=True)[COLUMNS]
+    found = [frame for frame in (duplicates, errors, far) if len(frame)]
+    findings = pd.concat(found, ignore_index=True).reindex(columns=COLUMNS) if found else pd.DataFrame(columns=COLUMNS)
     return Audit(findings, class_balance(table, folder.class_names), folder, seconds)
 
 
@@ -130,9 +131,9 @@ def near_duplicates(table: pd.DataFrame, index: np.ndarray, similarity: np.ndarr
     a, b = table.loc[pairs["a"]].reset_index(drop=True), table.loc[pairs["b"]].reset_index(drop=True)
     found = pd.DataFrame({
         "kind": "near_duplicate", "path": a["path"], "sha256": a["sha256"], "label": a["label"], "split": a["split"],
-        "score": pairs["cosine"].to_numpy(), "suggested_label": "", "other_path": b["path"],
+        "score": pairs["cosine"].to_numpy("float64"), "suggested_label": "", "other_path": b["path"],
         "other_sha256": b["sha256"], "other_label": b["label"], "other_split": b["split"],
-        "cosine": pairs["cosine"].to_numpy(), "hash_distance": pairs["hash_distance"].to_numpy(),
+        "cosine": pairs["cosine"].to_numpy("float64"), "hash_distance": pairs["hash_distance"].astype("Int64").to_numpy(),
         "cross_split": (a["split"] != b["split"]).to_numpy(), "cross_label": (a["label"] != b["label"]).to_numpy()})
     return found.sort_values(["cross_label", "cross_split", "score"], ascending=False, kind="stable")
 
@@ -304,15 +305,14 @@ def _sheet(rows: pd.DataFrame, kind: str, table: pd.DataFrame):
 
     decoders = dict(zip(table["path"], table["decoder"]))
     if kind == "near_duplicate":
-        cells = [cell for r in rows.itertuples(index=False) for cell in (
+        cells = [cell for r in rows.itertuples(index=False) for cell in (  # a pair: two cells side by side
             (r.path, f"{r.label} ({r.split})\ncosine {r.cosine:.3f}"),
             (r.other_path, f"{r.other_label} ({r.other_split})\nhash distance {r.hash_distance}"))]
-        columns = 2
     else:
         detail = (lambda r: f"-> {r.suggested_label} ({r.score:.2f})") if kind == "label_error" else (
             lambda r: f"distance {r.score:.3f}")
         cells = [(r.path, f"{r.label} ({r.split})\n{detail(r)}") for r in rows.itertuples(index=False)]
-        columns = 4
+    columns = 4
     lines = max(1, -(-len(cells) // columns))
     figure = Figure(figsize=(2.4 * columns, 2.7 * lines + 0.5))
     figure.suptitle(f"{kind.replace('_', ' ')}s" + ("" if cells else ": none found"))

@@ -14,7 +14,7 @@ import sys
 
 from tltoolkit.errors import TltoolkitError, debugging
 
-COMMANDS = ["models", "layers", "augment", "scan", "extract", "finetune", "predict", "evaluate", "export", "weights"]
+COMMANDS = ["models", "layers", "augment", "scan", "extract", "audit", "rank", "finetune", "predict", "evaluate", "export", "weights"]
 
 
 def _quiet_native_logs() -> None:
