@@ -123,11 +123,13 @@ def write_every_kind(folder, seed=0) -> dict[str, tuple[str, str]]:
     return expected
 
 
-def plant_defects(source, out, flip: float = 0.05, copies: int = 10, per_class: int | None = None, seed: int = 0):
+def plant_defects(source, out, flip: float = 0.05, copies: int = 10, per_class: int | None = None, seed: int = 0,
+                  strangers=()):
     """A manifest folder made from `source`'s class folders with known defects: a `flip` share of the
-    labels changed to another class, and `copies` images copied into the other split, resized by 5/4
-    and re-encoded as JPEG. The images are in `out/images/`, the manifest is `out/manifest.csv` (path,
-    label, split: a seeded fifth is validation). Returns (manifest, flipped paths, {copy: original})."""
+    labels changed to another class, `copies` images copied into the other split, resized by 5/4 and
+    re-encoded as JPEG, and the `strangers` (image files from elsewhere) under random labels. The images
+    are in `out/images/`, the manifest is `out/manifest.csv` (path, label, split: a seeded fifth is
+    validation). Returns (manifest, flipped paths, {copy: original}, stranger paths)."""
     import shutil
 
     import pandas as pd
@@ -158,7 +160,13 @@ def plant_defects(source, out, flip: float = 0.05, copies: int = 10, per_class: 
         other = "train" if original["split"] == "validation" else "validation"
         extra.append((path, original["label"], other))
         copied[os.path.join(out, path)] = os.path.join(out, original["path"])
+    planted = set()
+    for number, stranger in enumerate(strangers):
+        path = os.path.join("images", "copies", f"stranger_{number}{os.path.splitext(stranger)[1]}")
+        shutil.copyfile(stranger, os.path.join(out, path))
+        extra.append((path, rng.choice(classes), "train" if rng.random() < 0.8 else "validation"))
+        planted.add(os.path.join(out, path))
     table = pd.concat([table, pd.DataFrame(extra, columns=table.columns)], ignore_index=True)
     manifest = os.path.join(out, "manifest.csv")
     table.to_csv(manifest, index=False)
-    return manifest, {os.path.join(out, table.loc[i, "path"]) for i in flipped}, copied
+    return manifest, {os.path.join(out, table.loc[i, "path"]) for i in flipped}, copied, planted

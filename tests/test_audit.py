@@ -30,7 +30,7 @@ def planted(tmp_path_factory):
     from tltoolkit.audit import audit
 
     folder = tmp_path_factory.mktemp("planted")
-    manifest, flipped, copies = plant_defects(ROOT / "data" / "digits59", folder, copies=8, per_class=40)
+    manifest, flipped, copies, _ = plant_defects(ROOT / "data" / "digits59", folder, copies=8, per_class=40)
     cache = folder / "cache"
     result = audit(manifest, "resnet20_cifar", BACKBONE, cache_dir=cache)
     return manifest, flipped, copies, cache, result
@@ -129,6 +129,10 @@ def test_knn_chooses_k_on_training_images():
     np.fill_diagonal(brute, -np.inf)
     np.testing.assert_array_equal(index, np.argsort(-brute, axis=1)[:, :3])
     np.testing.assert_allclose(similarity, np.sort(brute, axis=1)[:, ::-1][:, :3], rtol=1e-5)
+    index, distance = nearest_neighbours(x[:10], x, 4, metric="euclidean")
+    brute = np.linalg.norm(x[:10, None] - x[None], axis=-1)
+    np.testing.assert_array_equal(index, np.argsort(brute, axis=1)[:, :4])
+    np.testing.assert_allclose(distance, np.sort(brute, axis=1)[:, :4], atol=1e-3)
     centres = rng.normal(size=(2, 6)) * 3
     y = rng.integers(0, 2, 120)
     points = centres[y] + rng.normal(size=(120, 6))

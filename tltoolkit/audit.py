@@ -10,8 +10,10 @@
 - **label errors**: out-of-fold class probabilities from k-fold linear heads on the cached features
   (`tltoolkit.training.head.out_of_fold_probabilities`), then confident learning (cleanlab's
   `find_label_issues`, the `audit` extra); the score is 1 - cleanlab's self-confidence quality.
-- **outliers**: the mean cosine distance to the `neighbours` nearest images, flagged beyond Tukey's
-  far fence (Q3 + 3 IQR) of that distance over the folder.
+- **outliers**: the mean Euclidean distance to the `neighbours` nearest images in feature space,
+  flagged beyond Tukey's far fence (Q3 + 3 IQR) of that distance over the folder. Euclidean, not
+  cosine: an image unlike the folder often shows as unusual activation strength, which cosine ignores
+  (and strangers alike point the same way from the folder's mean).
 - **class balance**: images per class and split.
 
 Outputs (`write_audit`): `audit.parquet` (one row per finding), `report.md`, one contact sheet per
@@ -91,7 +93,7 @@ def audit_features(folder: FolderFeatures, *, duplicate_cosine: float = DUPLICAT
     errors = label_errors(table, x, folder.class_names, folds, seed)
     seconds["label_errors"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    far = outliers(table, 1.0 - similarity[:, :neighbours])
+    far = outliers(table, nearest_neighbours(x, x, neighbours, same=True, metric="euclidean")[1])
     seconds["outliers"] = time.perf_counter() - tic
     found = [frame for frame in (duplicates, errors, far) if len(frame)]
     findings = pd.concat(found, ignore_index=True).reindex(columns=COLUMNS) if found else pd.DataFrame(columns=COLUMNS)

@@ -53,28 +53,37 @@ def folder_features(data, base: str, weights="imagenet", *, val_split: float = 0
 
 
 def nearest_neighbours(queries: np.ndarray, references: np.ndarray, k: int, same: bool = False,
-                       block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """The `k` references most cosine-similar to each query: ([queries, k] indices, similarities), most
-    similar first. `same`: queries are the references, and an image is not its own neighbour. Computed
-    a block of queries at a time, so memory stays `block` x references."""
-    def unit(x):
-        x = np.asarray(x, "float32").reshape(len(x), -1)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-    queries, references = unit(queries), unit(references)
+                       metric: str = "cosine", block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` references nearest each query: ([queries, k] indices, values), nearest first; the values are
+    cosine similarities (`metric="cosine"`) or Euclidean distances (`"euclidean"`). `same`: queries are the
+    references, and an image is not its own neighbour. Computed a block of queries at a time, so memory
+    stays `block` x references."""
+    queries = np.asarray(queries, "float32").reshape(len(queries), -1)
+    references = np.asarray(references, "float32").reshape(len(references), -1)
+    if metric == "cosine":
+        unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+        queries, references = unit(queries), unit(references)
+    elif metric != "euclidean":
+        raise ValueError(f"unknown metric {metric!r}")
+    squared = (references ** 2).sum(axis=1)
     k = min(k, len(references) - int(same))
     if k < 1:
         raise TltoolkitError("too few images to find neighbours among; add images")
     index = np.empty((len(queries), k), "int64")
-    similarity = np.empty((len(queries), k), "float32")
+    values = np.empty((len(queries), k), "float32")
     for start in range(0, len(queries), block):
-        scores = queries[start:start + block] @ references.T
+        scores = queries[start:start + block] @ references.T  # larger is nearer
+        if metric == "euclidean":  # minus the squared distance, without the query's own (constant) norm
+            scores = 2 * scores - squared
         if same:
             rows = np.arange(len(scores))
             scores[rows, start + rows] = -np.inf
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, -k:]  # (faster than partitioning -scores)
         top_scores = np.take_along_axis(scores, top, axis=1)
         order = np.argsort(-top_scores, axis=1, kind="stable")
         index[start:start + block] = np.take_along_axis(top, order, axis=1)
-        similarity[start:start + block] = np.take_along_axis(top_scores, order, axis=1)
-    return index, similarity
+        values[start:start + block] = np.take_along_axis(top_scores, order, axis=1)
+        if metric == "euclidean":
+            norms = (queries[start:start + block] ** 2).sum(axis=1, keepdims=True)
+            values[start:start + block] = np.sqrt(np.maximum(norms - values[start:start + block], 0.0))
+    return index, values
