@@ -38,8 +38,8 @@ KINDS = ("near_duplicate", "label_error", "outlier")
 COLUMNS = ["kind", "path", "sha256", "label", "split", "score", "suggested_label", "other_path", "other_sha256",
            "other_label", "other_split", "cosine", "hash_distance", "cross_split", "cross_label"]
 OUTPUTS = ("audit.parquet", "report.md", *(f"{kind}s.png" for kind in KINDS))
-DUPLICATE_COSINE = 0.95
-HASH_BITS = 2  # measured: copies 0-2 bits apart, and two opinions together: see benchmarks/audit.py
+DUPLICATE_COSINE = 0.96
+HASH_BITS = 3  # with the cosine: 20 of 20 planted copies among 743 digits and 1 other pair (benchmarks/audit.py)
 NEIGHBOURS = 5
 SHEET_ROWS = 24  # images (or pairs) per contact sheet: the most important ones
 
@@ -97,6 +97,7 @@ def audit_features(folder: FolderFeatures, *, duplicate_cosine: float = DUPLICAT
     seconds["outliers"] = time.perf_counter() - tic
     found = [frame for frame in (duplicates, errors, far) if len(frame)]
     findings = pd.concat(found, ignore_index=True).reindex(columns=COLUMNS) if found else pd.DataFrame(columns=COLUMNS)
+    findings = findings.astype({"hash_distance": "Int64", "cross_split": "boolean", "cross_label": "boolean"})
     return Audit(findings, class_balance(table, folder.class_names), folder, seconds)
 
 
@@ -159,7 +160,7 @@ def label_errors(table: pd.DataFrame, x: np.ndarray, class_names, folds: int, se
     suggested = np.asarray(class_names)[present[probabilities.argmax(axis=1)]]
     rows = table[issues]
     found = pd.DataFrame({"kind": "label_error", "path": rows["path"], "sha256": rows["sha256"],
-                          "label": rows["label"], "split": rows["split"], "score": 1.0 - quality[issues],
+                          "label": rows["label"], "split": rows["split"], "score": 1.0 - quality[issues].astype("float64"),
                           "suggested_label": suggested[issues]})
     return found.sort_values("score", ascending=False, kind="stable")
 
@@ -169,7 +170,7 @@ def label_errors(table: pd.DataFrame, x: np.ndarray, class_names, folds: int, se
 
 def outliers(table: pd.DataFrame, distances: np.ndarray) -> pd.DataFrame:
     """The images whose mean distance to their nearest neighbours is beyond Tukey's far fence."""
-    score = distances.mean(axis=1)
+    score = distances.mean(axis=1, dtype="float64")
     q1, q3 = np.percentile(score, [25, 75])
     far = score > q3 + 3 * (q3 - q1)
     rows = table[far]

@@ -121,7 +121,8 @@ def rank(data, bases, weights="imagenet", *, cache_dir=None, progress: bool = Fa
     for text, (base, base_weights) in zip(bases, named):
         folder = folder_features(data, base, base_weights, cache_dir=cache_dir, progress=progress, seed=seed,
                                  **feature_options)
-        log(f"{text}: {folder.computed} of {len(folder.table)} image(s) computed, the rest from the cache")
+        log(f"{text}: computed {folder.computed} of {len(folder.table)} image(s) ({len(folder.table) - folder.computed} "
+            f"from the cache)")
         rows.append({"base": text, **score_features(folder, seed),
                      "extract_ms_per_image": extraction_cost(folder.extractor, folder.table, seed),
                      "extraction_s": folder.seconds, "computed": folder.computed})

@@ -67,8 +67,9 @@ def run(args) -> int:
     weights = None if args.weights == "none" else args.weights
     result = audit(args.data, args.base, weights, duplicate_cosine=args.duplicate_cosine, hash_bits=args.hash_bits,
                    neighbours=args.neighbours, folds=args.folds, **feature_options(args))
-    print(f"{result.folder.computed} of {len(result.folder.table)} image(s) computed, the rest from the cache",
-          file=sys.stderr)
+    folder = result.folder
+    print(f"computed {folder.computed} of {len(folder.table)} image(s) ({len(folder.table) - folder.computed} from "
+          f"the cache)", file=sys.stderr)
     written = write_audit(result, args.out, args.write_manifest, args.force)
     counts = result.findings.groupby("kind").size()
     print(", ".join(f"{counts.get(kind, 0)} {kind.replace('_', ' ')}(s)" for kind in
