@@ -45,7 +45,8 @@ def planted(work: Path, seed: int) -> None:
     result = audit(manifest, BASE, str(BACKBONE), cache_dir=work / "cache", seed=seed)
     pairs = result.flagged("near_duplicate")
     print(f"planted defects in {len(result.folder.table)} images (digits59, {BASE} digits backbone):")
-    print(f"  near duplicates: {recall_precision({frozenset(p) for p in zip(pairs['path'], pairs['other_path'])}, {frozenset(p) for p in copies.items()})}")
+    found_pairs = {frozenset(p) for p in zip(pairs["path"], pairs["other_path"])}
+    print(f"  near duplicates: {recall_precision(found_pairs, {frozenset(p) for p in copies.items()})}")
     print(f"  label errors:    {recall_precision(set(result.flagged('label_error')['path']), flipped)}")
     print(f"  outliers:        {recall_precision(set(result.flagged('outlier')['path']), outliers)}")
 

@@ -40,6 +40,7 @@ def recall_precision(found: set, truth: set) -> tuple[float, float]:
     return len(found & truth) / len(truth), len(found & truth) / max(1, len(found))
 
 
+@pytest.mark.slow  # trains k-fold heads on real features
 def test_audit_finds_planted_copies_across_splits_and_flipped_labels(planted):
     manifest, flipped, copies, _, result = planted
     pairs = result.flagged("near_duplicate")
@@ -58,6 +59,7 @@ def test_audit_finds_planted_copies_across_splits_and_flipped_labels(planted):
     assert set(result.balance["class"]) == set(truth["label"]) and result.balance["total"].sum() == len(truth)
 
 
+@pytest.mark.slow  # trains k-fold heads on real features
 def test_a_second_audit_computes_no_features(planted):
     from tltoolkit.audit import audit
 
@@ -68,6 +70,7 @@ def test_a_second_audit_computes_no_features(planted):
     pd.testing.assert_frame_equal(again.findings, first.findings)
 
 
+@pytest.mark.slow  # trains k-fold heads on real features
 def test_outputs_and_a_clean_manifest_that_scans_without_the_flagged_images(planted, tmp_path):
     from tltoolkit.audit import OUTPUTS, write_audit
     from tltoolkit.data import scan
@@ -140,6 +143,7 @@ def test_knn_chooses_k_on_training_images():
     assert accuracy >= 0.9 and k in (1, 3, 5, 7, 9, 15, 21)
 
 
+@pytest.mark.slow  # trains k-fold heads on real features
 def test_rank_puts_the_digits_backbone_above_the_same_network_with_random_weights(tmp_path, capsys):
     data = tmp_path / "digits"
     for digit in "56789":

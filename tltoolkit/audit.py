@@ -268,7 +268,7 @@ def write_audit(result: Audit, out, manifest=None, force: bool = False) -> list[
 def report(result: Audit, kept=None, manifest=None) -> str:
     from tltoolkit.reports import markdown_table
 
-    folder, found = result.folder, result.findings
+    folder = result.folder
     spec = folder.extractor.spec
     lines = [f"# Audit: {len(folder.table)} images, {len(folder.class_names)} classes", "",
              f"Features: {spec.arch}, {spec.cut} ({folder.features.shape[1]} values; {folder.computed} image(s) "
