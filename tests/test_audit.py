@@ -99,7 +99,7 @@ def test_outputs_and_a_clean_manifest_that_scans_without_the_flagged_images(plan
 
 
 def test_logme_is_the_maximised_evidence_and_prefers_informative_features():
-    from tltoolkit.rank import logme
+    from tltoolkit.features.scores import logme
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 300)
@@ -122,7 +122,7 @@ def test_logme_is_the_maximised_evidence_and_prefers_informative_features():
 
 def test_knn_chooses_k_on_training_images():
     from tltoolkit.features.folder import nearest_neighbours
-    from tltoolkit.rank import knn_accuracy
+    from tltoolkit.features.scores import knn_accuracy
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(50, 6))
