@@ -190,3 +190,16 @@ def test_audit_without_cleanlab_names_the_pip_command(tmp_path, monkeypatch, cap
     data = write_folder(tmp_path / "two", ["a", "b"])
     assert main(["audit", "--data", str(data), "--base", "resnet20_cifar", "--out", str(tmp_path / "out")]) == 2
     assert "pip install 'tltoolkit[audit]'" in capsys.readouterr().err
+
+
+def test_frozen_baseline_pools_feature_maps_and_needs_two_images():
+    from tltoolkit.features.scores import frozen_baseline, knn_accuracy, logme
+
+    rng = np.random.default_rng(2)
+    maps, labels = rng.normal(size=(40, 3, 3, 4)), rng.integers(0, 2, 40)
+    baseline = frozen_baseline(maps[:30], labels[:30], maps[30:], labels[30:])
+    pooled = maps.mean(axis=(1, 2))
+    accuracy, k = knn_accuracy(pooled[:30], labels[:30], pooled[30:], labels[30:])
+    assert baseline == {"knn_accuracy": round(accuracy, 4), "knn_k": k, "logme": round(logme(pooled[:30], labels[:30]), 4),
+                        "images": 30}
+    assert frozen_baseline(maps[:1], labels[:1]) is None

@@ -63,15 +63,22 @@ def _vote(neighbour_labels: np.ndarray, similarity: np.ndarray) -> np.ndarray:
     return classes[votes.argmax(axis=1)]
 
 
-def frozen_baseline(train_x, train_y, val_x=None, val_y=None, seed: int = 0) -> dict:
-    """k-NN accuracy (with its k) and LogME of features, on at most BASELINE_IMAGES seeded training images."""
-    train_x, train_y = np.asarray(train_x, "float32"), np.asarray(train_y)
-    train_x = train_x.reshape(len(train_x), -1)
+def frozen_baseline(train_x, train_y, val_x=None, val_y=None, seed: int = 0) -> dict | None:
+    """k-NN accuracy (with its k) and LogME of features, on at most BASELINE_IMAGES seeded training images;
+    None with fewer than two training images (no neighbour to vote). Feature maps are average-pooled to
+    vectors first, as `rank` scores a base (LogME's cost grows with the cube of the width)."""
+    def vectors(x):
+        x = np.asarray(x, "float32")
+        return x.mean(axis=(1, 2)) if x.ndim == 4 else x.reshape(len(x), -1)
+
+    train_x, train_y = vectors(train_x), np.asarray(train_y)
+    if len(train_x) < 2:
+        return None
     if len(train_x) > BASELINE_IMAGES:
         keep = np.sort(np.random.default_rng(seed).choice(len(train_x), BASELINE_IMAGES, replace=False))
         train_x, train_y = train_x[keep], train_y[keep]
     if val_x is not None:
-        val_x = np.asarray(val_x, "float32").reshape(len(val_x), -1)
+        val_x = vectors(val_x)
     accuracy, k = knn_accuracy(train_x, train_y, val_x, val_y)
     return {"knn_accuracy": round(accuracy, 4), "knn_k": k, "logme": round(logme(train_x, train_y), 4),
             "images": len(train_x)}
