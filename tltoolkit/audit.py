@@ -317,12 +317,11 @@ def _sheet(rows: pd.DataFrame, kind: str, table: pd.DataFrame):
         cells = [(r.path, f"{r.label} ({r.split})\n{detail(r)}") for r in rows.itertuples(index=False)]
     columns = 4
     lines = max(1, -(-len(cells) // columns))
-    figure = Figure(figsize=(2.4 * columns, 2.7 * lines + 0.5))
+    figure = Figure(figsize=(2.4 * columns, 2.7 * lines + 0.5), layout="constrained")  # leaves room for the title
     figure.suptitle(f"{kind.replace('_', ' ')}s" + ("" if cells else ": none found"))
     for position, (path, caption) in enumerate(cells, start=1):
         axes = figure.add_subplot(lines, columns, position)
         axes.imshow(decode_image_file(path, decoders.get(path) or "tf"))
         axes.set_axis_off()
         axes.set_title(f"{Path(path).name}\n{caption}", fontsize=8)
-    figure.tight_layout()
     return figure
