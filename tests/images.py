@@ -121,3 +121,52 @@ def write_every_kind(folder, seed=0) -> dict[str, tuple[str, str]]:
         file.write("labels are folder names\n")
     expected.update({".DS_Store": ("ignored", ""), "notes.txt": ("ignored", "")})
     return expected
+
+
+def plant_defects(source, out, flip: float = 0.05, copies: int = 10, per_class: int | None = None, seed: int = 0,
+                  strangers=()):
+    """A manifest folder made from `source`'s class folders with known defects: a `flip` share of the
+    labels changed to another class, `copies` images copied into the other split, resized by 5/4 and
+    re-encoded as JPEG, and the `strangers` (image files from elsewhere) under random labels. The images
+    are in `out/images/`, the manifest is `out/manifest.csv` (path, label, split: a seeded fifth is
+    validation). Returns (manifest, flipped paths, {copy: original}, stranger paths)."""
+    import shutil
+
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    classes = sorted(d for d in os.listdir(source) if os.path.isdir(os.path.join(source, d)))
+    rows = []
+    for label in classes:
+        names = sorted(os.listdir(os.path.join(source, label)))[:per_class]
+        os.makedirs(os.path.join(out, "images", label), exist_ok=True)
+        for name in names:
+            shutil.copyfile(os.path.join(source, label, name), os.path.join(out, "images", label, name))
+            rows.append((os.path.join("images", label, name), label))
+    table = pd.DataFrame(rows, columns=["path", "label"])
+    table["split"] = np.where(rng.random(len(table)) < 0.2, "validation", "train")
+    flipped = rng.choice(len(table), round(flip * len(table)), replace=False)
+    for i in flipped:
+        table.loc[i, "label"] = rng.choice([c for c in classes if c != table.loc[i, "label"]])
+    originals = rng.choice(np.setdiff1d(np.arange(len(table)), flipped), copies, replace=False)
+    copied, extra = {}, []
+    os.makedirs(os.path.join(out, "images", "copies"), exist_ok=True)
+    for i in originals:
+        original = table.loc[i]
+        with Image.open(os.path.join(out, original["path"])) as image:
+            resized = image.convert("RGB").resize((image.width * 5 // 4, image.height * 5 // 4), Image.BILINEAR)
+        path = os.path.join("images", "copies", f"copy_{i}.jpg")
+        resized.save(os.path.join(out, path), quality=90)
+        other = "train" if original["split"] == "validation" else "validation"
+        extra.append((path, original["label"], other))
+        copied[os.path.join(out, path)] = os.path.join(out, original["path"])
+    planted = set()
+    for number, stranger in enumerate(strangers):
+        path = os.path.join("images", "copies", f"stranger_{number}{os.path.splitext(stranger)[1]}")
+        shutil.copyfile(stranger, os.path.join(out, path))
+        extra.append((path, rng.choice(classes), "train" if rng.random() < 0.8 else "validation"))
+        planted.add(os.path.join(out, path))
+    table = pd.concat([table, pd.DataFrame(extra, columns=table.columns)], ignore_index=True)
+    manifest = os.path.join(out, "manifest.csv")
+    table.to_csv(manifest, index=False)
+    return manifest, {os.path.join(out, table.loc[i, "path"]) for i in flipped}, copied, planted

@@ -189,6 +189,8 @@ def test_phase_1_converges_and_standardises_inside_the_model(tmp_path):
     assert (sweep["epochs"] < 500).all()  # each stopped by its patience, not by the cap
     report = (tmp_path / "run" / "report.md").read_text()
     assert "### Phase 1: the head settings tried (scored on validation)" in report
+    assert "frozen features alone: k-NN accuracy" in report  # the baseline `tltoolkit rank` would report
+    assert entry["baseline"]["knn_accuracy"] >= 0.8 and np.isfinite(entry["baseline"]["logme"])
 
     assert any(note.startswith("the head is kept: chosen again by 5-fold cross-validation") for note in entry["notes"])
     table = scan(str(data), 0.2).usable()

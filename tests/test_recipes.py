@@ -56,3 +56,11 @@ def test_recipe_runs_in_smoke_mode(path, tmp_path, monkeypatch):
     if path.name == "02_feature_extraction.ipynb":
         about = json.loads((tmp_path / "recipe-output/02_feature_extraction/train/_extract.json").read_text())
         assert (about["model"], about["count"]) == ("resnet20_cifar", 718)
+    if path.name == "07_audit_and_rank.ipynb":
+        import pandas as pd
+
+        out = tmp_path / "recipe-output/07_audit_and_rank"
+        assert pd.read_csv(out / "rank/rank.csv")["base"].iloc[0].endswith("digits04_resnet20_cifar.weights.h5")
+        found = pd.read_parquet(out / "audit/audit.parquet")
+        assert set(found.loc[found["kind"] == "outlier", "path"].map(lambda p: p.split("/")[-1])) >= {"cat.png"}
+        assert found["path"].str.contains("flipped_").sum() >= 20, "most of the 35 planted label flips found"

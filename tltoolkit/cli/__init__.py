@@ -14,7 +14,8 @@ import sys
 
 from tltoolkit.errors import TltoolkitError, debugging
 
-COMMANDS = ["models", "layers", "augment", "scan", "extract", "finetune", "predict", "evaluate", "calibrate", "export", "weights"]
+COMMANDS = ["models", "layers", "augment", "scan", "extract", "audit", "rank", "finetune", "predict", "evaluate",
+            "calibrate", "export", "weights"]
 
 
 def _quiet_native_logs() -> None:

@@ -236,10 +236,24 @@ class _Training:
                 self.metrics.record(self.number, 1, fit.chosen.best_epoch - 1, {
                     "loss": train_score[0], "accuracy": train_score[1], "learning_rate": chosen.learning_rate,
                     **({"val_loss": score[0], "val_accuracy": score[1]} if score else {})})
+        summary += "; " + self._baseline(train_x, train_y, val_x, val_y)
         self.entry["phases"].append({"phase": 1, "trial": HEAD, "seconds": round(seconds, 2), **_scores(score),
                                      "summary": summary})
         self.echo(summary)
         return head, score, cost
+
+    def _baseline(self, train_x, train_y, val_x, val_y) -> str:
+        """What the frozen features alone give, as `tltoolkit rank` scores them (the phase-1 head is its
+        linear probe): k-NN accuracy and LogME, stored in the run's entry; one clause for the report."""
+        from tltoolkit.features.scores import frozen_baseline
+
+        baseline = frozen_baseline(train_x, train_y, val_x, val_y, self.config.seed)
+        if baseline is None:
+            return "no frozen-feature baseline (fewer than two training images)"
+        self.entry["baseline"] = baseline
+        on = "validation" if self.has_val else "training, leave-one-out"
+        return (f"frozen features alone: k-NN accuracy {baseline['knn_accuracy']:.3f} (k={baseline['knn_k']}, on "
+                f"{on}), LogME {baseline['logme']:.3f}")
 
     def _cached(self, cache, table):
         located, features = cache.features(table)

@@ -192,15 +192,9 @@ def _vectors(x) -> np.ndarray:
 
 
 def _folds(labels: np.ndarray, seed: int) -> np.ndarray:
-    """[folds, n] masks of the images each fold scores on (True: held out): stratified k-fold, each class's
-    shuffled images dealt round the folds in turn."""
-    classes, counts = _enough_to_hold_out(labels)
-    rng = np.random.default_rng(seed)
-    folds = min(CV_FOLDS, int(counts.max()))
-    order = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in classes])
-    fold = np.empty(len(labels), int)
-    fold[order] = np.arange(len(order)) % folds
-    return fold[None] == np.arange(folds)[:, None]
+    """[folds, n] masks of the images each fold scores on (True: held out): stratified k-fold."""
+    _, counts = _enough_to_hold_out(labels)
+    return stratified_folds(labels, min(CV_FOLDS, int(counts.max())), seed)
 
 
 def _holdout(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -220,6 +214,49 @@ def _enough_to_hold_out(labels: np.ndarray):
         raise TltoolkitError("too few training images to choose the head's setting without validation images; "
                              "add images, or pass --l2, --dropout and --learning-rate to fix the setting")
     return classes, counts
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """[folds, n] masks, True where an image is held out: each class's shuffled images dealt round the
+    folds in turn, so every image is held out exactly once."""
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)])
+    fold = np.empty(len(labels), int)
+    fold[order] = np.arange(len(order)) % folds
+    return fold[None] == np.arange(folds)[:, None]
+
+
+def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, num_classes: int, settings: Sequence[HeadSetting],
+                              folds: int = CV_FOLDS, *, epochs: int = 500, patience: int = 20,
+                              seed: int = 0) -> tuple[np.ndarray, HeadSetting]:
+    """Each image's class probabilities from heads that never trained on it: the sweep's settings times
+    `folds` stratified folds, stacked in one graph and trained to convergence as `fit_head` does without
+    validation images. Returns the [n, classes] probabilities of the setting with
+    the lowest mean held-out loss, and that setting (what confident learning takes as its input)."""
+    x, y = _vectors(x), np.asarray(y, "int32")
+    if not settings:
+        raise TltoolkitError("the head sweep has no settings to try")
+    if len(x) < folds:
+        raise TltoolkitError(f"{len(x)} images are too few for {folds}-fold out-of-fold predictions; add images")
+    held = stratified_folds(y, folds, seed)
+    mean, variance = standardisation(x)
+    x = ((x - mean) / np.sqrt(variance)).astype("float32")
+    settings = [s if s.learning_rate is not None else dataclasses.replace(s, learning_rate=LEARNING_RATE["full batch"])
+                for s in settings]
+    run = _Sweep(x.shape[1], [s for s in settings for _ in range(folds)], num_classes=num_classes, hidden=(),
+                 batch_size=len(x), label_smoothing=0.0, class_weight=None, seed=seed, init=None)
+    trials, params = run.converge(x, y, np.tile(~held, (len(settings), 1)), np.tile(held, (len(settings), 1)),
+                                  epochs, patience)
+    losses = [np.mean([t.val_loss for t in trials[i * folds:(i + 1) * folds]]) for i in range(len(settings))]
+    chosen = int(np.argmin(losses))
+    (kernels, biases), = params  # a linear head: one Dense layer
+    logits = np.zeros((len(x), num_classes), "float32")
+    for fold in range(folds):
+        k = chosen * folds + fold
+        logits[held[fold]] = x[held[fold]] @ kernels[k] + biases[k]
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    return probabilities / probabilities.sum(axis=1, keepdims=True), settings[chosen]
 
 
 def _mean_trial(folds: Sequence[Trial]) -> Trial:
