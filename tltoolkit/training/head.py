@@ -139,13 +139,9 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None,
     options = dict(num_classes=num_classes, hidden=tuple(int(h) for h in hidden), label_smoothing=label_smoothing,
                    class_weight=weights, seed=seed, init=init)
 
-    def rated(mode):
-        return [s if s.learning_rate is not None else dataclasses.replace(s, learning_rate=LEARNING_RATE[mode])
-                for s in settings]
-
     def early_stopped(fit_x, fit_y, score_x, score_y):
-        settings = rated("batches")
-        run = _Sweep(x.shape[1], settings, batch_size=min(256, max(8, len(fit_x) // 10)), **options)
+        run = _Sweep(x.shape[1], _rated(settings, "batches"), batch_size=min(256, max(8, len(fit_x) // 10)),
+                     **options)
         trials, best = run.train(fit_x, fit_y, score_x, score_y, epochs, patience, monitor)
         chosen = min(trials, key=lambda t: _rank(t, monitor))
         k = trials.index(chosen)
@@ -159,7 +155,7 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None,
         scored_on = f"a held-out {HOLDOUT:.0%} of the training images (no validation split)"
         trials, chosen, params = early_stopped(x[~held], train_y[~held], x[held], train_y[held])
     else:
-        held, settings = _folds(train_y, seed), rated("full batch")
+        held, settings = _folds(train_y, seed), _rated(settings, "full batch")
         folds = len(held)
         scored_on = f"{folds}-fold cross-validation on the training images (no validation split)"
         run = _Sweep(x.shape[1], [s for s in settings for _ in range(folds)], batch_size=len(x), **options)
@@ -178,6 +174,12 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None,
                (f"; {capped} other setting(s) reached the {epochs}-epoch maximum still {what}" if capped else ""))
     return HeadFit(tuple(trials), chosen, tuple(params), mean, variance, scored_on, stopped,
                    time.perf_counter() - tic)
+
+
+def _rated(settings: Sequence[HeadSetting], mode: str) -> list[HeadSetting]:
+    """The settings with LEARNING_RATE[mode] where they leave the rate to the way the head is trained."""
+    return [s if s.learning_rate is not None else dataclasses.replace(s, learning_rate=LEARNING_RATE[mode])
+            for s in settings]
 
 
 def _rank(trial: Trial, monitor: str):
@@ -241,8 +243,7 @@ def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, num_classes: int, se
     held = stratified_folds(y, folds, seed)
     mean, variance = standardisation(x)
     x = ((x - mean) / np.sqrt(variance)).astype("float32")
-    settings = [s if s.learning_rate is not None else dataclasses.replace(s, learning_rate=LEARNING_RATE["full batch"])
-                for s in settings]
+    settings = _rated(settings, "full batch")
     run = _Sweep(x.shape[1], [s for s in settings for _ in range(folds)], num_classes=num_classes, hidden=(),
                  batch_size=len(x), label_smoothing=0.0, class_weight=None, seed=seed, init=None)
     trials, params = run.converge(x, y, np.tile(~held, (len(settings), 1)), np.tile(held, (len(settings), 1)),
