@@ -2,6 +2,7 @@
 sizes the model was not trained at; its probabilities must match the Keras model on the same centre
 crop within the stated tolerance."""
 
+import json
 import re
 from pathlib import Path
 
@@ -112,6 +113,10 @@ def test_export_round_trips_within_tolerance(run, tmp_path, fmt, quantize, toler
     assert result.bytes > 0 and out.exists()
     labels = (out / "labels.txt") if fmt == "savedmodel" else (tmp_path / "labels.txt")
     assert result.labels == labels and labels.read_text().splitlines() == list(COLOURS)
+    card = json.loads(result.card.read_text())
+    assert result.card == ((out / "serving.json") if fmt == "savedmodel" else tmp_path / f"exported{suffix}.json")
+    assert card["labels"] == list(COLOURS) and card["format"] == fmt and card["quantize"] == quantize
+    assert card["score"] == "msp" and card["reject_below"] is None and card["input"]["model_size"] == [32, 32]
 
     served = load_back(fmt, out)
     for name, image in odd_images():
@@ -150,6 +155,11 @@ def test_export_rejects_bad_requests(run, tmp_path):
     with pytest.raises(TltoolkitError, match="labels.txt exists with other labels"):
         export(run, "keras", tmp_path / "m.keras")
     assert not (tmp_path / "m.keras").exists()
+    (tmp_path / "labels.txt").unlink()
+    (tmp_path / "m.keras.json").write_text("{}")  # a user's file where the serving card would go
+    with pytest.raises(TltoolkitError, match="m.keras.json already exists; pass --force"):
+        export(run, "keras", tmp_path / "m.keras")
+    assert (tmp_path / "m.keras.json").read_text() == "{}" and not (tmp_path / "m.keras").exists()
 
 
 def test_int8_needs_real_calibration_images_and_takes_them_from_data(run, tmp_path, monkeypatch):
@@ -222,6 +232,9 @@ def test_exports_carry_the_temperature_and_the_rejection_score(calibrated, tmp_p
     out = tmp_path / ("exported" + {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx", "savedmodel": ""}[fmt])
     result = export(calibrated, fmt, out)
     assert f"its second output is the energy score: reject below {stored['threshold']:.6g}" in result.summary()
+    card = json.loads(result.card.read_text())  # what a server applies to the second output
+    assert card["score"] == "energy" and card["reject_below"] == pytest.approx(stored["threshold"])
+    assert card["temperature"] == pytest.approx(stored["temperature"]) and card["coverage"] == pytest.approx(0.9)
     served = load_back(fmt, out)
     to_logits = logits_model(classifier.model)
     for _, image in odd_images():
@@ -279,3 +292,15 @@ def test_tta_inside_the_export_matches_evaluate_tta(tmp_path, tta):
             got, got_score = served(np.asarray(Image.open(path).convert("RGB")))
             np.testing.assert_allclose(got, want, atol=tolerance)
             assert got_score == pytest.approx(want_score, abs=tolerance)
+
+
+def test_int8_export_with_tta_inside_passes_the_multi_size_verification(run, tmp_path):
+    """int8 where it converts: the flip views and their mean quantised with the rest, verified at every
+    size against the float Keras serving model with the same TTA inside."""
+    result = export(run, "tflite", tmp_path / "int8-flip.tflite", quantize="int8", tta="flip")
+    assert "tflite (int8) with flip TTA inside" in result.summary()
+    assert result.max_difference <= TOLERANCES["int8"] and result.top1_agreement == 1.0
+    assert json.loads(result.card.read_text())["tta"] == "flip"
+    served = load_back("tflite", result.path)
+    for name, image in odd_images():
+        assert list(COLOURS)[int(np.argmax(served(image)[0]))] == name

@@ -71,6 +71,17 @@ def test_calibrate_then_predict_answers_unknown_below_the_threshold(trained, run
     assert (predict(run, [data], coverage=1.0)["label"] == "unknown").sum() <= 1
     assert (predict(run, [data], coverage=0.25)["label"] == "unknown").mean() == pytest.approx(0.75, abs=1 / 24 + 1e-9)
 
+    # a class named "unknown" stays that class: a rejected image reads "<unknown>"
+    index = json.loads((run / "class_index.json").read_text())
+    renamed = {("unknown" if i == 0 else name): i for name, i in index.items()}
+    (run / "class_index.json").write_text(json.dumps(renamed))
+    frame = predict(run, [data], coverage=0.25)
+    rejected = frame["closest"] != ""
+    assert (frame.loc[rejected, "label"] == "<unknown>").all() and rejected.mean() > 0.5
+    first = next(name for name, i in index.items() if i == 0)
+    truth = np.array([p.split("/")[-2] for p in frame["path"]])
+    assert set(frame.loc[~rejected & (truth == first), "label"]) <= {"unknown"}
+
 
 @pytest.mark.parametrize("command", ["predict", "evaluate", "calibrate"])
 def test_coverage_outside_zero_one_is_a_one_line_error(trained, command, capsys):

@@ -11,7 +11,10 @@ have no antialiased resize): give it images no more than ~2x the model's input s
 match with training, or expect small differences on big photos.
 
 `labels.txt` (one class name per line, in output order) travels with the model: inside a SavedModel
-folder, beside a `.keras`, `.tflite` or `.onnx` file.
+folder, beside a `.keras`, `.tflite` or `.onnx` file. So does a serving card (`serving.json` inside a
+SavedModel folder, `NAME.tflite.json` beside `NAME.tflite`, and so on): what a server needs that the
+graph cannot say — the outputs' order and meaning, the score kind and the threshold to answer "unknown"
+below, the temperature already applied, the TTA inside, the model's input size and resize policy.
 
 Every export is loaded back with its own runtime (Keras in safe mode, `tf.saved_model.load`, the TFLite
 interpreter, onnxruntime) and compared with the Keras serving model on a few images, each at every size
@@ -31,6 +34,7 @@ one int8 file serves images of any size, as the other formats do: no resizing be
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -72,6 +76,7 @@ class ExportResult:
     tolerance: float
     tta: str = "none"
     rejection: dict | None = None  # the model's stored settings (rejection.rejection_of): the threshold to apply
+    card: Path | None = None  # the serving card (`serving_card`)
 
     def rejection_line(self) -> str:
         if self.rejection is None:
@@ -83,7 +88,8 @@ class ExportResult:
     def summary(self) -> str:
         what = self.format + (f" ({self.quantize})" if self.quantize else "") + (
             f" with {self.tta} TTA inside" if self.tta != "none" else "")
-        return (f"exported {what} to {self.path} ({self.bytes / 1e6:.2f} MB), labels in {self.labels}; verified "
+        return (f"exported {what} to {self.path} ({self.bytes / 1e6:.2f} MB), labels in {self.labels}, serving "
+                f"card in {self.card}; verified "
                 f"on {self.images} images at sizes {', '.join(map(_hxw, self.sizes))}: max probability (and score) difference "
                 f"{self.max_difference:.2e} at {_hxw(self.worst_size)} (tolerance {self.tolerance:g}), top-1 "
                 f"agreement {self.top1_agreement:.0%}; {self.rejection_line()}")
@@ -153,7 +159,9 @@ def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool
     classifier = model_or_run if isinstance(model_or_run, Classifier) else load_classifier(model_or_run)
     labels_path = out / "labels.txt" if fmt == "savedmodel" else out.parent / "labels.txt"
     labels_text = "".join(f"{name}\n" for name in classifier.class_names)
-    _check_targets(out, fmt, labels_path, labels_text, force)
+    card_path = out / "serving.json" if fmt == "savedmodel" else out.with_name(out.name + ".json")
+    _check_targets(out, fmt, labels_path, labels_text, force, card_path)
+    card_text = json.dumps(serving_card(classifier, fmt, quantize, tta), indent=2) + "\n"
 
     sizes = verification_sizes(classifier.image_size)
     if quantize == "int8":
@@ -168,16 +176,39 @@ def export(model_or_run, fmt: str, out, quantize: str | None = None, force: bool
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _write_tflite,
               "onnx": _write_onnx}[fmt]
-    writer(serving, out, quantize, calibration, labels_text)
+    writer(serving, out, quantize, calibration, {"labels.txt": labels_text, "serving.json": card_text})
     if fmt != "savedmodel":
         from tltoolkit.data.files import atomic_write_bytes
 
         atomic_write_bytes(labels_path, labels_text.encode("utf-8"))
+        atomic_write_bytes(card_path, card_text.encode("utf-8"))
 
     tolerance = EXACT_FORMATS_TOLERANCE if fmt in ("keras", "savedmodel") else TOLERANCES[quantize]
     difference, worst, agreement = verify(fmt, out, checked, expected, tolerance)
     return ExportResult(out, labels_path, fmt, quantize, _size(out), len(checked) // len(sizes), sizes,
-                        difference, worst, agreement, tolerance, tta, rejection_of(classifier.model))
+                        difference, worst, agreement, tolerance, tta, rejection_of(classifier.model), card_path)
+
+
+def serving_card(classifier, fmt: str, quantize: str | None, tta: str) -> dict:
+    """What a server needs beside the graph: the outputs in order, the score kind and the threshold to
+    answer "unknown" below (None when the model stores none: the score is then the maximum softmax
+    probability at the model's temperature), the temperature the graph already applies, the TTA inside."""
+    from tltoolkit.calibration import temperature_of
+    from tltoolkit.inference.predict import unknown_answer
+    from tltoolkit.rejection import DEFAULT_SCORE, rejection_of
+
+    stored = rejection_of(classifier.model) or {}
+    return {"format": fmt, "quantize": quantize, "tta": tta,
+            "input": {"dtype": "uint8", "layout": "[batch, height, width, 3] RGB of any size",
+                      "model_size": list(classifier.image_size), "resize": classifier.resize},
+            "outputs": ["probabilities [batch, classes], in labels.txt order", "score [batch]: higher is more like "
+                        "the training classes"],
+            "labels": list(classifier.class_names),
+            "temperature": float(stored.get("temperature", temperature_of(classifier.model))),
+            "score": stored.get("score", DEFAULT_SCORE),
+            "reject_below": None if stored.get("threshold") is None else float(stored["threshold"]),
+            "coverage": None if stored.get("coverage") is None else float(stored["coverage"]),
+            "unknown_answer": unknown_answer(classifier.class_names)}
 
 
 def verification_sizes(image_size) -> list[tuple[int, int]]:
@@ -222,9 +253,10 @@ def _require_onnx():
         raise TltoolkitError("ONNX export needs tf2onnx and onnxruntime: pip install 'tltoolkit[onnx]'") from None
 
 
-def _check_targets(out: Path, fmt: str, labels_path: Path, labels_text: str, force: bool) -> None:
-    if out.exists() and not force:
-        raise TltoolkitError(f"--out {out} already exists; pass --force to replace it or choose another path")
+def _check_targets(out: Path, fmt: str, labels_path: Path, labels_text: str, force: bool, card_path: Path) -> None:
+    for target in (out, card_path):
+        if target.exists() and not force:
+            raise TltoolkitError(f"{target} already exists; pass --force to replace it or choose another --out")
     if out.exists() and out.is_dir() != (fmt == "savedmodel"):
         kind = "folder" if out.is_dir() else "file"
         raise TltoolkitError(f"--out {out} is an existing {kind}; a {fmt} export cannot replace it, choose another path")
@@ -275,7 +307,7 @@ def _replace(temporary: Path, out: Path) -> None:
         os.replace(temporary, out)
 
 
-def _write_keras(serving, out, quantize, calibration, labels_text):
+def _write_keras(serving, out, quantize, calibration, files):
     from tltoolkit.data.files import atomic_path
 
     with atomic_path(out) as temporary:
@@ -285,18 +317,19 @@ def _write_keras(serving, out, quantize, calibration, labels_text):
         os.replace(staged, temporary)
 
 
-def _write_savedmodel(serving, out, quantize, calibration, labels_text):
+def _write_savedmodel(serving, out, quantize, calibration, files):
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         target = staging / "model"
         serving.export(str(target), format="tf_saved_model", verbose=False)
-        (target / "labels.txt").write_text(labels_text, encoding="utf-8")
+        for name, text in files.items():  # inside the folder: one rename commits the set
+            (target / name).write_text(text, encoding="utf-8")
         _replace(target, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_tflite(serving, out, quantize, calibration, labels_text):
+def _write_tflite(serving, out, quantize, calibration, files):
     import tensorflow as tf
 
     from tltoolkit.data.files import atomic_write_bytes
@@ -358,7 +391,7 @@ def _size_arithmetic(flat: bytes) -> list[str]:
     return names
 
 
-def _write_onnx(serving, out, quantize, calibration, labels_text):
+def _write_onnx(serving, out, quantize, calibration, files):
     from tltoolkit.data.files import atomic_path
 
     with atomic_path(out) as temporary:

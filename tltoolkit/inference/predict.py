@@ -22,6 +22,12 @@ from tltoolkit.rejection import threshold_of
 UNKNOWN = "unknown"  # the answer for an image scored below the model's rejection threshold
 
 
+def unknown_answer(class_names) -> str:
+    """The label of a rejected image: "unknown", or "<unknown>" when a class is itself named unknown
+    (a rejected image must never read as that class)."""
+    return f"<{UNKNOWN}>" if UNKNOWN in class_names else UNKNOWN
+
+
 def probabilities(model_or_runs, table: pd.DataFrame, tta: str = "none", batch_size: int = 32,
                   progress: bool = False) -> np.ndarray:
     """`[len(table), classes]` probabilities of the images of `table` (columns `path`, optional
@@ -104,7 +110,8 @@ def predict(model_or_runs, images_or_table, top_k: int = 5, tta: str = "none", b
     `label_2`, `probability_2`, ... up to `top_k`, `score` (the rejection score: higher is more like
     the training classes) and `error` (why a file could not be read; its other columns are empty).
     A model with a rejection threshold (`rejection_threshold`; `coverage` derives another) answers
-    `label` "unknown" below it, and a `closest` column names the top class of those images. Several
+    `label` "unknown" below it ("<unknown>" if a class has that name: `unknown_answer`), and a
+    `closest` column names the top class of those images. Several
     models: their averaged probabilities and scores (an ensemble), never "unknown"."""
     classifiers = as_classifiers(model_or_runs)
     names = classifiers[0].class_names
@@ -138,6 +145,6 @@ def predict(model_or_runs, images_or_table, top_k: int = 5, tta: str = "none", b
     if threshold is not None:
         unknown = good.to_numpy() & (scores < threshold)
         result["closest"] = np.where(unknown, result["label"], "")
-        result.loc[unknown, "label"] = UNKNOWN
+        result.loc[unknown, "label"] = unknown_answer(names)
     result["error"] = table["error"].to_numpy()
     return result
