@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 COLAB = "https://colab.research.google.com/github/OWNER/REPO/blob/main/recipes/{name}"  # placeholder repo
@@ -78,10 +78,11 @@ def notebook(source: Path) -> nbformat.NotebookNode:
     """The Colab notebook of one recipe source."""
     book = jupytext.read(source, fmt="py:percent")
     name = source.with_suffix(".ipynb").name
-    title, parameters, *recipe = book.cells
-    if title.cell_type != "markdown" or not title.source.startswith("# ") or (
-            parameters.metadata.get("tags") != ["parameters"]):
+    first = book.cells[:2]
+    if len(first) < 2 or first[0].cell_type != "markdown" or not first[0].source.startswith("# ") or (
+            first[1].metadata.get("tags") != ["parameters"]):
         sys.exit(f"{source.name}: start with a markdown cell '# Title' and a code cell tagged parameters")
+    title, parameters, *recipe = book.cells
     heading, _, intro = title.source.partition("\n\n")
     badge = f"[![Open In Colab]({BADGE})]({COLAB.format(name=name)})"
     cells = [new_markdown_cell(f"{heading}\n\n{badge}\n\n{intro}"), new_code_cell(INSTALL),
@@ -89,7 +90,7 @@ def notebook(source: Path) -> nbformat.NotebookNode:
              new_code_cell(f"{SMOKE_SWITCH}\n{parameters.source}", metadata=parameters.metadata), *recipe]
     for number, cell in enumerate(cells):
         cell["id"] = f"{name.split('_')[0]}-{number:02d}"  # stable ids: the files change only when cells do
-    return nbformat.v4.new_notebook(cells=cells, metadata={
+    return new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"}, "colab": {"provenance": []}})
 
