@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 # other files carry @pytest.mark.slow themselves.
 SLOW_FILES = {
     "test_any_base.py", "test_checkpoints.py", "test_classic.py", "test_densenet.py", "test_distribute.py",
-    "test_inception.py", "test_recipes.py", "test_registry.py", "test_resnet.py", "test_resnet_v2.py",
+    "test_inception.py", "test_registry.py", "test_resnet.py", "test_resnet_v2.py",
     "test_sample_data.py", "test_torch_parity.py", "test_variant_parity.py", "test_vgg.py",
 }
 

@@ -86,6 +86,21 @@ def test_random_resized_crop_changes_training_images_only():
     np.testing.assert_allclose(np.asarray(whole(images, training=True)), images, atol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["crop", "inception_crop", "pca"])
+def test_our_layers_say_truly_whether_xla_compiles_them(name):
+    # Keras' jit_compile="auto" (its default; XLA on a GPU) compiles a model only if every layer says
+    # supports_jit: a layer that claims it wrongly makes fit() fail on the accelerator.
+    images = correlated_pixels(n=2)
+    block = augmentation(name, 16, pca=fit_pca_color(images), seed=0)
+    try:
+        tf.function(lambda x: block(x, training=True), jit_compile=True)(tf.constant(images))
+        compiles = True
+    except tf.errors.InvalidArgumentError as error:
+        assert "No registered" in str(error)
+        compiles = False
+    assert block.layers[0].supports_jit == compiles
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_run_in_training_and_are_identity_at_inference(preset):
     images = correlated_pixels(n=4, size=32)

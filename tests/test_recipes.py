@@ -1,24 +1,45 @@
-"""Every recipe notebook in recipes/ runs top to bottom in smoke mode, as CI runs it (with nbclient, in
-a real IPython kernel); a new notebook is picked up the moment it is added."""
+"""Every recipe notebook in recipes/ is what recipes/make_recipes.py writes from its jupytext source
+(recipes/NN_name.py), and runs top to bottom in smoke mode, as CI runs it (with nbclient, in a real
+IPython kernel); a new notebook is picked up the moment it is added."""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "recipes").glob("*.ipynb"))
+SOURCES = sorted((ROOT / "recipes").glob("[0-9][0-9]_*.py"))
+
+
+def make_recipes():
+    spec = importlib.util.spec_from_file_location("make_recipes", ROOT / "recipes" / "make_recipes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_there_are_recipes():
     assert {"02_feature_extraction.ipynb", "04_architecture_tour.ipynb"} <= {p.name for p in NOTEBOOKS}
+    assert [p.stem for p in SOURCES] == [p.stem for p in NOTEBOOKS], "every notebook has its .py source"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_recipe_source_is_python_in_jupytext_form(source):
+    text = source.read_text()
+    ast.parse(text, filename=str(source))  # plain Python a linter reads: cells are comments, magics too
+    # As jupytext writes it, so opening and saving it in Jupyter (jupytext) does not rewrite it.
+    assert jupytext.writes(jupytext.reads(text, fmt="py:percent"), fmt="py:percent") == text
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -40,6 +61,19 @@ def test_generated_notebooks_are_up_to_date():
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_regenerating_a_notebook_gives_its_committed_cells(source, tmp_path):
+    build = make_recipes().notebook
+    committed = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    assert build(source).cells == committed.cells
+    # The cells do come from the source: an edit there shows in the notebook, the shared header stays.
+    edited = tmp_path / source.name
+    edited.write_text(source.read_text() + "\n# %%\nprint('edited')\n")
+    rebuilt = build(edited).cells
+    assert rebuilt[:-1] == committed.cells and rebuilt[-1].source == "print('edited')"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_recipe_runs_in_smoke_mode(path, tmp_path, monkeypatch):
     monkeypatch.setenv("TLTOOLKIT_SMOKE", "1")

@@ -6,10 +6,12 @@ trained model predicts on untouched images. MixUp and CutMix mix labels as well 
 inside the model cannot do: `mix_batches` applies them to the training dataset instead.
 
 Keras 3 core ships flip, rotation, zoom, shear, translation, colour jitter (brightness, contrast,
-saturation, hue), RandAugment, MixUp and CutMix; we use those. Written here, because neither Keras nor
-keras-cv provides it usably: `PCAColor` (AlexNet's colour augmentation; no library has it) and
-`RandomResizedCrop` (Keras has none; keras-cv's `RandomCropAndResize` ignores `training`, so it would
-crop at inference too, and loops per image).
+saturation, hue), RandAugment, MixUp and CutMix; we use those (they superseded keras-cv's layers, which
+is why keras-cv is no dependency). Written here, because neither Keras 3.15 nor keras-cv 0.9 provides
+it usably: `PCAColor` (AlexNet's colour augmentation; no library has it), `RandomResizedCrop` (Keras has
+none: `RandomCrop` does not resize back, `RandomZoom` samples no area and aspect; keras-cv's
+`RandomCropAndResize` ignores `training`, so it would crop at inference too, and loops per image) and
+`ClipToPixelRange` (a Keras bug, below).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class RandomResizedCrop(keras.layers.Layer):
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_jit = False  # XLA has no CropAndResize kernel (as Keras' RandomZoom, RandomRotation)
 
     def call(self, images, training=None):
         import tensorflow as tf
