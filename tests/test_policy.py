@@ -60,3 +60,21 @@ def test_unknown_or_unusable_names_are_one_line_errors(resnet20):
         resolve_freeze("block5", spec, base)
     with pytest.raises(TltoolkitError, match="starts inside a block"):
         resolve_freeze("conv4_block2_2_conv", spec, base)
+
+
+@pytest.mark.parametrize("min_epochs", [1, 3])
+def test_the_budget_stops_a_started_candidate_only_after_its_fair_trial(min_epochs):
+    """A deadline already passed stops a real fit after `min_epochs` epochs, not before (the policy's
+    candidates get their warm-up and one patience however long tracing took)."""
+    import time
+
+    import keras
+    import numpy as np
+
+    from tltoolkit.training.phases import Deadline
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    deadline = Deadline(time.monotonic() - 1.0, min_epochs)
+    history = model.fit(np.zeros((8, 4)), np.zeros(8), epochs=10, verbose=0, callbacks=[deadline])
+    assert len(history.epoch) == min_epochs and deadline.hit

@@ -310,14 +310,18 @@ class _Training:
         tried, skipped = [best], []
         points = candidates(self.spec.stage_names)[1:]
         for i, until in enumerate(points):
+            # The last candidate trains every layer at one rate: with enough data the weights only initialise.
+            recipe = self.recipe if until != NONE else recipe_for(self.config.replace(recipe="scratch"), True)
+            # A candidate is tried fairly or not at all: it is skipped when its fair trial (warm-up and one
+            # patience, at ~3 forward passes per training image an epoch) does not fit in what is left, and
+            # once started the budget stops it only after that many epochs.
             left = end - time.monotonic()
-            if left <= 0:
+            fair = recipe.fair_trial * 3 * self._forward_seconds() * len(self.train_table)
+            if left <= 0 or fair > left:
                 skipped.append(until)
                 continue
-            # Each candidate gets an equal share of what is left (one that stops early leaves time to the
-            # next); the last trains every layer at one rate: with enough data the weights only initialise.
-            recipe = self.recipe if until != NONE else recipe_for(self.config.replace(recipe="scratch"), True)
-            deadline = time.monotonic() + left / (len(points) - i)
+            # Each candidate gets an equal share of what is left (one that stops early leaves time to the next).
+            deadline = time.monotonic() + max(left / (len(points) - i), fair)
             tried.append(self._phase2(head, resolve_freeze(until, self.spec, self.extractor.base), deadline, recipe))
             if _better(tried[-1]["score"], best["score"], self.config.monitor, strictly=True):
                 best["weights"] = None  # only the best so far keeps its weights
@@ -328,7 +332,8 @@ class _Training:
         rows = [{"freeze_until": r["until"], "recipe": r["recipe"], "val_loss": round(r["score"][0], 4),
                  "val_accuracy": round(r["score"][1], 4), "seconds": round(r["seconds"], 1),
                  "stopped": r.get("stopped", "phase 1"), "kept": "yes" if r is best else ""} for r in tried]
-        rows += [{"freeze_until": u, "stopped": "not tried: the budget was spent", "kept": ""} for u in skipped]
+        rows += [{"freeze_until": u, "stopped": "not tried: its fair trial did not fit in the budget left", "kept": ""}
+                 for u in skipped]
         self.entry["trials"] = rows
         scores = ", ".join(f"{r['until']} {r['score'][1]:.3f} ({r['seconds']:.0f} s)" for r in tried)
         why = (f"auto, measured on validation within {budget:.0f} s ({self.config.policy_budget:g}x phase 1's cost, "
@@ -387,7 +392,7 @@ class _Training:
                   else Path(tempfile.mkdtemp(prefix="tltoolkit-worker-")) / "backup")
         log_dir = self.out / "logs" / f"run{self.number}-phase2{'-' + trial if trial else ''}" if self.chief else None
         callbacks = phases.training_callbacks(self.has_val, recipe.patience, config.monitor, self._recorder(2, trial),
-                                              log_dir, backup, deadline)
+                                              log_dir, backup, deadline, recipe.fair_trial)
         self.echo(f"phase 2: {' + '.join(decision.trained_stages)} + head, {recipe.describe()}")
         cut = self._cut_cache(base, decision) if self._can_cut(decision) else None
         if cut is None:

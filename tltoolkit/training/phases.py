@@ -64,6 +64,12 @@ class Recipe:
     epochs: int  # at most
     why: str
 
+    @property
+    def fair_trial(self) -> int:
+        """Epochs a measured candidate gets before the policy's budget may stop it: the warm-up and one
+        patience (fewer says nothing about where it would have gone)."""
+        return min(self.epochs, self.warmup_epochs + self.patience)
+
     def describe(self) -> str:
         rates = (f"lr {self.learning_rate:g}, x{self.stage_lr_decay:g} per earlier stage" if self.stage_lr_decay
                  else f"lr {self.learning_rate:g} for every layer")
@@ -85,14 +91,16 @@ def recipe_for(config, pretrained: bool) -> Recipe:
 
 
 class Deadline(keras.callbacks.Callback):
-    """Stops training after the epoch that passes `deadline` (time.monotonic()); `hit` says it did."""
+    """Stops training after the epoch that passes `deadline` (time.monotonic()), but never before
+    `min_epochs` epochs: a candidate the policy starts gets a fair trial (warm-up and one patience) even
+    when tracing the model ate its share; `hit` says it stopped one."""
 
-    def __init__(self, deadline: float | None):
+    def __init__(self, deadline: float | None, min_epochs: int = 1):
         super().__init__()
-        self.deadline, self.hit = deadline, False
+        self.deadline, self.min_epochs, self.hit = deadline, min_epochs, False
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        if self.deadline is not None and epoch + 1 >= self.min_epochs and time.monotonic() > self.deadline:
             self.hit = True
             self.model.stop_training = True
 
@@ -106,7 +114,7 @@ def stop_reason(history, callbacks, epochs: int, monitor: str) -> str:
         if values else ran
     first = history.epoch[0] if history.epoch else 0  # > 0 when BackupAndRestore resumed
     deadline = next((c for c in callbacks if isinstance(c, Deadline)), None)
-    if deadline is not None and deadline.hit:
+    if deadline is not None and deadline.hit and first + ran < epochs:
         return f"stopped by the policy's time budget after {first + ran} epochs (best epoch {first + best})"
     if first + ran >= epochs:
         still = best == ran and ran > 1
@@ -192,7 +200,7 @@ class EpochLog(keras.callbacks.Callback):
 
 
 def training_callbacks(has_validation: bool, patience: int, monitor: str, record, log_dir=None, backup_dir=None,
-                       deadline: float | None = None):
+                       deadline: float | None = None, min_epochs: int = 1):
     """Early stopping with best-weights restore (on validation when there is one), the metrics log,
     TensorBoard, an optional deadline and, for resumable phases, BackupAndRestore."""
     monitor = monitor if has_validation else monitor.removeprefix("val_")
@@ -200,7 +208,7 @@ def training_callbacks(has_validation: bool, patience: int, monitor: str, record
     callbacks = [EpochLog(record),
                  keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
                                                restore_best_weights=True),
-                 Deadline(deadline)]
+                 Deadline(deadline, min_epochs)]
     if log_dir is not None and tensorboard_installed():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False))
     if backup_dir is not None:
