@@ -188,6 +188,11 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
     return FeatureExtractor(extraction, feature_spec, model, augment, compiled)
 
 
+def calibration_table(table):
+    """The columns of a scan's table that int8 calibration samples from (what a Ray actor is sent)."""
+    return table[[c for c in ("path", "sha256", "label", "status", "decoder") if c in table.columns]]
+
+
 def sample_images(table, count: int, image_size, resize: str, seed: int, exclude=()) -> tuple[np.ndarray, list[str]]:
     """A seeded sample of at most `count` of `table`'s usable images (a scan's table; those whose
     sha256 is in `exclude` left out), decoded as extraction decodes them, and their sha256."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from tltoolkit.architectures.stages import PENULTIMATE
 from tltoolkit.data import scan
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.features.extractor import feature_extractor
+from tltoolkit.features.extractor import calibration_table, feature_extractor
 from tltoolkit.features.local import ExtractionStats, extract_features, prepared
 from tltoolkit.features.parquet import cache_chunks, check_output_folder, output_metadata, write_output
 from tltoolkit.features.ray import extract_features_with_ray, require_ray
@@ -46,8 +46,6 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
         raise TltoolkitError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     if views and engine == "ray":
         raise TltoolkitError("--views runs on the local engine; drop --engine ray")
-    if runtime != "tf" and engine == "ray":
-        raise TltoolkitError(f"--runtime {runtime} runs on the local engine; drop --engine ray")
     if address and engine != "ray":
         raise TltoolkitError("--address joins a Ray cluster; add --engine ray")
     if engine == "ray":
@@ -61,9 +59,10 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
     if table.empty:
         raise TltoolkitError(f"no usable images in {data}; check the folder (tltoolkit scan {data})")
     options = dict(arch=base, weights=weights, image_size=image_size, layer=layer, preprocessing=preprocessing,
-                   pooling=pooling, dtype=dtype, resize=resize, seed=seed, views=views, augmentation=augmentation)
-    extractor = feature_extractor(**options, runtime=runtime, precision=precision, batch_size=batch_size,
-                                  calibration=table if precision == "int8" else None)
+                   pooling=pooling, dtype=dtype, resize=resize, seed=seed, views=views, augmentation=augmentation,
+                   runtime=runtime, precision=precision, batch_size=batch_size,
+                   calibration=calibration_table(table) if precision == "int8" else None)
+    extractor = feature_extractor(**options)  # the Ray engine's actors build the same, runtime included
     if engine == "ray":
         cache, stats = extract_features_with_ray(table, extractor, options, cache_dir, batch_size, address, workers)
     else:
