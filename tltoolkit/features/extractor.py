@@ -114,7 +114,8 @@ class FeatureExtractor:
 def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIMATE, pooling=None,
                       dtype: str = "float32", resize: str = "center_crop", preprocessing: str | None = None,
                       views: int = 0, augmentation: str | None = None, seed: int = 0, runtime: str = "tf",
-                      precision: str = "fp32", calibration=None, batch_size: int = 32) -> FeatureExtractor:
+                      precision: str = "fp32", calibration=None, batch_size: int = 32,
+                      progress: bool = True) -> FeatureExtractor:
     """Builds the extraction model for `arch` and the spec that keys its features.
 
     `arch`: a registry id, `keras:NAME`, the path of a saved `.keras` base, or the `ArchSpec` that
@@ -127,7 +128,8 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
     mode overriding the base's (required for a saved model). `views` > 0: that many views per image
     through the `augmentation` policy, seeded with `seed`. `runtime`/`precision`: what the forward pass
     runs on (`tltoolkit.runtimes.compile_runtime`, compiled for `batch_size` images); int8 calibrates on
-    a seeded sample of `CALIBRATION_IMAGES` of `calibration`, a scan's table (the user's own images).
+    a seeded sample of `CALIBRATION_IMAGES` of `calibration`, a scan's table (the user's own images);
+    `progress`: the calibration's progress bars (on stderr).
     """
     import keras
 
@@ -179,7 +181,7 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
         images, hashes = (None, None) if calibration is None else sample_images(
             calibration, CALIBRATION_IMAGES, size, resize, seed)
         compiled = compile_runtime(extraction, runtime, precision, batch_size,
-                                   None if images is None else [images], hashes)
+                                   None if images is None else [images], hashes, progress)
     feature_spec = FeatureSpec(arch=cache_name(spec), weights=weights_id, image_size=size, resize=resize,
                                preprocessing=preprocessing or spec.preprocessing, cut=cut, pooling=pooling,
                                dtype=dtype, views=views, augmentation=augmentation if views else None,

@@ -13,6 +13,7 @@ from tltoolkit.features.extractor import calibration_table, feature_extractor
 from tltoolkit.features.local import ExtractionStats, extract_features, prepared
 from tltoolkit.features.parquet import cache_chunks, check_output_folder, output_metadata, write_output
 from tltoolkit.features.ray import extract_features_with_ray, require_ray
+from tltoolkit.runtimes import check_runtime
 
 ENGINES = ("local", "ray")
 FIDELITY_IMAGES = 32
@@ -38,6 +39,7 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
     see `tltoolkit.runtimes`; a precision other than fp32 records its fidelity to TensorFlow fp32 on
     `FIDELITY_IMAGES` images (held out from int8's calibration where the folder has more) in `_extract.json`."""
     log = log or (lambda message: None)
+    check_runtime(runtime, precision)  # before the scan and any cache folder
     if batch_size < 1:
         raise TltoolkitError(f"--batch-size must be at least 1, got {batch_size}")
     if views < 0 or (views > 0) != bool(augmentation):
@@ -62,7 +64,7 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
                    pooling=pooling, dtype=dtype, resize=resize, seed=seed, views=views, augmentation=augmentation,
                    runtime=runtime, precision=precision, batch_size=batch_size,
                    calibration=calibration_table(table) if precision == "int8" else None)
-    extractor = feature_extractor(**options)  # the Ray engine's actors build the same, runtime included
+    extractor = feature_extractor(**options, progress=progress)  # Ray's actors build the same, runtime included
     if engine == "ray":
         cache, stats = extract_features_with_ray(table, extractor, options, cache_dir, batch_size, address, workers)
     else:
