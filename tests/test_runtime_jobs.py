@@ -104,7 +104,7 @@ def test_quiet_keeps_nncf_and_openvino_output_off_both_streams(tmp_path):
     assert "Statistics collection" in shown.stderr
 
 
-@pytest.mark.parametrize("command", ["extract"])
+@pytest.mark.parametrize("command", ["extract", "finetune"])
 def test_a_precision_the_cpu_lacks_is_refused_in_one_line_before_any_folder_is_made(tmp_path, monkeypatch, capsys,
                                                                                      command):
     monkeypatch.setenv(CAPABILITIES_VARIABLE, "FP32,INT8")  # a CPU without native bf16 (no avx512_bf16)
@@ -117,4 +117,37 @@ def test_a_precision_the_cpu_lacks_is_refused_in_one_line_before_any_folder_is_m
     err = capsys.readouterr().err
     assert "precision bf16: this CPU has no native BF16" in err and "use --precision fp32" in err
     assert len(err.strip().splitlines()) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no cache, scan cache, output or run folder
+    # No feature cache, scan cache, output or run folder (matplotlib, imported by finetune, keeps its own).
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "xdg") == ["data"]
+    assert not (tmp_path / "xdg" / "tltoolkit").exists()
+
+
+@pytest.mark.slow
+def test_finetune_extracts_phase_1_and_the_cut_cache_on_its_runtime_and_reports_the_fidelity(tmp_path, monkeypatch):
+    from tltoolkit.training.finetune import finetune
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    data = digit_folder(tmp_path / "data", 16)
+    common = dict(base=ARCH, weights=BACKBONE, data=str(data), cache_dir=str(tmp_path / "cache"), batch_size=8,
+                  freeze_until="conv4", epochs=30, fine_tune_epochs=1, augment="none", seed=0)
+    fp32 = finetune({**common, "out": str(tmp_path / "fp32")}, progress=False, echo=lambda line: None)
+    assert main(["finetune", "--base", ARCH, "--weights", BACKBONE, "--data", str(data), "--out",
+                 str(tmp_path / "bf16"), "--cache-dir", str(tmp_path / "cache"), "--batch-size", "8",
+                 "--freeze-until", "conv4", "--epochs", "30", "--fine-tune-epochs", "1", "--augment", "none",
+                 "--runtime", "openvino", "--precision", "bf16", "--quiet"]) == 0
+    bf16 = json.loads((tmp_path / "bf16" / "state.json").read_text())["runs"][-1]
+    assert bf16["config"]["runtime"] == "openvino" and bf16["config"]["precision"] == "bf16"
+    # Its own cache entries: every image computed again, for phase 1 and for the cut cache.
+    assert any(note.startswith("features: computed 80 of 80 images (0 from the cache)") for note in bf16["notes"])
+    assert any("trains from the cached output" in note and "computed 80 of 80" in note for note in bf16["notes"])
+    runtimes = [json.loads(spec.read_text()).get("runtime", {}) for spec in (tmp_path / "cache").glob("*/spec.json")]
+    assert sorted(r.get("precision", "fp32") for r in runtimes) == ["bf16", "bf16", "fp32", "fp32"]
+    # The fidelity on validation images (calibration is of training images) and phase 1's accuracy.
+    note = next(note for note in bf16["notes"] if note.startswith("features on openvino bf16"))
+    assert bf16["fidelity"] in note and "features vs TensorFlow fp32 on" in note and "held out" not in note
+    accuracy = bf16["phases"][0]["val_accuracy"]
+    assert f"phase 1 val_accuracy {accuracy:.3f}" in note
+    assert abs(accuracy - fp32["phases"][0]["val_accuracy"]) <= 0.1
+    assert note in (tmp_path / "bf16" / "report.md").read_text()
+    assert "fidelity" not in fp32 and not any(n.startswith("features on") for n in fp32["notes"])

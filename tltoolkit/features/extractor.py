@@ -23,6 +23,7 @@ from tltoolkit.heads import GLOBAL_POOLINGS
 DTYPES = ("float16", "float32")
 TF_FP32 = {"runtime": "tf", "precision": "fp32"}  # tltoolkit.runtimes' identity of the default runtime
 CALIBRATION_IMAGES = 300  # int8: images of the user's own that the quantisation's statistics come from
+FIDELITY_IMAGES = 32  # off fp32: images the features are compared with TensorFlow fp32's on
 KEY_VERSION = 1  # bump when the meaning of stored features changes: every old key then misses
 
 
@@ -190,9 +191,29 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
     return FeatureExtractor(extraction, feature_spec, model, augment, compiled)
 
 
-def calibration_table(table):
-    """The columns of a scan's table that int8 calibration samples from (what a Ray actor is sent)."""
-    return table[[c for c in ("path", "sha256", "label", "status", "decoder") if c in table.columns]]
+def runtime_arguments(runtime: str, precision: str, table, batch_size: int, progress: bool = True) -> dict:
+    """`feature_extractor`'s runtime arguments for a job over `table` (a scan's table; int8 calibrates
+    on a seeded sample of it): what `extract` and `finetune` (phase 1 and its cut cache) pass."""
+    calibration = None
+    if precision == "int8":  # only the columns sampling needs: what a Ray actor is sent
+        calibration = table[[c for c in ("path", "sha256", "label", "status", "decoder") if c in table.columns]]
+    return dict(runtime=runtime, precision=precision, batch_size=batch_size, calibration=calibration,
+                progress=progress)
+
+
+def runtime_fidelity(extractor: FeatureExtractor, table, seed: int) -> str:
+    """`tltoolkit.runtimes.fidelity` of the extractor's runtime on a seeded sample of `FIDELITY_IMAGES`
+    of `table`, held out from the int8 calibration images (all of `table` when none is left: said so)."""
+    from tltoolkit.features.local import prepared
+    from tltoolkit.runtimes import fidelity
+
+    spec = extractor.spec
+    calibration = set(spec.runtime.get("calibration", []))
+    held_out = not prepared(table)["sha256"].isin(calibration).all()
+    images, _ = sample_images(table, FIDELITY_IMAGES, spec.image_size, spec.resize, seed,
+                              calibration if held_out else ())
+    summary = fidelity(extractor.runtime, extractor.model, images).summary()
+    return summary + ("" if held_out else " (on calibration images: none held out)")
 
 
 def sample_images(table, count: int, image_size, resize: str, seed: int, exclude=()) -> tuple[np.ndarray, list[str]]:
