@@ -151,3 +151,18 @@ def test_finetune_extracts_phase_1_and_the_cut_cache_on_its_runtime_and_reports_
     assert abs(accuracy - fp32["phases"][0]["val_accuracy"]) <= 0.1
     assert note in (tmp_path / "bf16" / "report.md").read_text()
     assert "fidelity" not in fp32 and not any(n.startswith("features on") for n in fp32["notes"])
+
+
+def test_each_precision_keys_its_own_cache_entry(tmp_path, monkeypatch):
+    from tltoolkit.data import scan
+    from tltoolkit.features.extractor import feature_extractor, runtime_arguments
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    table = scan(digit_folder(tmp_path / "data", 2)).usable()
+    specs = {(runtime, precision): feature_extractor(ARCH, weights=BACKBONE, **runtime_arguments(
+        runtime, precision, table, 4, progress=False)).spec
+             for runtime, precision in [("tf", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]}
+    assert len({spec.key() for spec in specs.values()}) == 4
+    assert specs["tf", "fp32"].runtime is None  # the default keeps the keys made before runtimes existed
+    assert [specs["openvino", p].runtime["precision"] for p in ("fp32", "bf16", "int8")] == ["fp32", "bf16", "int8"]
+    assert sorted(specs["openvino", "int8"].runtime["calibration"]) == sorted(table["sha256"])
