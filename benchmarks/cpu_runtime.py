@@ -13,6 +13,11 @@ calibrated on `--calibration` of them and fidelity measured on `--sample` others
 call of each, `--rounds` rounds run every runtime in turn for `--calls` calls on the same batch (so a
 busy machine slows them all alike); the rate is the median over rounds. Compare ratios only from one run
 on an otherwise idle machine: under load they move a lot (see /work/shared/reference/cpu-runtimes.md).
+
+The input-pipeline check (issue 18: the pipeline keeps up with the faster model): `--pipeline-images`
+generated JPEGs (256x256, as benchmarks/pipeline.py makes them) through `tltoolkit.pipeline.image_dataset`
+to the model's size, its best pass of `--rounds` against the fastest OpenVINO model rate of the same run,
+printed as a ratio (target >= 1.2x the bf16 rate).
 """
 
 from __future__ import annotations
@@ -87,6 +92,8 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=64, help="images the fidelity is measured on")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"],
                         choices=["fp32", "bf16", "int8"], help="OpenVINO precisions to measure")
+    parser.add_argument("--pipeline-images", type=int, default=256,
+                        help="JPEGs for the input-pipeline check (0: skip it)")
     parser.add_argument("--quick", action="store_true", help="ResNet-20 (CIFAR) at 32, 3 rounds: a smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -142,6 +149,28 @@ def main() -> None:
         close = compare_features(runtime(sample), reference)
         print(row + f" {close.cosine_mean:.6f} / {close.cosine_min:.6f} | {close.max_relative_difference:.1e} |")
     print(f"\nfidelity on {len(sample)} images; command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    if args.pipeline_images:
+        pipeline = pipeline_rate(args.pipeline_images, args.image_size, args.batch_size, args.rounds)
+        fastest = max((name for name in rates if name != "tensorflow fp32"), key=rates.get, default="tensorflow fp32")
+        compared = [name for name in ("openvino bf16", fastest) if name in rates]
+        print(f"input pipeline ({args.pipeline_images} JPEGs 256 -> {args.image_size}, center_crop, batch "
+              f"{args.batch_size}): {pipeline:.1f} img/s = "
+              + ", ".join(f"{pipeline / rates[name]:.1f}x {name}" for name in dict.fromkeys(compared))
+              + " (target: >= 1.2x openvino bf16)")
+
+
+def pipeline_rate(count: int, image_size: int, batch_size: int, rounds: int) -> float:
+    """img/s of `tltoolkit.pipeline.image_dataset` on `count` generated JPEGs: its best of `rounds` passes."""
+    import tempfile
+
+    from benchmarks.pipeline import best_rates, make_folder
+    from tltoolkit.data import scan
+    from tltoolkit.pipeline import image_dataset
+
+    with tempfile.TemporaryDirectory() as temp:
+        folder = make_folder(Path(temp) / "images", count, 256)
+        table = scan(folder, cache_dir=Path(temp) / "cache").usable()
+        return best_rates({"pipeline": image_dataset(table, image_size, batch_size)}, rounds)["pipeline"]
 
 
 if __name__ == "__main__":

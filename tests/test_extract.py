@@ -3,10 +3,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -14,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.images import pattern, write_image
+from tests.processes import kill_9_when
 from tltoolkit.architectures.stages import tail_model
 from tltoolkit.cli import main
 from tltoolkit.data import scan
@@ -159,14 +158,7 @@ def test_kill_9_then_resume_equals_a_clean_run(tmp_path, weights, kill_after_par
     parts = FeatureCache(extractor.spec, cache_dir).folder / "parts"
     process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(table_file), weights, str(cache_dir)],
                                cwd=os.path.dirname(os.path.dirname(__file__)))
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if parts.exists() and len(list(parts.glob("*.parquet"))) >= kill_after_parts:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "the extraction finished before it could be killed: use more images"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_9_when(process, lambda: parts.exists() and len(list(parts.glob("*.parquet"))) >= kill_after_parts)
     done = len(FeatureCache(extractor.spec, cache_dir).manifest())
     assert 0 < done < len(table)
 

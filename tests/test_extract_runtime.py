@@ -110,9 +110,32 @@ def test_refusals_are_one_line_and_write_nothing(digits, capsys):
     assert "precision bf16 runs on OpenVINO: add --runtime openvino" in capsys.readouterr().err
     assert extract(digits, "out", "--runtime", "openvino", "--views", "2", "--augment", "flip") == 2
     assert "--views runs its augmentation on TensorFlow" in capsys.readouterr().err
-    assert extract(digits, "out", "--runtime", "openvino", "--engine", "ray") == 2
-    assert "--runtime openvino runs on the local engine" in capsys.readouterr().err
     assert not (digits / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_ray_engine_runs_the_drivers_runtime_in_each_actor(digits, capsys):
+    import ray
+
+    bf16 = ("--runtime", "openvino", "--precision", "bf16")
+    assert extract(digits, "local", *bf16) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:  # its own cache: the actors compute every image
+        assert main(["extract", "--base", ARCH, "--weights", BACKBONE, "--data", str(digits / "data"), "--out",
+                     str(digits / "ray"), "--cache-dir", str(digits / "ray-cache"), "--batch-size", "8", "--quiet",
+                     "--engine", "ray", "--workers", "2", *bf16]) == 0
+    finally:
+        ray.shutdown()
+    assert "computed 21 of 21 image(s)" in capsys.readouterr().err
+    local_rows, local_features, local_meta = features_and_metadata(digits, "local")
+    ray_rows, ray_features, ray_meta = features_and_metadata(digits, "ray")
+    assert list(local_rows["sha256"]) == list(ray_rows["sha256"])
+    # The same compiled bf16 model in each actor: the local engine's bf16 features, not fp32's.
+    np.testing.assert_allclose(ray_features, local_features, rtol=1e-6, atol=1e-6)
+    assert ray_meta["engine"] == "ray" and ray_meta["runtime"] == local_meta["runtime"]
+    assert ray_meta["cache_key"] == local_meta["cache_key"] and ray_meta["runtime"]["inference_precision"] == "bf16"
+    assert extract(digits, "tf") == 0
+    assert not np.allclose(features_and_metadata(digits, "tf")[1], ray_features, rtol=1e-6, atol=1e-6)
 
 
 def test_int8_calibrates_on_the_folders_own_images_and_says_when_none_are_held_out(digits, capsys):

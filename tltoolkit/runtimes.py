@@ -16,8 +16,9 @@ what that costs in fidelity against TensorFlow fp32.
 - a static batch: `predict` pads the last, smaller batch instead of recompiling for its shape.
 int8 is NNCF's post-training quantisation (weights and activations), calibrated on the caller's images;
 the operations it leaves in float run in f32. A precision the CPU cannot run natively (OpenVINO's
-`OPTIMIZATION_CAPABILITIES` lacks it) is refused rather than emulated slowly, and the precision that
-actually ran is read back from the compiled model into the identity.
+`OPTIMIZATION_CAPABILITIES` lacks it; `TLTOOLKIT_CPU_CAPABILITIES=FP32,INT8` pretends a CPU without
+BF16) is refused rather than emulated slowly (`check_runtime`: callers run it before any other work),
+and the precision that actually ran is read back from the compiled model into the identity.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ INSTALL = "pip install 'tltoolkit[fast-cpu]'"
 # OpenVINO's name for the float precision each of ours computes in, and the CPU capability it needs.
 INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 CAPABILITIES = {"fp32": "FP32", "bf16": "BF16", "int8": "INT8"}
+CAPABILITIES_VARIABLE = "TLTOOLKIT_CPU_CAPABILITIES"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,31 +52,54 @@ class RuntimeModel:
 
 def compile_runtime(model, runtime: str = "tf", precision: str = "fp32", batch_size: int = 32,
                     calibration: Iterable[np.ndarray] | None = None,
-                    calibration_hashes: Sequence[str] | None = None) -> RuntimeModel:
+                    calibration_hashes: Sequence[str] | None = None, progress: bool = True) -> RuntimeModel:
     """`model` (a functional keras.Model with one image input) on `runtime` at `precision`.
 
     `batch_size`: the batch OpenVINO compiles for (extraction's batch; any batch size is accepted).
     int8 only: `calibration`, batches of images as the model takes them (a few hundred images of the
     user's own, chosen by the caller), and `calibration_hashes`, one sha256 per image in the same order:
-    they go into the identity.
+    they go into the identity. `progress`: NNCF's progress bars on stderr (off: silent).
     """
-    if runtime not in RUNTIMES:
-        raise TltoolkitError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-    if precision not in PRECISIONS:
-        raise TltoolkitError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    check_runtime(runtime, precision)
     if precision == "int8" and (calibration is None or calibration_hashes is None):
         raise TltoolkitError("precision int8 needs calibration images and their sha256 hashes")
     if precision != "int8" and (calibration is not None or calibration_hashes is not None):
         raise TltoolkitError(f"calibration images are for precision int8 only, not {precision}")
     if runtime == "tf":
-        if precision != "fp32":
-            raise TltoolkitError(f"precision {precision} runs on OpenVINO: add --runtime openvino "
-                                 f"(installed by {INSTALL})")
         function = _tf_function(model)
         return RuntimeModel(lambda images: function(images).numpy(), {"runtime": "tf", "precision": "fp32"})
     if batch_size < 1:
         raise TltoolkitError(f"batch size must be positive, got {batch_size}")
-    return _openvino(model, precision, batch_size, calibration, calibration_hashes)
+    return _openvino(model, precision, batch_size, calibration, calibration_hashes, progress)
+
+
+def check_runtime(runtime: str, precision: str) -> None:
+    """What `compile_runtime` checks before any work, cheap enough to call before scanning a folder or
+    creating a cache: known names, the extra installed, a precision the CPU runs natively."""
+    if runtime not in RUNTIMES:
+        raise TltoolkitError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise TltoolkitError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if runtime == "tf":
+        if precision != "fp32":
+            raise TltoolkitError(f"precision {precision} runs on OpenVINO: add --runtime openvino "
+                                 f"(installed by {INSTALL})")
+        return
+    _require("openvino", "--runtime openvino")
+    if precision == "int8":
+        _require("nncf", "--precision int8")
+    check_native(precision, cpu_capabilities())
+
+
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's `OPTIMIZATION_CAPABILITIES` of this CPU (FP32, BF16, INT8, ...); the environment
+    variable `CAPABILITIES_VARIABLE` (comma-separated) replaces them, to try a CPU without, say, BF16."""
+    import os
+
+    override = os.environ.get(CAPABILITIES_VARIABLE)
+    if override is not None:
+        return [name.strip().upper() for name in override.split(",") if name.strip()]
+    return list(_require("openvino", "--runtime openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def _tf_function(model):
@@ -107,16 +132,16 @@ def check_native(precision: str, capabilities: Sequence[str]) -> None:
                              f"(OpenVINO reports {', '.join(capabilities)}); use --precision fp32")
 
 
-def _openvino(model, precision: str, batch_size: int, calibration, calibration_hashes) -> RuntimeModel:
+def _openvino(model, precision: str, batch_size: int, calibration, calibration_hashes, progress) -> RuntimeModel:
     from importlib.metadata import version
 
-    openvino = _require("openvino", "--runtime openvino")
+    import openvino
+
     core = openvino.Core()
-    check_native(precision, core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     converted = openvino.convert_model(_tf_function(model))
     identity = {"runtime": "openvino", "precision": precision, "openvino": version("openvino")}
     if precision == "int8":
-        converted = _quantized(converted, calibration, calibration_hashes)
+        converted = _quantized(converted, calibration, calibration_hashes, progress)
         identity.update(nncf=version("nncf"), calibration=list(calibration_hashes))
     converted.reshape([batch_size, *model.inputs[0].shape[1:]])
     compiled = core.compile_model(converted, "CPU", {"PERFORMANCE_HINT": "LATENCY",
@@ -152,15 +177,31 @@ def _in_batches(infer, batch_size: int):
     return predict
 
 
-def _quantized(converted, calibration, hashes):
+def _quantized(converted, calibration, hashes, progress: bool):
     """NNCF's post-training int8 quantisation of the converted model, its statistics taken image by
     image (one dataset item per image: `subset_size` then counts images, whatever the caller's batches)."""
-    nncf = _require("nncf", "--precision int8")
+    import contextlib
+    import io
+    import logging
+    import sys
+
+    import nncf
+
     images = [image[None] for batch in calibration for image in np.asarray(batch)]
     if not images or len(images) != len(hashes):
         raise TltoolkitError(f"int8 calibration: {len(images)} images but {len(hashes)} hashes; pass one "
                              "sha256 per calibration image (a few hundred of the user's own)")
-    return nncf.quantize(converted, nncf.Dataset(images), subset_size=len(images))
+    # NNCF draws its progress bars with rich on sys.stdout (the command's output): moved to stderr, or
+    # dropped with its log lines when progress is off.
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    try:
+        if not progress:
+            logger.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(sys.stderr if progress else io.StringIO()):
+            return nncf.quantize(converted, nncf.Dataset(images), subset_size=len(images))
+    finally:
+        logger.setLevel(level)
 
 
 @dataclasses.dataclass(frozen=True)

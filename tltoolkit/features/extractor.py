@@ -23,6 +23,7 @@ from tltoolkit.heads import GLOBAL_POOLINGS
 DTYPES = ("float16", "float32")
 TF_FP32 = {"runtime": "tf", "precision": "fp32"}  # tltoolkit.runtimes' identity of the default runtime
 CALIBRATION_IMAGES = 300  # int8: images of the user's own that the quantisation's statistics come from
+FIDELITY_IMAGES = 32  # off fp32: images the features are compared with TensorFlow fp32's on
 KEY_VERSION = 1  # bump when the meaning of stored features changes: every old key then misses
 
 
@@ -114,7 +115,8 @@ class FeatureExtractor:
 def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIMATE, pooling=None,
                       dtype: str = "float32", resize: str = "center_crop", preprocessing: str | None = None,
                       views: int = 0, augmentation: str | None = None, seed: int = 0, runtime: str = "tf",
-                      precision: str = "fp32", calibration=None, batch_size: int = 32) -> FeatureExtractor:
+                      precision: str = "fp32", calibration=None, batch_size: int = 32,
+                      progress: bool = True) -> FeatureExtractor:
     """Builds the extraction model for `arch` and the spec that keys its features.
 
     `arch`: a registry id, `keras:NAME`, the path of a saved `.keras` base, or the `ArchSpec` that
@@ -127,7 +129,8 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
     mode overriding the base's (required for a saved model). `views` > 0: that many views per image
     through the `augmentation` policy, seeded with `seed`. `runtime`/`precision`: what the forward pass
     runs on (`tltoolkit.runtimes.compile_runtime`, compiled for `batch_size` images); int8 calibrates on
-    a seeded sample of `CALIBRATION_IMAGES` of `calibration`, a scan's table (the user's own images).
+    a seeded sample of `CALIBRATION_IMAGES` of `calibration`, a scan's table (the user's own images);
+    `progress`: the calibration's progress bars (on stderr).
     """
     import keras
 
@@ -179,13 +182,38 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
         images, hashes = (None, None) if calibration is None else sample_images(
             calibration, CALIBRATION_IMAGES, size, resize, seed)
         compiled = compile_runtime(extraction, runtime, precision, batch_size,
-                                   None if images is None else [images], hashes)
+                                   None if images is None else [images], hashes, progress)
     feature_spec = FeatureSpec(arch=cache_name(spec), weights=weights_id, image_size=size, resize=resize,
                                preprocessing=preprocessing or spec.preprocessing, cut=cut, pooling=pooling,
                                dtype=dtype, views=views, augmentation=augmentation if views else None,
                                seed=seed if views else 0,  # random weights: their seed is in the weights id
                                runtime=compiled.identity if compiled else None)
     return FeatureExtractor(extraction, feature_spec, model, augment, compiled)
+
+
+def runtime_arguments(runtime: str, precision: str, table, batch_size: int, progress: bool = True) -> dict:
+    """`feature_extractor`'s runtime arguments for a job over `table` (a scan's table; int8 calibrates
+    on a seeded sample of it): what `extract` and `finetune` (phase 1 and its cut cache) pass."""
+    calibration = None
+    if precision == "int8":  # only the columns sampling needs: what a Ray actor is sent
+        calibration = table[[c for c in ("path", "sha256", "label", "status", "decoder") if c in table.columns]]
+    return dict(runtime=runtime, precision=precision, batch_size=batch_size, calibration=calibration,
+                progress=progress)
+
+
+def runtime_fidelity(extractor: FeatureExtractor, table, seed: int) -> str:
+    """`tltoolkit.runtimes.fidelity` of the extractor's runtime on a seeded sample of `FIDELITY_IMAGES`
+    of `table`, held out from the int8 calibration images (all of `table` when none is left: said so)."""
+    from tltoolkit.features.local import prepared
+    from tltoolkit.runtimes import fidelity
+
+    spec = extractor.spec
+    calibration = set(spec.runtime.get("calibration", []))
+    held_out = not prepared(table)["sha256"].isin(calibration).all()
+    images, _ = sample_images(table, FIDELITY_IMAGES, spec.image_size, spec.resize, seed,
+                              calibration if held_out else ())
+    summary = fidelity(extractor.runtime, extractor.model, images).summary()
+    return summary + ("" if held_out else " (on calibration images: none held out)")
 
 
 def sample_images(table, count: int, image_size, resize: str, seed: int, exclude=()) -> tuple[np.ndarray, list[str]]:

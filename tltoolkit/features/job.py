@@ -9,13 +9,13 @@ from pathlib import Path
 from tltoolkit.architectures.stages import PENULTIMATE
 from tltoolkit.data import scan
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.features.extractor import feature_extractor
-from tltoolkit.features.local import ExtractionStats, extract_features, prepared
+from tltoolkit.features.extractor import feature_extractor, runtime_arguments, runtime_fidelity
+from tltoolkit.features.local import ExtractionStats, extract_features
 from tltoolkit.features.parquet import cache_chunks, check_output_folder, output_metadata, write_output
 from tltoolkit.features.ray import extract_features_with_ray, require_ray
+from tltoolkit.runtimes import check_runtime
 
 ENGINES = ("local", "ray")
-FIDELITY_IMAGES = 32
 
 
 @dataclasses.dataclass
@@ -36,8 +36,9 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
     `out`: `part-NNNNN.parquet` files and `_extract.json`. Every input is checked before any work;
     `log(message)` receives the progress lines (quarantined files, cache hits). `runtime`/`precision`:
     see `tltoolkit.runtimes`; a precision other than fp32 records its fidelity to TensorFlow fp32 on
-    `FIDELITY_IMAGES` images (held out from int8's calibration where the folder has more) in `_extract.json`."""
+    a sample of images (`runtime_fidelity`) in `_extract.json`."""
     log = log or (lambda message: None)
+    check_runtime(runtime, precision)  # before the scan and any cache folder
     if batch_size < 1:
         raise TltoolkitError(f"--batch-size must be at least 1, got {batch_size}")
     if views < 0 or (views > 0) != bool(augmentation):
@@ -46,8 +47,6 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
         raise TltoolkitError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     if views and engine == "ray":
         raise TltoolkitError("--views runs on the local engine; drop --engine ray")
-    if runtime != "tf" and engine == "ray":
-        raise TltoolkitError(f"--runtime {runtime} runs on the local engine; drop --engine ray")
     if address and engine != "ray":
         raise TltoolkitError("--address joins a Ray cluster; add --engine ray")
     if engine == "ray":
@@ -61,9 +60,9 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
     if table.empty:
         raise TltoolkitError(f"no usable images in {data}; check the folder (tltoolkit scan {data})")
     options = dict(arch=base, weights=weights, image_size=image_size, layer=layer, preprocessing=preprocessing,
-                   pooling=pooling, dtype=dtype, resize=resize, seed=seed, views=views, augmentation=augmentation)
-    extractor = feature_extractor(**options, runtime=runtime, precision=precision, batch_size=batch_size,
-                                  calibration=table if precision == "int8" else None)
+                   pooling=pooling, dtype=dtype, resize=resize, seed=seed, views=views, augmentation=augmentation,
+                   **runtime_arguments(runtime, precision, table, batch_size, progress))
+    extractor = feature_extractor(**options)  # Ray's actors build the same, runtime included
     if engine == "ray":
         cache, stats = extract_features_with_ray(table, extractor, options, cache_dir, batch_size, address, workers)
     else:
@@ -72,22 +71,8 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
         f"cache {cache.folder})")
     metadata = output_metadata(extractor, engine, weights, quarantined)
     if precision != "fp32":
-        metadata["fidelity"] = _fidelity(extractor, table, seed)
+        metadata["fidelity"] = runtime_fidelity(extractor, table, seed)
         log(metadata["fidelity"])
     count = write_output(out, cache_chunks(cache, table), metadata)
     return ExtractJob(count, extractor.feature_shape, stats, cache.folder, out)
 
-
-def _fidelity(extractor, table, seed: int) -> str:
-    """`tltoolkit.runtimes.fidelity` of the extractor's runtime on a seeded sample of `table`, held out
-    from the int8 calibration images unless they are the whole folder."""
-    from tltoolkit.features.extractor import sample_images
-    from tltoolkit.runtimes import fidelity
-
-    spec = extractor.spec
-    calibration = spec.runtime.get("calibration", [])
-    # A folder no larger than the calibration sample has no image left to hold out: said in the summary.
-    exclude = calibration if len(prepared(table)) > len(calibration) else ()
-    images, _ = sample_images(table, FIDELITY_IMAGES, spec.image_size, spec.resize, seed, exclude)
-    summary = fidelity(extractor.runtime, extractor.model, images).summary()
-    return summary + (" (on calibration images: none held out)" if calibration and not exclude else "")

@@ -1,5 +1,6 @@
 """Extraction on a Ray cluster: the table's rows through `map_batches` over an actor pool, each actor
-holding one extraction model (pip install 'tltoolkit[ray]')."""
+holding one extraction model (pip install 'tltoolkit[ray]'), on the driver's runtime and precision
+(compiled in each actor; int8 calibrated there on the same seeded sample of the same table)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ from tltoolkit.features.local import ExtractionStats, cache_and_misses, prepared
 
 
 class _RayWorker:
-    """A Ray actor: one extraction model per worker, fed pandas batches of table rows."""
+    """A Ray actor: one extraction model per worker, fed pandas batches of table rows. `key`: the
+    driver's cache key: an actor whose features would differ (another OpenVINO or NNCF version, other
+    weights on its node) refuses to run rather than store them under the driver's key."""
 
-    def __init__(self, options: dict):
+    def __init__(self, options: dict, key: str | None = None):
         self.extractor = feature_extractor(**options)
+        if key is not None and self.extractor.spec.key() != key:
+            raise TltoolkitError(f"a Ray worker's features key as {self.extractor.spec.key()}, the driver's as {key} "
+                                 f"(runtime {self.extractor.spec.runtime}); install the same packages on every node")
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         from tltoolkit.pipeline import image_dataset
@@ -51,17 +57,20 @@ def extract_features_with_ray(table: pd.DataFrame, extractor: FeatureExtractor, 
     table, cache, todo = cache_and_misses(table, extractor, cache_dir)
     if len(todo):
         with cache.writer() as writer:
-            for rows, features in extract_with_ray(todo, options, batch_size, address, workers):
+            for rows, features in extract_with_ray(todo, options, batch_size, address, workers,
+                                                   key=extractor.spec.key()):
                 writer.add(rows["sha256"].tolist(), rows["path"].tolist(), rows["label"].tolist(), features)
     return cache, ExtractionStats(len(table), len(todo), time.perf_counter() - started)
 
 
 def extract_with_ray(table: pd.DataFrame, options: dict, batch_size: int = 32, address: str | None = None,
-                     workers: int | None = None, num_gpus: float | None = None, rows: int = 4096):
+                     workers: int | None = None, num_gpus: float | None = None, rows: int = 4096,
+                     key: str | None = None):
     """`(rows, features)` chunks of `table`'s features, computed by a Ray Data job: the table's rows
     -> `map_batches` over an actor pool (`workers` actors, one `feature_extractor(**options)` model
     each, `num_gpus` each; by default one GPU each where the cluster has GPUs). `address` joins a
-    running cluster; otherwise a local Ray starts with `workers` CPUs. Yields rows in table order."""
+    running cluster; otherwise a local Ray starts with `workers` CPUs. `key`: the cache key every
+    actor's extractor must have. Yields rows in table order."""
     ray = require_ray()
     table = prepared(table)
     if "decoder" not in table.columns:
@@ -85,7 +94,7 @@ def extract_with_ray(table: pd.DataFrame, options: dict, batch_size: int = 32, a
         dataset = ray.data.from_pandas([columns.iloc[start:start + block_rows]
                                         for start in range(0, len(columns), block_rows)])
         dataset = dataset.map_batches(
-            _RayWorker, fn_constructor_kwargs={"options": options}, batch_size=batch_size, batch_format="pandas",
+            _RayWorker, fn_constructor_kwargs={"options": options, "key": key}, batch_size=batch_size, batch_format="pandas",
             concurrency=workers, num_gpus=num_gpus, num_cpus=0 if num_gpus else 1)
         for batch in dataset.iter_batches(batch_size=rows, batch_format="pandas"):
             yield batch, np.stack(list(batch["features"]))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tltoolkit.errors import TltoolkitError, one_line
 from tltoolkit.heads import POOLINGS
+from tltoolkit.runtimes import PRECISIONS, RUNTIMES
 from tltoolkit.training.policy import AUTO, DEFAULT_THRESHOLDS, check_thresholds
 
 RECIPES = ("auto", "pretrained", "scratch")
@@ -31,6 +32,8 @@ CHOICES = {
     "monitor": ("val_loss", "val_accuracy"),
     "strategy": ("auto", "mirrored", "multiworker", "tpu", "none"),
     "recipe": RECIPES,
+    "runtime": RUNTIMES,
+    "precision": PRECISIONS,
 }
 REQUIRED = ("base", "data")
 IDENTITY = ("base", "weights", "preprocessing", "image_size", "resize", "hidden", "pooling")  # what a re-run may not change
@@ -108,6 +111,11 @@ class FinetuneConfig:
     seed: int = _setting(0, "seed of initialisation, shuffling and augmentation (default 0)")
     strategy: str = _setting("auto", "auto (default: mirrored with several GPUs), mirrored, multiworker "
                                      "(TF_CONFIG), tpu or none")
+    runtime: str = _setting("tf", "what computes the frozen base's features (phase 1 and the cut cache) on the "
+                                  "CPU: tf (default) or openvino (pip install 'tltoolkit[fast-cpu]'); the saved "
+                                  "model runs on TensorFlow")
+    precision: str = _setting("fp32", "fp32 (default), bf16 or int8 for those features (needs --runtime openvino "
+                                      "and a CPU that runs it natively); the report gives their fidelity to fp32")
     mixed_precision: bool = _setting(False, "float16 compute in phase 2 (for GPUs/TPUs)")
     jit: bool = _setting(False, "XLA-compile training steps")
     cut_cache: bool = _setting(True, "without augmentation, phase 2 trains on a cache of the last frozen stage's "

@@ -27,6 +27,7 @@ import numpy as np
 
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.heads import GLOBAL_POOLINGS
+from tltoolkit.runtimes import check_runtime
 from tltoolkit.training import run as rundir
 from tltoolkit.training.config import DEFAULTS, IDENTITY, FinetuneConfig, load_config_file, resolve_config
 from tltoolkit.training.policy import (AUTO, HEAD, MIN_POLICY_SECONDS, NONE, Decision, candidates, prior_freeze_point,
@@ -48,6 +49,7 @@ def finetune(config, plan: bool = False, force: bool = False, progress: bool = T
 
     echo = echo or (lambda line: print(line, flush=True))
     config = resolve_config(config)
+    check_runtime(config.runtime, config.precision)  # a precision the CPU lacks: before any folder is made
     # An unknown base: one line with close matches; keras:NAME and saved models derive their stages here.
     spec = resolve_base(config.base, config.image_size, config.preprocessing, config.weights)
     size = tuple(config.image_size or (spec.default_size, spec.default_size))
@@ -109,14 +111,17 @@ class _Training:
 
     def run(self, plan: bool) -> dict:
         from tltoolkit.features.cache import FeatureCache
-        from tltoolkit.features.extractor import feature_extractor
+        from tltoolkit.features.extractor import feature_extractor, runtime_arguments
         from tltoolkit.training import phases
 
         config = self.config
         pooling = config.pooling if config.pooling in GLOBAL_POOLINGS else None
+        # int8 calibrates on training images: validation scores images the quantisation never saw.
+        self.runtime = runtime_arguments(config.runtime, config.precision, self.train_table, config.batch_size,
+                                         self.progress)
         self.extractor = feature_extractor(self.spec, weights=self.weights, image_size=self.size,
                                            layer=self.spec.stage_names[-1], pooling=pooling, resize=config.resize,
-                                           seed=config.seed)
+                                           seed=config.seed, **self.runtime)
         self.recipe = phases.recipe_for(config, self.pretrained)
         self.decision, measure = self._decide()
         cache = FeatureCache(self.extractor.spec, config.cache_dir)
@@ -154,6 +159,14 @@ class _Training:
 
         keras.utils.set_random_seed(int(config.seed))
         head, phase1, phase1_cost = self._phase1()
+        if self.extractor.runtime is not None:
+            from tltoolkit.features.extractor import runtime_fidelity
+
+            self.entry["fidelity"] = runtime_fidelity(self.extractor, self.val_table if self.has_val else self.usable,
+                                                      config.seed)
+            self._note(f"features on {config.runtime} {config.precision} (phase 1 and the cut cache; the saved model "
+                       f"runs TensorFlow fp32): {self.entry['fidelity']}; phase 1 "
+                       + (f"val_accuracy {phase1[1]:.3f}" if phase1 else "without validation images"))
         best = {"until": HEAD, "score": phase1, "weights": None, "seconds": phase1_cost}
         if measure:
             best = self._measure(head, phase1, phase1_cost)
@@ -441,7 +454,7 @@ class _Training:
 
         frozen = base.layers[decision.first_trained - 1].name
         extractor = feature_extractor(self.spec, weights=self.weights, image_size=self.size, layer=frozen,
-                                      resize=self.config.resize, seed=self.config.seed, dtype="float16")
+                                      resize=self.config.resize, seed=self.config.seed, dtype="float16", **self.runtime)
         cache, stats = extract_features(self.usable, extractor, self.config.cache_dir, self.config.batch_size,
                                         progress=self.progress)
         return cache, cut_layer(base, self.spec, frozen), stats
