@@ -314,23 +314,29 @@ TORCH_BLOCK_PARTS = {"0_conv": "downsample.0", "0_bn": "downsample.1", "se_reduc
                      **{f"{i}_{kind}": f"{kind}{i}" for i in (1, 2, 3) for kind in ("conv", "bn")}}
 
 
-def torch_layout(model) -> dict[str, list[str]]:
-    """Our layer names -> timm's / torchvision's ResNet keys (`layer1.0.conv1.weight`, `fc.bias`, ...)."""
+def prefixed_layout(model, prefix_of) -> dict[str, list[str]]:
+    """{layer name: torch keys} for each weighted layer of `model`: the torch module `prefix_of(name)`'s
+    tensors, BatchNorm's four for a `_bn` layer, else weight (and bias)."""
     layout = {}
     for layer in model.layers:
-        if not layer.weights:
-            continue
-        name = layer.name
-        if name in ("conv1_conv", "conv1_bn"):
-            prefix = "conv1" if name == "conv1_conv" else "bn1"
-        elif name == "predictions":
-            prefix = "fc"
-        else:
-            stage, block, part = name.split("_", 2)  # conv3_block2_1_conv
-            prefix = f"layer{int(stage[4:]) - 1}.{int(block[5:]) - 1}.{TORCH_BLOCK_PARTS[part]}"
-        suffixes = BN_KEYS if name.endswith("_bn") else ("weight", "bias")
-        layout[name] = [f"{prefix}.{suffix}" for suffix in suffixes[:len(layer.weights)]]
+        if layer.weights:
+            suffixes = BN_KEYS if layer.name.endswith("_bn") else ("weight", "bias")
+            layout[layer.name] = [f"{prefix_of(layer.name)}.{suffix}" for suffix in suffixes[:len(layer.weights)]]
     return layout
+
+
+def _torch_module(name: str) -> str:
+    if name in ("conv1_conv", "conv1_bn"):
+        return "conv1" if name == "conv1_conv" else "bn1"
+    if name == "predictions":
+        return "fc"
+    stage, block, part = name.split("_", 2)  # conv3_block2_1_conv
+    return f"layer{int(stage[4:]) - 1}.{int(block[5:]) - 1}.{TORCH_BLOCK_PARTS[part]}"
+
+
+def torch_layout(model) -> dict[str, list[str]]:
+    """Our layer names -> timm's / torchvision's ResNet keys (`layer1.0.conv1.weight`, `fc.bias`, ...)."""
+    return prefixed_layout(model, _torch_module)
 
 
 TORCH_LAYOUTS = (TorchLayout("timm/torchvision", torch_layout, head=("fc.",)),)
