@@ -484,8 +484,8 @@ _register("se_resnet50", se_resnet50, 50, params=28_141_144, trainable_params=28
               tag="in1k", url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-cadene/"
                               "se_resnet50-ce0d4300.pth",
               file_hash=None, origin="timm", licence=TIMM_LICENCE, preprocessing=Preprocessing("torch", 224, 0.875, "bilinear"),
-              top1=0.77636, source="Cadene pretrained-models.pytorch README, se_resnet50 (SENet's Caffe model: "
-                                   "22.37% top-1 error)"), default="in1k"))
+              top1=0.77636, source="Cadene/pretrained-models.pytorch README, Accuracy on validation set: SE-ResNet50, "
+                                   "Our porting, Acc@1 77.636 (the Caffe original: 77.63)"), default="in1k"))
 _register("se_resnet50_v1_5", se_resnet50_v1_5, 50, params=28_141_144, trainable_params=28_088_024, macs=4.0917,
           reference_params=Reference(28_088_024, "trainable", "timm seresnet50 (timm.create_model, parameters counted)"),
           reference_macs=None, preprocessing="torch", paper=HU_2018, torch_layouts=TORCH_LAYOUTS,
