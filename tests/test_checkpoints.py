@@ -85,6 +85,27 @@ def test_wrappers_and_module_prefixes_are_stripped(tiny_files, tmp_path):
     assert read_state_dict(tmp_path / "checkpoint.pth").keys() == model.state_dict().keys()
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_training_checkpoint_loads_its_state_dict_past_numbers_and_scalar_tensors(tiny_files, tmp_path, legacy):
+    """As akamaster's trainer.py saves: a DataParallel model's state, the epoch (int), the best accuracy (a
+    float, or a 0-d tensor as torch 0.4 made it)."""
+    model, _ = tiny_files
+    path = tmp_path / "model.th"
+    torch.save({"epoch": 200, "state_dict": torch.nn.DataParallel(model).state_dict(), "best_prec1": torch.tensor(91.7),
+                "best_prec5": 99.6}, path, _use_new_zipfile_serialization=not legacy)
+    state = read_state_dict(path)
+    assert state.keys() == model.state_dict().keys()
+    np.testing.assert_array_equal(state["6.weight"], model.state_dict()["6.weight"].numpy())
+
+
+def test_code_inside_a_training_checkpoint_is_refused_unrun(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"state_dict": {}, "best_prec1": _RunsCode(marker)}, protocol=2)
+    with pytest.raises(WeightsError, match="refused") as error:
+        read_state_dict(_malicious_zip(tmp_path / "model.th", payload))
+    assert "\n" not in str(error.value) and not marker.exists()
+
+
 def test_first_mismatch_is_named_and_nothing_is_assigned(tiny_files):
     model, folder = tiny_files
     state = read_state_dict(folder / "tiny.pth")

@@ -17,6 +17,7 @@ import pytest
 
 from tests.torch_reference import randomize_batch_norm, save_safetensors, timm, torch, torchvision
 from tltoolkit.architectures import build, get_spec
+from tltoolkit.architectures.registry import all_specs
 from tltoolkit.architectures.registry import MEAN_STD, Checkpoint
 from tltoolkit.architectures.stages import spec_stage_ranges
 
@@ -178,3 +179,15 @@ def test_tags_carry_what_their_publishers_record(arch, entry):
         assert cfg.crop_pct == entry.preprocessing.crop_fraction
         assert cfg.interpolation == entry.preprocessing.interpolation
         assert tuple(cfg.mean) == mean and tuple(cfg.std) == std
+
+
+# Our ids without weights -> how timm or torchvision would name the architecture.
+UNPUBLISHED = {"lenet5": r"(^|_)le_?net", "zfnet": r"zf_?net", "nin": r"(^|_)nin($|_|\.)|network_in_network"}
+
+
+def test_architectures_without_weights_have_none_in_timm_or_torchvision():
+    """What `tltoolkit models` says of them ("no public checkpoint"): neither package has the network at all."""
+    assert {s.id for s in all_specs() if not s.weights} == set(UNPUBLISHED), "check the new one and list it here"
+    names = timm.list_models() + torchvision.models.list_models()
+    for arch, pattern in UNPUBLISHED.items():
+        assert not [n for n in names if re.search(pattern, n)], arch

@@ -1,4 +1,4 @@
-"""AlexNet, GoogLeNet, Inception-v4 and the CIFAR ResNets against the PyTorch networks their public
+"""AlexNet, GoogLeNet, Inception-v4, the CIFAR ResNets and WRN-28-10 against the PyTorch networks their public
 checkpoints come from: each reference is built with random weights and non-trivial BatchNorm
 statistics, saved in its source's own format, loaded by `build(ID, weights=FILE)` and compared on the
 same input (NCHW for torch, NHWC for Keras): logits, and the features at every stage boundary."""
@@ -11,12 +11,12 @@ import pytest
 
 from tests.test_checkpoints import _torch_out
 from tests.test_torch_parity import test_tags_carry_what_their_publishers_record as check_published_tag
-from tests.torch_reference import save_safetensors, timm, torch, torchvision
+from tests.torch_reference import AkamasterResNet, RobustBenchWideResNet, save_safetensors, timm, torch, torchvision
 from tltoolkit.architectures import build, get_spec
 from tltoolkit.architectures.bases import resolve_base
 from tltoolkit.architectures.preprocessing import preprocessing_layer
 from tltoolkit.architectures.registry import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
-from tltoolkit.architectures.resnet_cifar import RESNETS_B
+from tltoolkit.architectures.resnet_cifar import AKAMASTER, RESNETS, RESNETS_B
 from tltoolkit.architectures.stages import spec_stage_ranges, trainable_count
 from tltoolkit.architectures.weights import WeightsError, weights_entry
 
@@ -68,6 +68,10 @@ CASES = {
                       "inception_b": "features.17", "reduction_b": "features.18", "inception_c": "features.21"}),
     "resnet20_cifar_b": (lambda: CifarResNet(3), "pth", 32,
                          {"conv1": "relu", "conv2": "layer1", "conv3": "layer2", "conv4": "layer3"}),
+    "resnet20_cifar": (lambda: AkamasterResNet(3), "akamaster", 32,
+                       {"conv1": "relu", "conv2": "layer1", "conv3": "layer2", "conv4": "layer3"}),
+    "wrn28_10_cifar": (RobustBenchWideResNet, "pth", 32,
+                       {"conv1": "conv1", "conv2": "block1", "conv3": "block2", "conv4": "block3", "post": "relu"}),
 }
 
 
@@ -105,6 +109,11 @@ def assert_close(got, want, what: str):
 def save_reference(model, kind: str, folder):
     if kind == "safetensors":
         return save_safetensors(model, folder / "model.safetensors")
+    if kind == "akamaster":  # its trainer.py: a DataParallel model's state and its best accuracy, torch 0.4's format
+        path = folder / "model.th"
+        torch.save({"state_dict": torch.nn.DataParallel(model).state_dict(), "best_prec1": torch.tensor(91.73)},
+                   path, _use_new_zipfile_serialization=False)
+        return path
     torch.save(model.state_dict(), folder / "model.pth")
     return folder / "model.pth"
 
@@ -196,7 +205,12 @@ PUBLISHED_FILES = [
      ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761))),  # chenyaofo's CIFAR-100 transforms
     ("resnet56_cifar_b", "cifar10:chenyaofo", lambda: CifarResNet(9), 32, 10,
      ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))),
+    ("resnet32_cifar", "cifar10", lambda: AkamasterResNet(5), 32, 10,
+     (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB)),  # akamaster's trainer.py normalises CIFAR-10 by ImageNet's
+    ("wrn28_10_cifar", "cifar10:robustbench", RobustBenchWideResNet, 32, 10,
+     ((0.0,) * 3, (1.0,) * 3)),  # RobustBench's models take [0, 1] pixels; Standard does not normalise
 ]
+SAVED_AS = {"timm": "safetensors", AKAMASTER: "akamaster"}  # as each origin publishes its files; others torch.save
 
 
 @pytest.mark.parametrize("arch, weights, make, size, classes, mean_std", PUBLISHED_FILES,
@@ -210,7 +224,7 @@ def test_a_tag_converts_its_published_file_once_and_preprocesses_as_its_publishe
     entry = weights_entry(get_spec(arch), weights)
     reference = random_reference(make)
     (tmp_path / "models").mkdir()
-    shutil.move(save_reference(reference, "safetensors" if entry.origin == "timm" else "pth", tmp_path),
+    shutil.move(save_reference(reference, SAVED_AS.get(entry.origin, "pth"), tmp_path),
                 tmp_path / "models" / entry.fname)
     pixels = np.random.default_rng(4).uniform(0, 255, (2, 3, size, size)).astype("float32")
     mean, std = (np.array(v, "float32")[:, None, None] for v in mean_std)
@@ -301,8 +315,27 @@ def test_a_cifar100_checkpoint_loads_whole_into_100_classes(tmp_path):
     assert resolve_base("resnet20_cifar_b", weights=str(path)).preprocessing == "cifar10"
 
 
-def test_the_paper_variant_refuses_the_checkpoint_and_names_the_one_that_takes_it(tmp_path):
-    path = save_reference(random_reference(lambda: CifarResNet(3)), "pth", tmp_path)
-    with pytest.raises(WeightsError, match="resnet20_cifar has no converter.*resnet20_cifar_b") as error:
-        build("resnet20_cifar", weights=str(path))
+@pytest.mark.parametrize("arch", sorted(RESNETS))
+def test_option_a_nets_count_what_akamasters_network_counts(arch):
+    reference = AkamasterResNet((RESNETS[arch][0] - 2) // 6)
+    assert sum(p.numel() for p in reference.parameters()) == get_spec(arch).trainable_params
+
+
+def test_option_a_zero_channels_go_where_akamasters_go():
+    """Half before the input's channels and half after: appended zeros would shift the identity channels."""
+    reference = random_reference(lambda: AkamasterResNet(3), seed=3)
+    x = np.random.default_rng(6).normal(size=(2, 16, 32, 32)).astype("float32")
+    want = _torch_out(reference.layer2[0].shortcut, x).transpose(0, 2, 3, 1)
+    pad = build("resnet20_cifar").get_layer("conv3_block1_0_pad")
+    np.testing.assert_array_equal(np.asarray(pad(x.transpose(0, 2, 3, 1))), want)
+
+
+@pytest.mark.parametrize("arch, make, kind, other", [
+    ("resnet20_cifar", lambda: CifarResNet(3), "pth", "lacks linear.weight"),  # chenyaofo's option-B file
+    ("resnet20_cifar_b", lambda: AkamasterResNet(3), "akamaster", "downsample"),  # akamaster's option-A file
+])
+def test_each_cifar_variant_refuses_the_others_file_in_one_line(tmp_path, arch, make, kind, other):
+    path = save_reference(random_reference(make), kind, tmp_path)
+    with pytest.raises(WeightsError, match=other) as error:
+        build(arch, weights=str(path))
     assert "\n" not in str(error.value)

@@ -269,10 +269,12 @@ def _materialise(obj, path: Path):
 
 
 def _unwrap(state, path: Path) -> dict[str, np.ndarray]:
-    """The flat name -> array dict inside a checkpoint: wrapper dicts and module prefixes removed."""
+    """The flat name -> array dict inside a checkpoint: wrapper dicts and module prefixes removed.
+    A training checkpoint's other entries (epoch, best accuracy: numbers, or 0-d tensors as torch 0.4
+    saved them) are dropped with their wrapper."""
     while isinstance(state, dict):
         wrapper = next((w for w in WRAPPERS if isinstance(state.get(w), dict)), None)
-        if wrapper is None or any(isinstance(v, _Tensor | np.ndarray) for v in state.values()):
+        if wrapper is None or any(isinstance(v, _Tensor) and v.size for v in state.values()):
             break
         state = state[wrapper]
     if not isinstance(state, dict) or not state:

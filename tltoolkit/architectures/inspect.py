@@ -31,8 +31,15 @@ def models_table(family=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# What the table says of an architecture without published weights: none exists in timm or torchvision (nor,
+# as far as we found, elsewhere); tests/test_torch_parity.py checks the two packages for each such id.
+NO_PUBLIC_CHECKPOINT = "no public checkpoint"
+
+
 def _weights_columns(spec) -> dict:
     entries = list(spec.weights.values())
+    if not entries:
+        return {"weights": "-", "source": NO_PUBLIC_CHECKPOINT, "licence": "-", "top1": "-"}
 
     def joined(values):
         return ", ".join(dict.fromkeys(values)) or "-"

@@ -131,11 +131,14 @@ class Checkpoint:
     source: str  # where the top-1 is published, and how it was measured
     num_classes: int = 1000
     dataset: str = "imagenet"  # one of DATASETS: what it was trained on and what `top1` is measured on
+    filename: str | None = None  # the name in the Keras cache where the URL has none (a Google Drive link)
 
     @property
     def fname(self) -> str:
-        """The file's name in the Keras cache: the URL's, except that every Hugging Face Hub file is called
-        model.safetensors, so those are `<model>.<tag>.safetensors` (the repository's name)."""
+        """The file's name in the Keras cache: `filename`, else the URL's, except that every Hugging Face Hub
+        file is called model.safetensors, so those are `<model>.<tag>.safetensors` (the repository's name)."""
+        if self.filename:
+            return self.filename
         name = self.url.rsplit("/", 1)[-1]
         if "/resolve/" in self.url:
             return self.url.split("/resolve/")[0].rsplit("/", 1)[-1] + ".safetensors"

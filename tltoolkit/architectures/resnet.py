@@ -314,23 +314,29 @@ TORCH_BLOCK_PARTS = {"0_conv": "downsample.0", "0_bn": "downsample.1", "se_reduc
                      **{f"{i}_{kind}": f"{kind}{i}" for i in (1, 2, 3) for kind in ("conv", "bn")}}
 
 
-def torch_layout(model) -> dict[str, list[str]]:
-    """Our layer names -> timm's / torchvision's ResNet keys (`layer1.0.conv1.weight`, `fc.bias`, ...)."""
+def prefixed_layout(model, prefix_of) -> dict[str, list[str]]:
+    """{layer name: torch keys} for each weighted layer of `model`: the torch module `prefix_of(name)`'s
+    tensors, BatchNorm's four for a `_bn` layer, else weight (and bias)."""
     layout = {}
     for layer in model.layers:
-        if not layer.weights:
-            continue
-        name = layer.name
-        if name in ("conv1_conv", "conv1_bn"):
-            prefix = "conv1" if name == "conv1_conv" else "bn1"
-        elif name == "predictions":
-            prefix = "fc"
-        else:
-            stage, block, part = name.split("_", 2)  # conv3_block2_1_conv
-            prefix = f"layer{int(stage[4:]) - 1}.{int(block[5:]) - 1}.{TORCH_BLOCK_PARTS[part]}"
-        suffixes = BN_KEYS if name.endswith("_bn") else ("weight", "bias")
-        layout[name] = [f"{prefix}.{suffix}" for suffix in suffixes[:len(layer.weights)]]
+        if layer.weights:
+            suffixes = BN_KEYS if layer.name.endswith("_bn") else ("weight", "bias")
+            layout[layer.name] = [f"{prefix_of(layer.name)}.{suffix}" for suffix in suffixes[:len(layer.weights)]]
     return layout
+
+
+def _torch_module(name: str) -> str:
+    if name in ("conv1_conv", "conv1_bn"):
+        return "conv1" if name == "conv1_conv" else "bn1"
+    if name == "predictions":
+        return "fc"
+    stage, block, part = name.split("_", 2)  # conv3_block2_1_conv
+    return f"layer{int(stage[4:]) - 1}.{int(block[5:]) - 1}.{TORCH_BLOCK_PARTS[part]}"
+
+
+def torch_layout(model) -> dict[str, list[str]]:
+    """Our layer names -> timm's / torchvision's ResNet keys (`layer1.0.conv1.weight`, `fc.bias`, ...)."""
+    return prefixed_layout(model, _torch_module)
 
 
 TORCH_LAYOUTS = (TorchLayout("timm/torchvision", torch_layout, head=("fc.",)),)
@@ -478,8 +484,8 @@ _register("se_resnet50", se_resnet50, 50, params=28_141_144, trainable_params=28
               tag="in1k", url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-cadene/"
                               "se_resnet50-ce0d4300.pth",
               file_hash=None, origin="timm", licence=TIMM_LICENCE, preprocessing=Preprocessing("torch", 224, 0.875, "bilinear"),
-              top1=0.77636, source="Cadene pretrained-models.pytorch README, se_resnet50 (SENet's Caffe model: "
-                                   "22.37% top-1 error)"), default="in1k"))
+              top1=0.77636, source="Cadene/pretrained-models.pytorch README, Accuracy on validation set: SE-ResNet50, "
+                                   "Our porting, Acc@1 77.636 (the Caffe original: 77.63)"), default="in1k"))
 _register("se_resnet50_v1_5", se_resnet50_v1_5, 50, params=28_141_144, trainable_params=28_088_024, macs=4.0917,
           reference_params=Reference(28_088_024, "trainable", "timm seresnet50 (timm.create_model, parameters counted)"),
           reference_macs=None, preprocessing="torch", paper=HU_2018, torch_layouts=TORCH_LAYOUTS,

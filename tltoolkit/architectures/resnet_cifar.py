@@ -1,8 +1,10 @@
 """ResNets for 32x32 images: He et al.'s CIFAR-10 ResNet-20...110 and Wide ResNet-28-10.
 
-`resnetN_cifar` is the paper's net (option-A shortcuts, no parameters in them); `resnetN_cifar_b`
-(N = 20, 32, 44, 56) the same with option-B projections, the network of the public CIFAR-10/100
-checkpoints of chenyaofo/pytorch-cifar-models.
+`resnetN_cifar` is the paper's net (option-A shortcuts, no parameters in them), the network of the
+public CIFAR-10 checkpoints of akamaster/pytorch_resnet_cifar10; `resnetN_cifar_b` (N = 20, 32, 44,
+56) the same with option-B projections, the network of the public CIFAR-10/100 checkpoints of
+chenyaofo/pytorch-cifar-models. `wrn28_10_cifar` is the network of RobustBench's "Standard" CIFAR-10
+model.
 
 Layer names follow keras.applications' ResNet (`conv3_block2_1_conv`, `conv3_block2_out`), so the
 stages are `conv1` (the stem), `conv2`, `conv3`, `conv4` (16, 32 and 64 channels times the width)
@@ -22,13 +24,14 @@ import keras
 from keras import layers
 
 from tltoolkit.architectures import common
-from tltoolkit.architectures.resnet import TORCH_LAYOUTS
+from tltoolkit.architectures.resnet import TORCH_LAYOUTS, prefixed_layout, torch_layout
 from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
     Checkpoint,
     Preprocessing,
     Reference,
+    TorchLayout,
     checkpoint_weights,
     get_spec,
     register,
@@ -44,18 +47,19 @@ SHORTCUTS = ("A", "B")
 
 @keras.saving.register_keras_serializable(package="tltoolkit")
 class SubsampleZeroPad(layers.Layer):
-    """He et al.'s option-A shortcut: every `strides`-th pixel, with zero channels appended up to
-    `filters` (no parameters)."""
+    """He et al.'s option-A shortcut: every `strides`-th pixel, with zero channels added up to
+    `filters` (no parameters): `before` of them ahead of the input's channels, the rest after."""
 
-    def __init__(self, filters, strides=2, **kwargs):
+    def __init__(self, filters, strides=2, before=0, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
+        self.before = before
 
     def call(self, inputs):
         x = inputs[:, ::self.strides, ::self.strides, :]
         extra = self.filters - inputs.shape[-1]
-        return keras.ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
+        return keras.ops.pad(x, [[0, 0], [0, 0], [0, 0], [self.before, extra - self.before]])
 
     def compute_output_shape(self, input_shape):
         def sub(d):
@@ -63,7 +67,7 @@ class SubsampleZeroPad(layers.Layer):
         return (input_shape[0], sub(input_shape[1]), sub(input_shape[2]), self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides}
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides, "before": self.before}
 
 
 def batch_norm(name: str):
@@ -83,13 +87,15 @@ def basic_block(x, filters: int, strides: int, shortcut: str | None, drop_rate: 
 
     shortcut: "A" (strided subsample, zero-padded channels) or "B" (1x1 conv-BN projection) where
     the shape changes, identity elsewhere; None: no shortcut (the paper's plain nets).
+    Option A puts half the zero channels before the input's and half after, as akamaster's
+    checkpoints were trained (the paper does not say where they go).
     """
     if shortcut is None:
         skip = None
     elif strides == 1 and x.shape[-1] == filters:
         skip = x
     elif shortcut == "A":
-        skip = SubsampleZeroPad(filters, strides, name=f"{name}_0_pad")(x)
+        skip = SubsampleZeroPad(filters, strides, (filters - x.shape[-1]) // 2, name=f"{name}_0_pad")(x)
     else:
         skip = layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_0_conv")(x)
         skip = batch_norm(f"{name}_0_bn")(skip)
@@ -235,7 +241,66 @@ def cifar_checkpoint(dataset: str, fname: str, top1: float) -> Checkpoint:
                       licence="BSD-3-Clause", preprocessing=Preprocessing(dataset, 32, 1.0, "none"), top1=top1,
                       source=f"{CIFAR_MODELS} README, {dataset} top-1", num_classes=int(dataset[5:]),
                       dataset=dataset)
-# id: (depth, width, Keras count_params, trainable, GMACs, the paper's rounded count)
+
+
+AKAMASTER = "akamaster/pytorch_resnet_cifar10"
+AKAMASTER_FILES = f"https://github.com/{AKAMASTER}/raw/master/pretrained_models/"
+AKAMASTER_TAG = "akamaster"  # weights="cifar10" (or "cifar10:akamaster")
+# depth: (file, CIFAR-10 test error in %), from that project's README table (the files it links there).
+# The suffix looks like torch.hub's sha256 prefix, but the README does not say so: checked by converting.
+AKAMASTER_CHECKPOINTS = {
+    20: ("resnet20-12fca82f.th", 8.27),
+    32: ("resnet32-d509ac18.th", 7.37),
+    44: ("resnet44-014dd654.th", 6.90),
+    56: ("resnet56-4bfd9763.th", 6.61),
+    110: ("resnet110-1d1ed7c2.th", 6.32),
+}
+
+
+def akamaster_checkpoint(fname: str, error: float) -> Checkpoint:
+    """One of akamaster's files (BSD-2-Clause; a torch.save of {'state_dict' (DataParallel's `module.`
+    keys), 'best_prec1', ...}): trained on 32x32 CIFAR-10 images normalised by ImageNet's mean and std
+    (its trainer.py), tested on them as they are."""
+    return Checkpoint(tag=AKAMASTER_TAG, url=AKAMASTER_FILES + fname, file_hash=None, origin=AKAMASTER,
+                      licence="BSD-2-Clause", preprocessing=Preprocessing("torch", 32, 1.0, "none"),
+                      top1=round(1 - error / 100, 4), source=f"{AKAMASTER} README, CIFAR-10 test error {error}%",
+                      num_classes=10, dataset="cifar10")
+
+
+def akamaster_layout(model) -> dict[str, list[str]]:
+    """Our layer names -> akamaster's ResNet keys: torchvision's (`layer1.0.conv1.weight`), the
+    classifier called `linear`."""
+    return {layer: [f"linear.{key[3:]}" if key.startswith("fc.") else key for key in keys]
+            for layer, keys in torch_layout(model).items()}
+
+
+# RobustBench's "Standard" CIFAR-10 model (robustbench/model_zoo/cifar10.py: WideResNet(depth=28,
+# widen_factor=10), the TRADES WideResNet of model_zoo/architectures/wide_resnet.py): our WRN-28-10,
+# fed [0, 1] pixels without normalisation. RobustBench downloads it from Google Drive by id and
+# publishes no hash; its weights are MIT-licensed (RobustBench LICENSE).
+ROBUSTBENCH = "RobustBench/robustbench"
+ROBUSTBENCH_STANDARD = Checkpoint(
+    tag="robustbench", url="https://docs.google.com/uc?export=download&confirm=t&id=1t98aEuzeTL8P7Kpd5DIrCoCL21BNZUhC",
+    file_hash=None, origin=ROBUSTBENCH, licence="MIT", preprocessing=Preprocessing("scale", 32, 1.0, "none"),
+    top1=0.9478, source=f"{ROBUSTBENCH} model_info/cifar10/Linf/Standard.json clean_acc 94.78",
+    num_classes=10, dataset="cifar10", filename="robustbench-cifar10-Standard.pt")
+WRN_TOP = {"conv1_conv": "conv1", "post_bn": "bn1", "predictions": "fc"}
+WRN_PARTS = {"preact_bn": "bn1", "1_conv": "conv1", "1_bn": "bn2", "2_conv": "conv2", "0_conv": "convShortcut"}
+
+
+def wrn_layout(model) -> dict[str, list[str]]:
+    """Our layer names -> the TRADES/RobustBench WideResNet keys (`block1.layer.0.bn1.weight`, final
+    `bn1`, `fc`)."""
+    def module(name):
+        if name in WRN_TOP:
+            return WRN_TOP[name]
+        stage, block, part = name.split("_", 2)  # conv3_block2_preact_bn
+        return f"block{int(stage[4:]) - 1}.layer.{int(block[5:]) - 1}.{WRN_PARTS[part]}"
+    return prefixed_layout(model, module)
+
+
+# id: (depth, width, Keras count_params, trainable, GMACs, the paper's rounded count). Keras' count exceeds
+# the trainable one (= RobustBench's WideResNet's parameters) by BN's moving mean and variance alone.
 WIDE_RESNETS = {
     "wrn28_10_cifar": (28, 10, 36_497_146, 36_479_194, 5.2433, 36.5e6),
 }
@@ -281,7 +346,9 @@ for _id, (_depth, _params, _trainable, _macs, _published) in RESNETS.items():
     _register(_id, functools.partial(resnet_cifar, _id, _depth), (_depth - 2) // 6, False,
               _params, _trainable, _macs,
               Reference(_published, "approx", "He et al. 2015, arXiv:1512.03385, Table 6"),
-              RESNET_PAPER, ("shortcut", "plain", "drop_path_rate"))
+              RESNET_PAPER, ("shortcut", "plain", "drop_path_rate"),
+              torch_layouts=(TorchLayout("akamaster", akamaster_layout, head=("linear.",)),),
+              weights=checkpoint_weights(akamaster_checkpoint(*AKAMASTER_CHECKPOINTS[_depth]), default=AKAMASTER_TAG))
 
 for _id, (_depth, _params, _trainable, _macs, _madds) in RESNETS_B.items():
     _register(_id, functools.partial(resnet_cifar, _id, _depth, shortcut="B"), (_depth - 2) // 6, False,
@@ -298,4 +365,6 @@ for _id, (_depth, _width, _params, _trainable, _macs, _published) in WIDE_RESNET
     _register(_id, functools.partial(wide_resnet_cifar, _id, _depth, _width), (_depth - 4) // 6, True,
               _params, _trainable, _macs,
               Reference(_published, "approx", "Zagoruyko & Komodakis 2016, arXiv:1605.07146 (WRN-28-10: 36.5M)"),
-              WRN_PAPER, ("dropout", "drop_path_rate"))
+              WRN_PAPER, ("dropout", "drop_path_rate"),
+              torch_layouts=(TorchLayout("RobustBench", wrn_layout, head=("fc.",)),),
+              weights=checkpoint_weights(ROBUSTBENCH_STANDARD, default="robustbench"))
