@@ -351,3 +351,21 @@ def test_the_seed_keys_features_only_where_it_changes_them(tmp_path):
     assert key(seed=0) != key(seed=3)  # random init: the seed is the weights
     assert key(weights=str(weights), seed=0, views=2, augmentation="flip") != key(
         weights=str(weights), seed=3, views=2, augmentation="flip")
+
+
+def test_extract_recomputes_a_truncated_shard_and_says_so(tmp_path, weights, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    data = write_classes(tmp_path / "data", per_class=3)
+    args = ["extract", "--base", ARCH, "--weights", weights, "--data", data, "--cache-dir", str(tmp_path / "cache"),
+            "--quiet", "--force"]
+    assert main(args + ["--out", str(tmp_path / "first")]) == 0
+    shard = next((tmp_path / "cache").rglob("shard-*.npy"))
+    with open(shard, "r+b") as handle:
+        handle.truncate(4000)
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "second")]) == 0
+    err = capsys.readouterr().err
+    assert "is corrupt" in err and "computed 6 of 6" in err
+    first, second = pd.read_parquet(tmp_path / "first"), pd.read_parquet(tmp_path / "second")
+    np.testing.assert_allclose(np.stack(second["features"]), np.stack(first["features"]), atol=1e-5)
