@@ -369,3 +369,32 @@ def test_extract_recomputes_a_truncated_shard_and_says_so(tmp_path, weights, cap
     assert "is corrupt" in err and "computed 6 of 6" in err
     first, second = pd.read_parquet(tmp_path / "first"), pd.read_parquet(tmp_path / "second")
     np.testing.assert_allclose(np.stack(second["features"]), np.stack(first["features"]), atol=1e-5)
+
+
+def test_a_fresh_cache_dir_or_rehash_sees_an_image_edited_behind_the_scan_cache(tmp_path, weights, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    data = tmp_path / "data"
+    for c, name in enumerate(("cats", "dogs")):
+        for i in range(3):
+            write_image(str(data / name / f"{i}.bmp"), pattern(40, 48, seed=c * 10 + i))  # BMP: size from shape
+    edited = data / "cats" / "0.bmp"
+
+    def extract(cache, out, *flags):
+        assert main(["extract", "--base", ARCH, "--weights", weights, "--data", str(data), "--cache-dir",
+                     str(tmp_path / cache), "--out", str(tmp_path / out), "--quiet", *flags]) == 0
+        frame = pd.read_parquet(tmp_path / out)
+        return np.stack(frame.set_index("path").loc[str(edited), "features"])
+
+    before = extract("cache-a", "out-1")
+    stat = edited.stat()
+    with open(edited, "r+b") as handle:  # other pixels, same size, old mtime
+        handle.seek(stat.st_size - 500)
+        handle.write(bytes(range(250)) * 2)
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert not (tmp_path / "xdg").exists()  # every cache lives under --cache-dir
+    assert (tmp_path / "cache-a" / "scans").is_dir()
+    assert np.allclose(extract("cache-a", "out-2"), before)  # trusted by size+mtime, as documented
+    fresh = extract("cache-b", "out-3")
+    assert not np.allclose(fresh, before)
+    np.testing.assert_allclose(extract("cache-a", "out-4", "--rehash"), fresh, atol=1e-5)

@@ -30,7 +30,7 @@ class ExtractJob:
 def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, layer: str = PENULTIMATE,
                 pooling=None, dtype: str = "float32", batch_size: int = 32, image_size=None,
                 resize: str = "center_crop", seed: int = 0, views: int = 0, augmentation=None,
-                engine: str = "local", address=None, workers=None, cache_dir=None, force: bool = False,
+                engine: str = "local", address=None, workers=None, cache_dir=None, rehash: bool = False, force: bool = False,
                 progress: bool = True, log=None, runtime: str = "tf", precision: str = "fp32") -> ExtractJob:
     """Extracts the features of the usable images of `data` (a folder, manifest or tfds:NAME) into
     `out`: `part-NNNNN.parquet` files and `_extract.json`. Every input is checked before any work;
@@ -53,7 +53,7 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
     if engine == "ray":
         require_ray()
     out = check_output_folder(out, force)
-    result = scan(data, check=False)
+    result = scan(data, check=False, cache_dir=cache_dir, cache=not rehash)
     table = result.usable()
     quarantined = len(result.quarantined)
     if quarantined:

@@ -104,7 +104,9 @@ class FinetuneConfig:
     policy_thresholds: list[int] = _setting(DEFAULT_THRESHOLDS, "images/class at which the prior unfreezes the "
                                                                 "last stage, two stages, everything")
     # -- where and how
-    cache_dir: str | None = _setting(None, "feature cache folder (default: $XDG_CACHE_HOME/tltoolkit/features)")
+    cache_dir: str | None = _setting(None, "cache folder: the feature entries, the scan cache (DIR/scans) and tfds listings (DIR/tfds) (default: $XDG_CACHE_HOME/tltoolkit/features and $XDG_CACHE_HOME/tltoolkit/scans)")
+    rehash: bool = _setting(False, "re-read and re-hash every image instead of trusting the scan cache's "
+                                   "size+mtime (for files edited in place with their mtime kept)")
     seed: int = _setting(0, "seed of initialisation, shuffling and augmentation (default 0)")
     strategy: str = _setting("auto", "auto (default: mirrored with several GPUs), mirrored, multiworker "
                                      "(TF_CONFIG), tpu or none")

@@ -68,11 +68,11 @@ def finetune(config, plan: bool = False, force: bool = False, progress: bool = T
     # The previous runs' splits win: images seen before never change split, small classes included.
     snapshot = state.out / "snapshot.parquet"
     result = scan(config.data, config.val_split, class_index=state.old_class_index() or None,
-                  splits_from=snapshot if snapshot.exists() else None)
+                  splits_from=snapshot if snapshot.exists() else None, **scan_cache(config))
     if distribute.is_chief():
         state.check_classes(result.source_classes)
     if not state.runs:  # --force may have cleared the folder: scan again without the old index
-        result = scan(config.data, config.val_split)
+        result = scan(config.data, config.val_split, **scan_cache(config))
     return _Training(config, spec, size, base_id, state, result, strategy, progress, echo).run(plan)
 
 
@@ -658,3 +658,8 @@ def _better(new, old, monitor: str, strictly: bool = False) -> bool:
     if monitor == "val_accuracy":
         return new[1] > old[1] or (new[1] == old[1] and (new[0] < old[0] if strictly else new[0] <= old[0]))
     return new[0] < old[0] if strictly else (new[0] <= old[0] or new[1] > old[1])
+
+
+def scan_cache(config) -> dict:
+    """The scan's cache options: under --cache-dir with the features (a fresh one re-hashes every image), or none with --rehash."""
+    return {"cache_dir": config.cache_dir, "cache": not config.rehash}
