@@ -457,3 +457,24 @@ def test_force_starts_an_incompatible_run_over(tmp_path):
     state = json.loads((out / "state.json").read_text())
     assert entry["run"] == 1 and [r["config"]["base"] for r in state["runs"]] == ["resnet20_cifar"]
     assert keras.models.load_model(out / "model.keras", compile=False).output.shape == (None, 3)
+
+
+def test_a_second_writer_of_a_run_directory_is_refused_in_one_line(cli_data, capsys):
+    import fcntl
+
+    tmp = cli_data
+    run = tmp / "run"
+    argv = ["finetune", "--base", "resnet20_cifar", "--weights", "none", "--data", str(tmp / "data"), "--out", str(run),
+            "--cache-dir", str(tmp / "cache"), "--epochs", "1", "--fine-tune-epochs", "0", "--batch-size", "8",
+            "--freeze-until", "head", "--quiet"]
+    run.mkdir()
+    with open(run / ".lock", "a") as writer:  # another finetune holds the run directory
+        fcntl.flock(writer, fcntl.LOCK_EX)
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"another finetune is writing {run}" in err, err
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written beside it
+        assert main([*argv, "--force"]) == 2  # --force never removes what another writer is writing
+    assert main(argv) == 0  # the lock alone is not "a folder that holds no run"
+    assert json.loads((run / "state.json").read_text())["runs"][0]["status"] == "finished"
+    assert main(argv) == 0  # released when the run ended: the next run continues it

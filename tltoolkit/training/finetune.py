@@ -73,7 +73,8 @@ def finetune(config, plan: bool = False, force: bool = False, progress: bool = T
         state.check_classes(result.source_classes)
     if not state.runs:  # --force may have cleared the folder: scan again without the old index
         result = scan(config.data, config.val_split, **scan_cache(config))
-    return _Training(config, spec, size, base_id, state, result, strategy, progress, echo).run(plan)
+    with state:  # releases the run directory's lock, which run() takes before writing
+        return _Training(config, spec, size, base_id, state, result, strategy, progress, echo).run(plan)
 
 
 class _Training:
@@ -145,6 +146,7 @@ class _Training:
                       "decision": self.decision.freeze_until, "trained_stages": list(self.decision.trained_stages),
                       "recipe": self.recipe.name, "notes": self.notes, "phases": []}
         if self.chief:
+            self.state.lock()
             (self.out / "plots").mkdir(parents=True, exist_ok=True)
             self.state.runs[:] = [*(self.state.runs[:-1] if self.resuming else self.state.runs), self.entry]
             self.state.save()

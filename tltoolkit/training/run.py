@@ -12,10 +12,13 @@
     logs/              TensorBoard
     plots/             curves.png (phase boundaries marked), confusion.png (validation)
     report.md          data, decisions, metrics and where each artefact is
+    .lock              held by the one finetune writing the directory: a second one is refused
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import shutil
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from tltoolkit.data.files import atomic_path, read_json, write_json
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.reports import confusion_figure, confusion_matrix, curves_figure, markdown_table, save_figure
 
+LOCK = ".lock"
 METRIC_COLUMNS = ["run", "phase", "trial", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
 
 
@@ -131,6 +135,35 @@ class RunState:
             raise TltoolkitError(f"--out {out} is a file; pass a folder for the run")
         self.out, self.echo, self.force, self.plan = out, echo, force, plan
         self.state = read_json(out / "state.json", {"runs": []})
+        self._lock = None
+
+    def lock(self) -> None:
+        """Makes this process the directory's one writer (until `with state:` ends), or refuses in one
+        line; also refuses when another run changed state.json since it was read."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock = self._exclusive()
+        if json.dumps(read_json(self.out / "state.json", {"runs": []})) != json.dumps(self.state):
+            raise TltoolkitError(f"another finetune finished in {self.out} while this one was starting; run "
+                                 f"it again to continue from that run")
+
+    def _exclusive(self):
+        handle = open(self.out / LOCK, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise TltoolkitError(f"another finetune is writing {self.out}; wait for it to finish, or pass "
+                                 f"another --out") from None
+        return handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        if self._lock is not None:
+            self._lock.close()  # closing releases the flock
+            self._lock = None
+        return False
 
     @property
     def runs(self) -> list[dict]:
@@ -143,7 +176,7 @@ class RunState:
     def check_compatible(self, config: dict, identity, base_id: str) -> None:
         previous = self.finished_runs[-1] if self.finished_runs else (self.runs or [None])[-1]
         if previous is None:
-            if self.out.exists() and any(self.out.iterdir()) and not self.force:
+            if self.out.exists() and any(p.name != LOCK for p in self.out.iterdir()) and not self.force:
                 raise TltoolkitError(f"--out {self.out} is not empty and holds no finetune run; choose another "
                                      f"folder or pass --force to replace its contents")
             return
@@ -166,6 +199,8 @@ class RunState:
         if self.plan:
             self.echo(f"--force: would remove the earlier run in {self.out} ({what})")
             return
+        if (self.out / LOCK).exists():
+            self._exclusive().close()  # never remove a directory another finetune is writing
         shutil.rmtree(self.out)
         self.state = {"runs": []}
         self.echo(f"--force: removed the earlier run in {self.out} ({what})")
