@@ -47,13 +47,16 @@ def load_classifier(path) -> Classifier:
     """A run directory or a `.keras` file as a Classifier; a one-line TltoolkitError when it is not one."""
     path = Path(path).expanduser()
     if path.is_dir():
-        missing = [name for name in ("model.keras", "class_index.json") if not (path / name).is_file()]
+        # One set of artefacts, even if a finetune switches to its new set meanwhile (training/run.py).
+        files = path / "current" if (path / "current").is_dir() else path
+        files = files.resolve()
+        missing = [name for name in ("model.keras", "class_index.json") if not (files / name).is_file()]
         if missing:
             raise TltoolkitError(f"{path} is not a run directory: it lacks {', '.join(missing)}; pass the folder "
                                  f"`tltoolkit finetune` wrote or a .keras file")
-        model_file, run_dir = path / "model.keras", path
-        index = load_class_index(path / "class_index.json")
-        config = read_json(path / "config.json", {})
+        model_file, run_dir = files / "model.keras", path
+        index = load_class_index(files / "class_index.json")
+        config = read_json(files / "config.json", {})
     elif path.suffix == ".keras" and path.is_file():
         model_file, run_dir, config = path, None, {}
         index = _labels_beside(path)

@@ -576,12 +576,14 @@ class _Training:
         from tltoolkit.training.phases import tensorboard_installed
 
         out = self.out
-        rundir.write_snapshot(self.usable, out / "snapshot.parquet")
-        save_class_index(self.result.class_index, out / "class_index.json")
-        rundir.write_json(out / "config.json", self.config.to_json())
+        new = rundir.ArtefactSet(out)
+        rundir.write_snapshot(self.usable, new / "snapshot.parquet")
+        save_class_index(self.result.class_index, new / "class_index.json")
+        rundir.write_json(new / "config.json", self.config.to_json())
         if base_trained:
-            rundir.save_weights(base, out / "base.weights.h5")
-        rundir.save_model(inference, out / "model.keras")
+            rundir.save_weights(base, new / "base.weights.h5")
+        rundir.save_model(inference, new / "model.keras")
+        new.commit()
         rundir.plot_curves(self.metrics.frame, out / "plots" / "curves.png")
         rundir.plot_confusion(truth, predicted, self.class_names, out / "plots" / "confusion.png")
         self.state.save()

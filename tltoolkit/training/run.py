@@ -13,13 +13,21 @@
     plots/             curves.png (phase boundaries marked), confusion.png (validation)
     report.md          data, decisions, metrics and where each artefact is
     .lock              held by the one finetune writing the directory: a second one is refused
+
+The files a reader needs together (`ARTEFACTS`: model, class index, config, snapshot, fine-tuned base)
+are links through `current` into `.sets/<id>/`: a run writes its whole set into a new folder, then
+switches `current` in one rename, so a reader (predict, evaluate, export, the next run) sees the
+previous complete set or the new one, never a new class index beside an old model, whatever
+interrupts the run (kill -9, a full disk).
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +38,7 @@ from tltoolkit.errors import TltoolkitError
 from tltoolkit.reports import confusion_figure, confusion_matrix, curves_figure, markdown_table, save_figure
 
 LOCK = ".lock"
+ARTEFACTS = ("model.keras", "class_index.json", "config.json", "snapshot.parquet", "base.weights.h5")
 METRIC_COLUMNS = ["run", "phase", "trial", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
 
 
@@ -41,6 +50,43 @@ def save_model(model, path: Path) -> None:
 def save_weights(model, path: Path) -> None:
     with atomic_path(path, suffix=".weights.h5") as temporary:
         model.save_weights(temporary)
+
+
+class ArtefactSet:
+    """A run's new set of `ARTEFACTS`: write each to `new / name`, then `commit()` switches to it."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.name = uuid.uuid4().hex[:12]
+        self.folder = out / ".sets" / self.name
+        self.folder.mkdir(parents=True)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.folder / name
+
+    def commit(self) -> None:
+        out = self.out
+        for name in ARTEFACTS:  # what this run did not rewrite (an untrained base) carries over
+            if not (self.folder / name).exists() and (out / name).exists():
+                try:
+                    os.link(os.path.realpath(out / name), self.folder / name)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(out / name, self.folder / name)
+        _replace_with_link(out / "current", Path(".sets") / self.name)  # the switch
+        link = {name: Path("current") / name for name in ARTEFACTS}
+        for name in ARTEFACTS:  # once per directory (a run directory from before sets holds files)
+            if (self.folder / name).exists() and not ((out / name).is_symlink() and
+                                                      Path(os.readlink(out / name)) == link[name]):
+                _replace_with_link(out / name, link[name])
+        for old in (out / ".sets").iterdir():  # earlier sets, and the leftovers of killed runs
+            if old.name != self.name:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace_with_link(path: Path, target: Path) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    os.symlink(target, temporary)
+    os.replace(temporary, path)
 
 
 class Metrics:
