@@ -398,3 +398,14 @@ def test_a_fresh_cache_dir_or_rehash_sees_an_image_edited_behind_the_scan_cache(
     fresh = extract("cache-b", "out-3")
     assert not np.allclose(fresh, before)
     np.testing.assert_allclose(extract("cache-a", "out-4", "--rehash"), fresh, atol=1e-5)
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
+def test_extract_refuses_an_out_or_cache_dir_inside_the_data(tmp_path, capsys, monkeypatch, flag):
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    data = write_classes(tmp_path / "data", per_class=2)
+    argv = {"--base": ARCH, "--weights": "none", "--data": data, "--out": str(tmp_path / "out"),
+            "--cache-dir": str(tmp_path / "cache"), flag: str(tmp_path / "data" / "cats" / "x")}
+    assert main(["extract", *[x for pair in argv.items() for x in pair], "--quiet"]) == 2
+    assert "is inside --data" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "cats" / "x").exists() and not (tmp_path / "out").exists()

@@ -49,6 +49,27 @@ def read_json(path, default=None):
         raise TltoolkitError(f"cannot read {path} ({error}); fix or delete it") from None
 
 
+def check_output_dir(path, data, flag: str) -> None:
+    """Refuses, before any work, a folder tltoolkit writes (`flag`: --out, --cache-dir) that is a file,
+    that cannot be written (a read-only disk), or that is inside the class folders of `data` (the
+    next scan would read it as a class made of plots and shards). A complete cache may be read-only."""
+    if path is None:
+        return
+    if Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
+        raise TltoolkitError(f"{flag} {path} is a file; pass a folder")
+    existing = next(p for p in [Path(path).expanduser().absolute(), *Path(path).expanduser().absolute().parents]
+                    if p.exists())
+    if flag != "--cache-dir" and not os.access(existing, os.W_OK):
+        raise TltoolkitError(f"{flag} {path} cannot be written ({existing} is read-only or not yours); "
+                             f"choose a writable folder")
+    if not Path(data).is_dir():
+        return
+    where, root = Path(path).expanduser().resolve(), Path(data).expanduser().resolve()
+    if where == root or root in where.parents:
+        raise TltoolkitError(f"{flag} {path} is inside --data {data}: the next scan would read it as data; "
+                             f"choose a folder outside {data}")
+
+
 def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/tltoolkit` (`~/.cache/tltoolkit` when unset), as the XDG spec asks."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

@@ -32,6 +32,7 @@ import fcntl
 import hashlib
 import io
 import json
+import os
 import sys
 import uuid
 from contextlib import contextmanager
@@ -66,6 +67,9 @@ class FeatureCache:
 
     @contextmanager
     def _lock(self, exclusive: bool):
+        if not exclusive and self.folder.is_dir() and not os.access(self.folder, os.W_OK):
+            yield  # a read-only cache: nobody writes it, so it reads without a lock
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / ".lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)

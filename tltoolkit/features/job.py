@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tltoolkit.architectures.stages import PENULTIMATE
 from tltoolkit.data import scan
+from tltoolkit.data.files import check_output_dir
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.features.extractor import feature_extractor
 from tltoolkit.features.local import ExtractionStats, extract_features, prepared
@@ -52,6 +53,8 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
         raise TltoolkitError("--address joins a Ray cluster; add --engine ray")
     if engine == "ray":
         require_ray()
+    for path, flag in ((out, "--out"), (cache_dir, "--cache-dir")):
+        check_output_dir(path, data, flag)
     out = check_output_folder(out, force)
     result = scan(data, check=False, cache_dir=cache_dir, cache=not rehash)
     table = result.usable()

@@ -18,6 +18,7 @@ import types
 import typing
 from pathlib import Path
 
+from tltoolkit.data.files import check_output_dir
 from tltoolkit.errors import TltoolkitError, one_line
 from tltoolkit.heads import POOLINGS
 from tltoolkit.training.policy import AUTO, DEFAULT_THRESHOLDS, check_thresholds
@@ -206,6 +207,8 @@ def resolve_config(*layers) -> FinetuneConfig:
         name, base = (_file_name(text) for text in (Path(values["data"].rstrip("/")).name, values["base"]))
         values["out"] = str(Path("runs") / f"{name or 'data'}-{base}")
     values["out"] = str(values["out"])
+    for key in ("out", "cache_dir"):
+        check_output_dir(values[key], values["data"], f"--{key.replace('_', '-')}")
     values["hidden"] = tuple(values["hidden"])
     values["policy_thresholds"] = tuple(values["policy_thresholds"])
     return FinetuneConfig(**values)
