@@ -521,3 +521,23 @@ def test_an_out_or_cache_dir_inside_the_data_is_refused_before_anything_is_writt
     assert len(err.splitlines()) == 1 and f"{flag} {tmp / inside} is inside --data" in err, err
     assert sorted(p.relative_to(tmp) for p in (tmp / "data").rglob("*")) == before
     assert not (tmp / "run").exists() and not (tmp / "cache").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"epochs": "ten"}, "--epochs takes int, got 'ten'"), ({"epochs": True}, "--epochs takes int, got True"),
+    ({"epochs": 2.7}, "--epochs takes int, got 2.7"), ({"hidden": "abc"}, "--hidden takes integers"),
+    ({"seed": "x"}, "--seed takes int"), ({"learning_rate": "fast"}, "--learning-rate takes float"),
+    ({"l2": "nan"}, "--l2 takes float"), ({"image_size": 0}, "--image-size takes one size"),
+    ({"dropout": 1.5}, "--dropout must be in [0, 1)"), ({"hidden": [0]}, "--hidden sizes must be positive"),
+    ({"augment": "flip,bogus"}, "unknown augmentation 'bogus'"), ({"jit": 5}, "--jit takes bool"),
+    ({"base": 5}, "--base takes str"),
+])
+@pytest.mark.parametrize("plan", [True, False])
+def test_every_config_value_is_typed_and_checked_before_anything_runs(cli_data, capsys, setting, message, plan):
+    tmp = cli_data
+    (tmp / "c.json").write_text(json.dumps({"base": "resnet20_cifar", "weights": "none", "data": str(tmp / "data"),
+                                            "out": str(tmp / "run"), "cache_dir": str(tmp / "cache"), **setting}))
+    assert main(["finetune", "--config", str(tmp / "c.json"), "--quiet", *(["--plan"] if plan else [])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp / "run").exists() and not (tmp / "cache").exists()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -147,18 +149,34 @@ def _convert(name: str, value):
     try:
         if kind is list:
             items = value.split(",") if isinstance(value, str) else list(value)
-            return [int(v) for v in items if str(v).strip()]
+            return [_number(int, v) for v in items if str(v).strip()]
         if kind is bool:
             if isinstance(value, str):
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError
                 return value.lower() in ("true", "1", "yes")
+            if value not in (True, False):  # 0 and 1 too; not 5 or [1]
+                raise ValueError
             return bool(value)
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return kind(value)
+        if kind is str:
+            if not isinstance(value, (str, os.PathLike)):  # base: 5, weights: {}
+                raise TypeError
+            return os.fspath(value)
+        return _number(kind, value)
     except (TypeError, ValueError):
         raise TltoolkitError(f"{flag} takes {'integers' if kind is list else kind.__name__}, got {value!r}") from None
+
+
+def _number(kind, value):
+    """An int or a finite float from a number or its text; never from true/false, 2.7 (an int), nan or inf."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError
+    number = kind(value)
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError
+    if not math.isfinite(number):
+        raise ValueError
+    return number
 
 
 def image_size(value) -> list[int] | None:
@@ -241,7 +259,10 @@ def _validate(values: dict) -> None:
     if any(h < 1 for h in values["hidden"]):
         raise TltoolkitError(f"--hidden sizes must be positive, got {list(values['hidden'])}")
     check_thresholds(values["policy_thresholds"])
+    from tltoolkit.augment import policy_names
     from tltoolkit.rejection import check_coverage, check_score  # Keras: imported only once settings are read
+
+    policy_names(values["augment"])
 
     check_coverage(values["coverage"])
     check_score(values["rejection_score"])
