@@ -409,3 +409,14 @@ def test_extract_refuses_an_out_or_cache_dir_inside_the_data(tmp_path, capsys, m
     assert main(["extract", *[x for pair in argv.items() for x in pair], "--quiet"]) == 2
     assert "is inside --data" in capsys.readouterr().err
     assert not (tmp_path / "data" / "cats" / "x").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_saved_base_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    data = write_classes(tmp_path / "data", per_class=2)
+    base = tmp_path / "base.keras"
+    base.write_bytes(b"PK\x03\x04 truncated")
+    assert main(["extract", "--base", str(base), "--preprocessing", "tf", "--data", data, "--out",
+                 str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot load {base}: not a complete .keras archive" in err, err

@@ -541,3 +541,14 @@ def test_every_config_value_is_typed_and_checked_before_anything_runs(cli_data, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp / "run").exists() and not (tmp / "cache").exists()
+
+
+@pytest.mark.parametrize("state", [{"runs": 5}, [], {"runs": [3]}, {"runs": [{"run": 1}]}])
+def test_a_malformed_state_json_is_one_line(cli_data, capsys, state):
+    tmp = cli_data
+    (tmp / "run").mkdir()
+    (tmp / "run" / "state.json").write_text(json.dumps(state))
+    assert main(["finetune", "--base", "resnet20_cifar", "--weights", "none", "--data", str(tmp / "data"),
+                 "--out", str(tmp / "run"), "--plan"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "state.json is not a finetune state" in err, err

@@ -11,7 +11,7 @@ from pathlib import Path
 from tltoolkit.architectures import load_model
 from tltoolkit.data import load_class_index
 from tltoolkit.data.files import read_json
-from tltoolkit.errors import TltoolkitError, one_line
+from tltoolkit.errors import TltoolkitError
 
 
 @dataclasses.dataclass
@@ -57,12 +57,15 @@ def load_classifier(path) -> Classifier:
         model_file, run_dir = files / "model.keras", path
         index = load_class_index(files / "class_index.json")
         config = read_json(files / "config.json", {})
+        if not isinstance(config, dict):
+            raise TltoolkitError(f"{path / 'config.json'} is not a mapping of settings; restore it from the run's "
+                                 f"state.json or re-run finetune")
     elif path.suffix == ".keras" and path.is_file():
         model_file, run_dir, config = path, None, {}
         index = _labels_beside(path)
     else:
         raise TltoolkitError(f"--model {path} is neither a run directory nor a .keras file")
-    model = _load_keras(model_file)
+    model = load_model(model_file)  # a broken file: a one-line error
     classes = int(model.output.shape[-1])
     names = sorted(index, key=index.get) if index else [str(i) for i in range(classes)]
     if len(names) != classes:
@@ -81,13 +84,6 @@ def _labels_beside(model_file: Path) -> dict[str, int] | None:
         names = labels.read_text(encoding="utf-8").splitlines()
         return {name: i for i, name in enumerate(names)}
     return load_class_index(index) if index.is_file() else None
-
-
-def _load_keras(model_file: Path):
-    try:
-        return load_model(model_file)
-    except Exception as error:  # Keras raises many types for a broken or foreign file
-        raise TltoolkitError(f"cannot load {model_file}: {one_line(error)}") from None
 
 
 def load_ensemble(paths) -> list[Classifier]:

@@ -181,6 +181,13 @@ class RunState:
             raise TltoolkitError(f"--out {out} is a file; pass a folder for the run")
         self.out, self.echo, self.force, self.plan = out, echo, force, plan
         self.state = read_json(out / "state.json", {"runs": []})
+        runs = self.state.get("runs") if isinstance(self.state, dict) else None
+        if not (isinstance(runs, list) and all(isinstance(r, dict) and isinstance(r.get("config"), dict)
+                                               and "status" in r for r in runs)):
+            if not force:
+                raise TltoolkitError(f"{out / 'state.json'} is not a finetune state (a mapping with a list of runs); "
+                                     f"restore it, or pass --force to start the run directory over")
+            self.state = {"runs": []}
         self._lock = None
 
     def lock(self) -> None:
