@@ -185,3 +185,17 @@ def test_a_corrupt_shard_is_dropped_said_once_and_its_rows_recomputed(tmp_path, 
     np.testing.assert_allclose(features, features_of(sha256s))
     assert bad not in set(located["shard"]) and not path.exists()
     assert set(fresh.manifest()["shard"]) == {p.name for p in cache.folder.glob("shard-*.npy")}
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_files_written_atomically_honour_the_umask(tmp_path, umask, mode):
+    import os
+
+    old = os.umask(umask)
+    try:
+        cache = FeatureCache(SPEC, tmp_path, shard_size=4)
+        fill(cache, hashes(4))
+    finally:
+        os.umask(old)
+    files = [cache.folder / "spec.json", cache.folder / "manifest.parquet", *cache.folder.glob("shard-*.npy")]
+    assert {f.stat().st_mode & 0o777 for f in files} == {mode}

@@ -19,6 +19,7 @@ def atomic_path(path, suffix: str = ".tmp"):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cache or served model must be readable
     os.close(handle)
     try:
         yield temporary
@@ -26,6 +27,15 @@ def atomic_path(path, suffix: str = ".tmp"):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it, racing other threads' files)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        return 0o022
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
