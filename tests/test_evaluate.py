@@ -287,3 +287,14 @@ def test_malformed_run_files_are_one_line_in_predict(trained, tmp_path, capsys):
     assert main(["predict", "--model", str(broken), image]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "config.json is not a mapping of settings" in err, err
+
+
+def test_the_hint_for_a_folder_without_images_is_a_valid_command(trained, tmp_path, capsys):
+    import re
+
+    from tltoolkit.cli import build_parser
+
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", "--model", str(trained[1]), "--data", str(tmp_path / "empty")]) == 2
+    command = re.search(r"`(tltoolkit scan [^`]*)`", capsys.readouterr().err).group(1)
+    assert build_parser().parse_args(command.split()[1:]).data == str(tmp_path / "empty")  # argparse accepts it

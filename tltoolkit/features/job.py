@@ -60,9 +60,9 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
     table = result.usable()
     quarantined = len(result.quarantined)
     if quarantined:
-        log(f"{quarantined} file(s) quarantined and skipped (see `tltoolkit scan {data}`)")
+        log(f"{quarantined} file(s) quarantined and skipped (see `tltoolkit scan --data {data}`)")
     if table.empty:
-        raise TltoolkitError(f"no usable images in {data}; check the folder (tltoolkit scan {data})")
+        raise TltoolkitError(f"no usable images in {data}; check the folder (tltoolkit scan --data {data})")
     options = dict(arch=base, weights=weights, image_size=image_size, layer=layer, preprocessing=preprocessing,
                    pooling=pooling, dtype=dtype, resize=resize, seed=seed, views=views, augmentation=augmentation)
     extractor = feature_extractor(**options, runtime=runtime, precision=precision, batch_size=batch_size,

@@ -197,7 +197,7 @@ def evaluation_table(data, class_names, split: str = "all", val_split: float = 0
     table = result.usable(None if split == "all" else split)
     if table.empty:
         raise TltoolkitError(f"no usable labelled images in {data}" + ("" if split == "all" else f" ({split} split)")
-                             + f"; check it with `tltoolkit scan {data}`")
+                             + f"; check it with `tltoolkit scan --data {data}`")
     known = table["label"].isin(index)
     unknown = table.loc[~known].groupby("label").size().rename("images").reset_index().rename(columns={"label": "class"})
     if not known.any():
