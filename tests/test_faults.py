@@ -46,11 +46,24 @@ def test_a_complete_cache_on_a_read_only_disk_is_read(data, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again"), pd.read_parquet(tmp_path / "first"))
 
 
+@pytest.fixture(scope="module")
+def run(data):
+    return train_run(data / "run", data / "data", epochs=1, filters=8)
+
+
 @pytest.mark.parametrize("fmt, name", [("keras", "m.keras"), ("savedmodel", "served")])
-def test_export_into_a_full_disk_is_one_line_and_leaves_nothing(data, tmp_path, fmt, name):
-    run = train_run(tmp_path / "run", data / "data", epochs=1, filters=8)
+def test_export_into_a_full_disk_is_one_line_and_leaves_nothing(run, tmp_path, fmt, name):
     (tmp_path / "small").mkdir()
     done = tltoolkit([tmpfs(tmp_path / "small", "32k")], "export", "--model", run, "--format", fmt, "--out",
                      tmp_path / "small" / name, after=f"echo LEFT; ls -A {tmp_path / 'small'}")
     assert "no space left on device; free space there or choose another folder" in one_line_error(done)
     assert done.stdout.split("LEFT")[-1].split() == []  # no temporary file or folder left behind
+
+
+def test_evaluate_into_a_full_disk_writes_no_part_of_its_report(run, data, tmp_path):
+    (tmp_path / "small").mkdir()
+    out = tmp_path / "small" / "report"
+    done = tltoolkit([tmpfs(tmp_path / "small", "60k")], "evaluate", "--model", run, "--data", data / "data",
+                     "--out", out, "--quiet", after=f"echo LEFT; ls -A {out}")
+    assert "no space left on device" in one_line_error(done)
+    assert done.stdout.split("LEFT")[-1].split() == []  # before: 7 of 8 files, and a retry refused
