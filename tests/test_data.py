@@ -464,3 +464,14 @@ def test_nul_bytes_and_non_utf8_names_are_quarantined_not_a_crash(tmp_path):
     manifest.write_text("path,label\ndata/a/img_0_0.png,a\ndata/b/img_1_0.png,b\n\"data/a/x\x00.png\",a\n")
     result = scan_here(manifest, tmp_path, check=False)
     assert list(result.quarantined["reason"]) == ["NUL byte in the path"]
+
+
+def test_pillow_decompression_bomb_warnings_do_not_reach_users(tmp_path):
+    path = write_image(str(tmp_path / "big.png"), pattern(60, 60))  # 3600 pixels: over a limit of 2000
+    script = ("import sys; from PIL import Image; Image.MAX_IMAGE_PIXELS = 2000\n"
+              "from tltoolkit.data.probe import probe_file, load_rgb\n"
+              "print(probe_file(sys.argv[1])['status'], load_rgb(sys.argv[1]).shape)")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", script, path], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=60)
+    assert done.returncode == 0 and done.stdout.split()[0] == "ok", done.stderr
+    assert "DecompressionBomb" not in done.stderr and "site-packages" not in done.stderr, done.stderr

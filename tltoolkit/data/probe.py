@@ -14,6 +14,7 @@ import importlib.metadata
 import io
 import os
 import stat
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -35,6 +36,9 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _HIGH_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 _SNIFFED = {b"ftypheic": "HEIC", b"ftypheix": "HEIC", b"ftypmif1": "HEIF", b"ftypavif": "AVIF"}
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
+# Pillow warns (with its site-packages path) between MAX_IMAGE_PIXELS and twice that, where it refuses;
+# the scan records the size and quarantines what Pillow refuses, so the warning says nothing to users.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MAX_FILE_BYTES = 1 << 30  # larger files are quarantined unread: no image a classifier takes is 1 GiB
 
 
