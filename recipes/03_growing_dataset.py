@@ -30,7 +30,7 @@ shutil.rmtree(OUT, ignore_errors=True)  # this notebook's own folder: every run 
 # %% [markdown]
 # ## 1. Grow the folder, re-run the same command
 #
-# `grow_to(n)` adds images to the class folders (links to the pool's files, in a fixed order, so each size contains the previous one); nothing is removed or renamed. After each addition the same `finetune` call runs with the same `out`.
+# `grow_to(n)` adds images to the class folders (hard links to the pool's files, copies across disks, in a fixed order, so each size contains the previous one; a symbolic link leaving the data folder would be quarantined); nothing is removed or renamed. After each addition the same `finetune` call runs with the same `out`.
 
 # %%
 import os
@@ -39,13 +39,16 @@ pool = tltoolkit.scan(POOL, check=False).usable().sort_values(["label", "path"])
 
 
 def grow_to(per_class):
-    """Links the first `per_class` images of each class of the pool into FOLDER/<class>/ (all if None)."""
+    """Hard-links the first `per_class` images of each class of the pool into FOLDER/<class>/ (all if None)."""
     for label, group in pool.groupby("label"):
         (FOLDER / label).mkdir(parents=True, exist_ok=True)
         for path in group["path"].head(per_class):
             link = FOLDER / label / pathlib.Path(path).name
             if not link.exists():
-                os.symlink(os.path.abspath(path), link)
+                try:
+                    os.link(path, link)
+                except OSError:  # another disk: a copy
+                    shutil.copyfile(path, link)
 
 
 for per_class in SIZES:

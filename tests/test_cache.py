@@ -153,3 +153,49 @@ def test_reader_refuses_images_that_are_not_cached(tmp_path):
     fill(cache, hashes(3))
     with pytest.raises(TltoolkitError, match=r"1 image\(s\) are not in the feature cache .*extract them first"):
         cached_dataset(cache, table_of(hashes(4)))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "same-size-garbage"])
+def test_a_corrupt_shard_is_dropped_said_once_and_its_rows_recomputed(tmp_path, capfd, damage):
+    cache = FeatureCache(SPEC, tmp_path, shard_size=4)
+    sha256s = hashes(8)
+    fill(cache, sha256s)
+    manifest = cache.manifest()
+    bad = manifest["shard"][0]
+    path = cache.folder / bad
+    size = path.stat().st_size
+    if damage == "truncate":
+        with open(path, "r+b") as handle:
+            handle.truncate(size - 40)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:  # the header kept, the values replaced: loads fine, only the checksum tells
+        data = bytearray(path.read_bytes())
+        data[-16:] = b"\xff" * 16
+        path.write_bytes(bytes(data))
+    lost = sorted(manifest.loc[manifest["shard"] == bad, "sha256"])
+    fresh = FeatureCache(SPEC, tmp_path, shard_size=4)  # another process: nothing checked yet
+    assert sorted(fresh.missing(sha256s)) == lost
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and f"shard {path} is corrupt" in err and "4 row(s) will be recomputed" in err
+    with pytest.raises(TltoolkitError, match="not in the feature cache"):
+        fresh.features(table_of(sha256s))  # never served
+    fill(fresh, lost)
+    located, features = fresh.features(table_of(sha256s))
+    np.testing.assert_allclose(features, features_of(sha256s))
+    assert bad not in set(located["shard"]) and not path.exists()
+    assert set(fresh.manifest()["shard"]) == {p.name for p in cache.folder.glob("shard-*.npy")}
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_files_written_atomically_honour_the_umask(tmp_path, umask, mode):
+    import os
+
+    old = os.umask(umask)
+    try:
+        cache = FeatureCache(SPEC, tmp_path, shard_size=4)
+        fill(cache, hashes(4))
+    finally:
+        os.umask(old)
+    files = [cache.folder / "spec.json", cache.folder / "manifest.parquet", *cache.folder.glob("shard-*.npy")]
+    assert {f.stat().st_mode & 0o777 for f in files} == {mode}

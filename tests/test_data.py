@@ -388,3 +388,90 @@ def test_scan_cli_reads_a_tfds_dataset_it_has_never_imported(tfds_dir, tmp_path)
     assert summary["class"].tolist() == ["circle", "square", "total"] and summary["usable"].tolist() == [6, 6, 12]
     missing = run_cli("--data", "tfds:no_such_dataset_here", "--data-dir", data_dir, "--cache-dir", tmp_path / "cache")
     assert missing.returncode == 2 and "cannot load TFDS dataset 'no_such_dataset_here'" in missing.stderr
+
+
+def scan_cli(*arguments, timeout=60):
+    """The scan CLI as a real process: a hang (a FIFO read) fails as a timeout, not a stuck suite."""
+    return subprocess.run([sys.executable, "-m", "tltoolkit", "scan", *map(str, arguments)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=timeout, env={**os.environ, "PYTHONPATH": ROOT})
+
+
+def test_only_regular_files_are_read_and_links_stay_inside_their_class_folder(tmp_path):
+    data = tmp_path / "data"
+    write_good_images(data / "a", 3)
+    write_good_images(data / "b", 3, seed=1)
+    outside = write_image(str(tmp_path / "outside.png"), pattern(seed=9))
+    os.symlink("/dev/zero", data / "a" / "zero.png")  # read without end before: OOM
+    os.mkfifo(data / "a" / "pipe.png")  # blocked forever before
+    os.symlink(outside, data / "a" / "link.png")  # leaves the data
+    os.symlink("..", data / "a" / "up")  # pulled every class into a
+    os.symlink(data / "a" / "img_0_0.png", data / "b" / "borrowed.png")  # another class's image
+    os.symlink("img_1_0.png", data / "b" / "alias.png")  # inside its own class folder: followed
+    done = scan_cli("--data", data, "--report", tmp_path / "report.csv", "--cache-dir", tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    report = pd.read_csv(tmp_path / "report.csv", keep_default_na=False).set_index("path")
+    reasons = {os.path.relpath(p, data): r for p, r in report["reason"].items() if report.loc[p, "status"] == "quarantined"}
+    assert reasons == {"a/zero.png": "link outside its class folder", "a/pipe.png": "not a regular file",
+                       "a/link.png": "link outside its class folder", "a/up": "link outside its class folder",
+                       "b/borrowed.png": "link outside its class folder"}
+    assert report.loc[str(data / "a" / "pipe.png"), "detail"] == "a FIFO"
+    pair = [report.loc[str(data / "b" / name), "status"] for name in ("alias.png", "img_1_0.png")]
+    assert pair == ["ok", "duplicate"]  # the link inside its class folder was followed: the same bytes twice
+    assert set(report.loc[report["status"] == "ok", "label"].value_counts()) == {3}
+    from tltoolkit.data.probe import probe_file  # what predict reads its inputs with
+
+    assert probe_file("/dev/zero")["reason"] == probe_file(str(data / "a" / "pipe.png"))["reason"] == "not a regular file"
+
+
+def test_a_file_over_the_size_limit_is_quarantined_unread(tmp_path, monkeypatch):
+    from tltoolkit.data import probe
+
+    monkeypatch.setattr(probe, "MAX_FILE_BYTES", 1000)  # the limit is 1 GiB; a test file of 1 GiB is not kind
+    path = write_image(str(tmp_path / "big.bmp"), pattern(40, 48))
+    assert probe.probe_file(path)["reason"] == "too large"
+
+
+def test_an_animated_gif_is_decoded_first_frame_only(tmp_path):
+    from PIL import Image
+
+    from tltoolkit.pipeline import image_dataset
+
+    frames = [Image.fromarray(pattern(64, 64, seed=i)) for i in range(300)]
+    path = tmp_path / "data" / "a" / "anim.gif"
+    path.parent.mkdir(parents=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    write_good_images(tmp_path / "data" / "b", 2)
+    row = scan_here(tmp_path / "data", tmp_path, check=False).table.set_index("path").loc[str(path)]
+    assert row["reason"] == "palette,first-frame" and row["decoder"] == "pil"
+    table = pd.DataFrame({"path": [str(path)], "decoder": ["pil"], "label_id": [0], "format": ["GIF"],
+                          "width": [64], "height": [64]})
+    images, _ = next(iter(image_dataset(table, (64, 64), 1, resize="stretch")))
+    first = np.asarray(Image.open(path).convert("RGB"))
+    np.testing.assert_array_equal(images[0].numpy().astype(np.uint8), first)
+
+
+def test_nul_bytes_and_non_utf8_names_are_quarantined_not_a_crash(tmp_path):
+    data = tmp_path / "data"
+    write_good_images(data / "a", 2)
+    write_good_images(data / "b", 2, seed=1)
+    with open(os.path.join(os.fsencode(data / "a"), b"caf\xe9.png"), "wb") as handle:  # Latin-1, not UTF-8
+        handle.write((data / "a" / "img_0_0.png").read_bytes())
+    done = scan_cli("--data", data, "--report", tmp_path / "r.parquet", "--cache-dir", tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    report = pd.read_parquet(tmp_path / "r.parquet").set_index("path")
+    assert report.loc[str(data / "a" / "caf\\xe9.png"), "reason"] == "file name is not UTF-8"
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("path,label\ndata/a/img_0_0.png,a\ndata/b/img_1_0.png,b\n\"data/a/x\x00.png\",a\n")
+    result = scan_here(manifest, tmp_path, check=False)
+    assert list(result.quarantined["reason"]) == ["NUL byte in the path"]
+
+
+def test_pillow_decompression_bomb_warnings_do_not_reach_users(tmp_path):
+    path = write_image(str(tmp_path / "big.png"), pattern(60, 60))  # 3600 pixels: over a limit of 2000
+    script = ("import sys; from PIL import Image; Image.MAX_IMAGE_PIXELS = 2000\n"
+              "from tltoolkit.data.probe import probe_file, load_rgb\n"
+              "print(probe_file(sys.argv[1])['status'], load_rgb(sys.argv[1]).shape)")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", script, path], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=60)
+    assert done.returncode == 0 and done.stdout.split()[0] == "ok", done.stderr
+    assert "DecompressionBomb" not in done.stderr and "site-packages" not in done.stderr, done.stderr

@@ -56,7 +56,9 @@ def written_once(run: Path):
     assert set(metrics["phase"]) == {1, 2}
     state = json.loads((run / "state.json").read_text())
     assert [r["run"] for r in state["runs"]] == [1] and state["runs"][0]["status"] == "finished"
-    assert (run / "model.keras").is_file() and not list(run.rglob("*.tmp")) and not list(run.glob(".*"))
+    assert (run / "model.keras").is_file() and not list(run.rglob("*.tmp"))
+    # Hidden: only the writer's lock and the one committed artefact set (training/run.py), from the chief.
+    assert {p.name for p in run.glob(".*")} == {".lock", ".sets"} and len(list((run / ".sets").iterdir())) == 1
 
 
 def test_mirrored_on_two_logical_cpus(tmp_path):

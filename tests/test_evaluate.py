@@ -267,3 +267,34 @@ def test_evaluate_compares_single_tta_and_ensemble(trained, tmp_path, capsys):
     assert main(["evaluate", "--model", str(first), "--model", str(second), "--data", str(data), "--tta", "flip",
                  "--out", str(tmp_path / "cmp"), "--quiet"]) == 0
     assert "single vs TTA vs ensemble" in capsys.readouterr().out
+
+
+def test_malformed_run_files_are_one_line_in_predict(trained, tmp_path, capsys):
+    from pathlib import Path
+
+    run = trained[1]
+    image = str(tmp_path / "x.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    model = broken / "model.keras"
+    model.write_bytes(model.read_bytes()[:5000])  # truncated
+    assert main(["predict", "--model", str(broken), image]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a complete .keras archive" in err and "not found" not in err, err
+    shutil.copy(Path(run) / "model.keras", model)
+    (broken / "config.json").write_text("[1, 2]")
+    assert main(["predict", "--model", str(broken), image]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "config.json is not a mapping of settings" in err, err
+
+
+def test_the_hint_for_a_folder_without_images_is_a_valid_command(trained, tmp_path, capsys):
+    import re
+
+    from tltoolkit.cli import build_parser
+
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", "--model", str(trained[1]), "--data", str(tmp_path / "empty")]) == 2
+    command = re.search(r"`(tltoolkit scan [^`]*)`", capsys.readouterr().err).group(1)
+    assert build_parser().parse_args(command.split()[1:]).data == str(tmp_path / "empty")  # argparse accepts it

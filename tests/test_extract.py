@@ -343,3 +343,72 @@ def test_the_seed_keys_features_only_where_it_changes_them(tmp_path):
     assert key(seed=0) != key(seed=3)  # random init: the seed is the weights
     assert key(weights=str(weights), seed=0, views=2, augmentation="flip") != key(
         weights=str(weights), seed=3, views=2, augmentation="flip")
+
+
+def test_extract_recomputes_a_truncated_shard_and_says_so(tmp_path, weights, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    data = write_classes(tmp_path / "data", per_class=3)
+    args = ["extract", "--base", ARCH, "--weights", weights, "--data", data, "--cache-dir", str(tmp_path / "cache"),
+            "--quiet", "--force"]
+    assert main(args + ["--out", str(tmp_path / "first")]) == 0
+    shard = next((tmp_path / "cache").rglob("shard-*.npy"))
+    with open(shard, "r+b") as handle:
+        handle.truncate(4000)
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "second")]) == 0
+    err = capsys.readouterr().err
+    assert "is corrupt" in err and "computed 6 of 6" in err
+    first, second = pd.read_parquet(tmp_path / "first"), pd.read_parquet(tmp_path / "second")
+    np.testing.assert_allclose(np.stack(second["features"]), np.stack(first["features"]), atol=1e-5)
+
+
+def test_a_fresh_cache_dir_or_rehash_sees_an_image_edited_behind_the_scan_cache(tmp_path, weights, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    data = tmp_path / "data"
+    for c, name in enumerate(("cats", "dogs")):
+        for i in range(3):
+            write_image(str(data / name / f"{i}.bmp"), pattern(40, 48, seed=c * 10 + i))  # BMP: size from shape
+    edited = data / "cats" / "0.bmp"
+
+    def extract(cache, out, *flags):
+        assert main(["extract", "--base", ARCH, "--weights", weights, "--data", str(data), "--cache-dir",
+                     str(tmp_path / cache), "--out", str(tmp_path / out), "--quiet", *flags]) == 0
+        frame = pd.read_parquet(tmp_path / out)
+        return np.stack(frame.set_index("path").loc[str(edited), "features"])
+
+    before = extract("cache-a", "out-1")
+    stat = edited.stat()
+    with open(edited, "r+b") as handle:  # other pixels, same size, old mtime
+        handle.seek(stat.st_size - 500)
+        handle.write(bytes(range(250)) * 2)
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert not (tmp_path / "xdg").exists()  # every cache lives under --cache-dir
+    assert (tmp_path / "cache-a" / "scans").is_dir()
+    assert np.allclose(extract("cache-a", "out-2"), before)  # trusted by size+mtime, as documented
+    fresh = extract("cache-b", "out-3")
+    assert not np.allclose(fresh, before)
+    np.testing.assert_allclose(extract("cache-a", "out-4", "--rehash"), fresh, atol=1e-5)
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
+def test_extract_refuses_an_out_or_cache_dir_inside_the_data(tmp_path, capsys, monkeypatch, flag):
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    data = write_classes(tmp_path / "data", per_class=2)
+    argv = {"--base": ARCH, "--weights": "none", "--data": data, "--out": str(tmp_path / "out"),
+            "--cache-dir": str(tmp_path / "cache"), flag: str(tmp_path / "data" / "cats" / "x")}
+    assert main(["extract", *[x for pair in argv.items() for x in pair], "--quiet"]) == 2
+    assert "is inside --data" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "cats" / "x").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_saved_base_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    data = write_classes(tmp_path / "data", per_class=2)
+    base = tmp_path / "base.keras"
+    base.write_bytes(b"PK\x03\x04 truncated")
+    assert main(["extract", "--base", str(base), "--preprocessing", "tf", "--data", data, "--out",
+                 str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot load {base}: not a complete .keras archive" in err, err

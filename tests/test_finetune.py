@@ -457,3 +457,98 @@ def test_force_starts_an_incompatible_run_over(tmp_path):
     state = json.loads((out / "state.json").read_text())
     assert entry["run"] == 1 and [r["config"]["base"] for r in state["runs"]] == ["resnet20_cifar"]
     assert keras.models.load_model(out / "model.keras", compile=False).output.shape == (None, 3)
+
+
+def test_a_second_writer_of_a_run_directory_is_refused_in_one_line(cli_data, capsys):
+    import fcntl
+
+    tmp = cli_data
+    run = tmp / "run"
+    argv = ["finetune", "--base", "resnet20_cifar", "--weights", "none", "--data", str(tmp / "data"), "--out", str(run),
+            "--cache-dir", str(tmp / "cache"), "--epochs", "1", "--fine-tune-epochs", "0", "--batch-size", "8",
+            "--freeze-until", "head", "--quiet"]
+    run.mkdir()
+    with open(run / ".lock", "a") as writer:  # another finetune holds the run directory
+        fcntl.flock(writer, fcntl.LOCK_EX)
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"another finetune is writing {run}" in err, err
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written beside it
+        assert main([*argv, "--force"]) == 2  # --force never removes what another writer is writing
+    assert main(argv) == 0  # the lock alone is not "a folder that holds no run"
+    assert json.loads((run / "state.json").read_text())["runs"][0]["status"] == "finished"
+    assert main(argv) == 0  # released when the run ended: the next run continues it
+
+
+KILLED_AT_SAVE = """
+import os, signal, sys
+import tltoolkit.training.run as run
+run.save_model = lambda model, path: os.kill(os.getpid(), signal.SIGKILL)  # kill -9 as the model is written
+from tltoolkit.cli import main
+main(["finetune", "--config", sys.argv[1], "--quiet"])
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_committing_leaves_the_previous_complete_run(tmp_path):
+    from tltoolkit.inference.classifier import load_classifier
+
+    make_images(tmp_path / "data", 6)
+    config = settings(tmp_path, data=str(tmp_path / "data"), out=str(tmp_path / "run"), epochs=3,
+                      fine_tune_epochs=0, freeze_until="head")
+    finetune(config, progress=False, echo=quiet)
+    make_images(tmp_path / "data", 6, classes=("yellow",))  # the next run grows the head to 4 classes
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_SAVE, str(tmp_path / "config.json")], cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL
+    classifier = load_classifier(tmp_path / "run")  # still the complete first run: 3 classes, 3 outputs
+    assert classifier.class_names == ["blue", "green", "red"]
+    assert json.loads((tmp_path / "run" / "class_index.json").read_text()) == {"blue": 0, "green": 1, "red": 2}
+    entry = finetune(config, progress=False, echo=quiet)  # the re-run completes the grown run
+    assert entry["status"] == "finished" and load_classifier(tmp_path / "run").class_names[-1] == "yellow"
+    assert len(list((tmp_path / "run" / ".sets").iterdir())) == 1  # the killed run's set is gone
+
+
+@pytest.mark.parametrize("flag, inside", [("--out", "data/run"), ("--cache-dir", "data/red/cache"),
+                                          ("--out", "data")])
+def test_an_out_or_cache_dir_inside_the_data_is_refused_before_anything_is_written(cli_data, capsys, flag, inside):
+    tmp = cli_data
+    before = sorted(p.relative_to(tmp) for p in (tmp / "data").rglob("*"))
+    argv = {"--base": "resnet20_cifar", "--weights": "none", "--data": str(tmp / "data"), "--out": str(tmp / "run"),
+            "--cache-dir": str(tmp / "cache"), flag: str(tmp / inside)}
+    assert main(["finetune", *[x for pair in argv.items() for x in pair], "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{flag} {tmp / inside} is inside --data" in err, err
+    assert sorted(p.relative_to(tmp) for p in (tmp / "data").rglob("*")) == before
+    assert not (tmp / "run").exists() and not (tmp / "cache").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"epochs": "ten"}, "--epochs takes int, got 'ten'"), ({"epochs": True}, "--epochs takes int, got True"),
+    ({"epochs": 2.7}, "--epochs takes int, got 2.7"), ({"hidden": "abc"}, "--hidden takes integers"),
+    ({"seed": "x"}, "--seed takes int"), ({"learning_rate": "fast"}, "--learning-rate takes float"),
+    ({"l2": "nan"}, "--l2 takes float"), ({"image_size": 0}, "--image-size takes one size"),
+    ({"dropout": 1.5}, "--dropout must be in [0, 1)"), ({"hidden": [0]}, "--hidden sizes must be positive"),
+    ({"augment": "flip,bogus"}, "unknown augmentation 'bogus'"), ({"jit": 5}, "--jit takes bool"),
+    ({"base": 5}, "--base takes str"),
+])
+@pytest.mark.parametrize("plan", [True, False])
+def test_every_config_value_is_typed_and_checked_before_anything_runs(cli_data, capsys, setting, message, plan):
+    tmp = cli_data
+    (tmp / "c.json").write_text(json.dumps({"base": "resnet20_cifar", "weights": "none", "data": str(tmp / "data"),
+                                            "out": str(tmp / "run"), "cache_dir": str(tmp / "cache"), **setting}))
+    assert main(["finetune", "--config", str(tmp / "c.json"), "--quiet", *(["--plan"] if plan else [])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp / "run").exists() and not (tmp / "cache").exists()
+
+
+@pytest.mark.parametrize("state", [{"runs": 5}, [], {"runs": [3]}, {"runs": [{"run": 1}]}])
+def test_a_malformed_state_json_is_one_line(cli_data, capsys, state):
+    tmp = cli_data
+    (tmp / "run").mkdir()
+    (tmp / "run" / "state.json").write_text(json.dumps(state))
+    assert main(["finetune", "--base", "resnet20_cifar", "--weights", "none", "--data", str(tmp / "data"),
+                 "--out", str(tmp / "run"), "--plan"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "state.json is not a finetune state" in err, err

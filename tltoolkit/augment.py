@@ -188,6 +188,22 @@ PRESETS = {
 LAYER_NAMES = tuple(_named_layers(None, None))
 
 
+def policy_names(policy) -> list:
+    """The layer names (and Keras layers) of an augmentation policy; a one-line error for an unknown
+    name, so a bad policy is refused before any work."""
+    if isinstance(policy, str):
+        names = PRESETS.get(policy)
+        if names is None:
+            names = [n.strip() for n in policy.split(",") if n.strip()]
+    else:
+        names = list(policy)
+    unknown = [n for n in names if isinstance(n, str) and n not in LAYER_NAMES]
+    if unknown:
+        raise TltoolkitError(f"unknown augmentation {', '.join(map(repr, unknown))}; use a preset "
+                             f"({', '.join(PRESETS)}) or layers from: {', '.join(LAYER_NAMES)}")
+    return names
+
+
 def augmentation(policy="standard", image_size=None, pca=None, seed: int | None = None):
     """A `keras.Sequential` named "augmentation": random, training-only layers on raw 0..255 pixels.
 
@@ -196,17 +212,8 @@ def augmentation(policy="standard", image_size=None, pca=None, seed: int | None 
     `fit_pca_color` statistics (or a `PCAColor`), needed by `pca` and `strong`. `image_size` (int or
     (height, width)) fixes the input shape; without it the block accepts any size.
     """
-    if isinstance(policy, str):
-        names = PRESETS.get(policy)
-        if names is None:
-            names = [n.strip() for n in policy.split(",") if n.strip()]
-    else:
-        names = list(policy)
+    names = policy_names(policy)
     factories = _named_layers(pca, seed)
-    unknown = [n for n in names if isinstance(n, str) and n not in factories]
-    if unknown:
-        raise TltoolkitError(f"unknown augmentation {', '.join(map(repr, unknown))}; use a preset "
-                             f"({', '.join(PRESETS)}) or layers from: {', '.join(LAYER_NAMES)}")
     layers = [factories[n](None if seed is None else seed + i) if isinstance(n, str) else n
               for i, n in enumerate(names)]
     layers = [*layers, ClipToPixelRange(name="clip_to_pixel_range")] if layers else [

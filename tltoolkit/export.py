@@ -310,11 +310,8 @@ def _replace(temporary: Path, out: Path) -> None:
 def _write_keras(serving, out, quantize, calibration, files):
     from tltoolkit.data.files import atomic_path
 
-    with atomic_path(out) as temporary:
-        # Keras insists on the .keras suffix, so save beside the temporary name and move over it.
-        staged = Path(temporary).with_suffix(".keras")
-        serving.save(staged)
-        os.replace(staged, temporary)
+    with atomic_path(out, suffix=".keras") as temporary:  # Keras insists on the suffix
+        serving.save(temporary)
 
 
 def _write_savedmodel(serving, out, quantize, calibration, files):
@@ -394,10 +391,8 @@ def _size_arithmetic(flat: bytes) -> list[str]:
 def _write_onnx(serving, out, quantize, calibration, files):
     from tltoolkit.data.files import atomic_path
 
-    with atomic_path(out) as temporary:
-        staged = Path(temporary).with_suffix(".onnx")
-        serving.export(str(staged), format="onnx", verbose=False)
-        os.replace(staged, temporary)
+    with atomic_path(out, suffix=".onnx") as temporary:
+        serving.export(temporary, format="onnx", verbose=False)
 
 
 # -- loading an export back ------------------------------------------------------------------------------

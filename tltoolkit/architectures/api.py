@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import re
 
 import keras
@@ -107,13 +108,26 @@ def load_model(path, compile: bool = False) -> keras.Model:
     Our few custom layers register with Keras when their modules are imported: the architectures'
     (StochasticDepth, LRN, option-A shortcuts, ...) with this package, the others (PCA colour, the
     temperature and score layers, TTA views) here, since a fresh process that only loads a model has not
-    imported them yet.
+    imported them yet. A file that is not a loadable model (truncated, foreign, refused by safe mode)
+    raises a one-line `ArchitectureError`, made from Keras's exception.
     """
+    import zipfile
+
     import tltoolkit.augment  # noqa: F401
     import tltoolkit.inference.views  # noqa: F401  (an export's TTA layers)
     import tltoolkit.rejection  # noqa: F401  (and tltoolkit.calibration: the temperature and score layers)
 
-    return keras.models.load_model(path, compile=compile, safe_mode=True)
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a broken, foreign or unsafe file
+        from tltoolkit.errors import one_line
+
+        if str(path).endswith(".keras") and os.path.isfile(path) and not zipfile.is_zipfile(path):
+            reason = "not a complete .keras archive (truncated, or another kind of file)"
+        else:
+            reason = one_line(error)
+        raise ArchitectureError(f"cannot load {path}: {reason}; re-create it (finetune, export) or pass "
+                                f"another model") from error
 
 
 def _load_saved_model(path, weights, include_top, num_classes, input_shape, pooling, options):

@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from tltoolkit.errors import TltoolkitError, debugging
+from tltoolkit.errors import TltoolkitError, debugging, disk_error
 
 COMMANDS = ["models", "layers", "augment", "scan", "extract", "audit", "rank", "finetune", "predict", "evaluate",
             "calibrate", "export", "weights"]
@@ -61,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_native_logs()
     try:
-        return args.run(args) or 0
+        try:
+            return args.run(args) or 0
+        except Exception as error:  # a full or read-only disk: one line too
+            if debugging() or isinstance(error, TltoolkitError) or (disk := disk_error(error)) is None:
+                raise
+            raise disk from error
     except TltoolkitError as error:
         if debugging():
             error.__suppress_context__ = False  # show the exception the one-line message was made from

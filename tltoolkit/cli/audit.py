@@ -30,14 +30,16 @@ def add_common_arguments(parser) -> None:
                         "split (default 0.2; a manifest's split column wins)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache-dir", help="feature cache folder (default: $XDG_CACHE_HOME/tltoolkit/features)")
+    parser.add_argument("--cache-dir", help="cache folder: the feature entries, the scan cache (DIR/scans) and tfds listings (DIR/tfds) (default: $XDG_CACHE_HOME/tltoolkit/features and $XDG_CACHE_HOME/tltoolkit/scans)")
+    parser.add_argument("--rehash", action="store_true", help="re-read and re-hash every image instead of "
+                        "trusting the scan cache's size+mtime")
     parser.add_argument("--force", action="store_true", help="replace earlier outputs of this command")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def feature_options(args) -> dict:
     return dict(val_split=args.val_split, image_size=args.image_size, preprocessing=args.preprocessing,
-                batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.quiet, seed=args.seed)
+                batch_size=args.batch_size, cache_dir=args.cache_dir, rehash=args.rehash, progress=not args.quiet, seed=args.seed)
 
 
 def add_parser(subparsers) -> None:

@@ -67,7 +67,7 @@ def run(args) -> int:
         print(f"left out {summary['unknown_class_images']} image(s) of classes the model does not know: {listed}",
               file=sys.stderr)
     if evaluation.quarantined:
-        print(f"skipped {evaluation.quarantined} unusable file(s) (see `tltoolkit scan {args.data}`)", file=sys.stderr)
+        print(f"skipped {evaluation.quarantined} unusable file(s) (see `tltoolkit scan --data {args.data}`)", file=sys.stderr)
     print(f"\nwrote {len(files)} files to {out}")
     return 0
 

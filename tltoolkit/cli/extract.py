@@ -50,7 +50,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--engine", choices=["local", "ray"], default="local")
     parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     parser.add_argument("--workers", type=int, help="Ray actors (default: one per CPU of the cluster)")
-    parser.add_argument("--cache-dir", help="feature cache folder (default: $XDG_CACHE_HOME/tltoolkit/features)")
+    parser.add_argument("--cache-dir", help="cache folder: the feature entries, the scan cache (DIR/scans) and tfds listings (DIR/tfds) (default: $XDG_CACHE_HOME/tltoolkit/features and $XDG_CACHE_HOME/tltoolkit/scans)")
+    parser.add_argument("--rehash", action="store_true", help="re-read and re-hash every image instead of "
+                        "trusting the scan cache's size+mtime")
     parser.add_argument("--force", action="store_true", help="replace the extraction files in a non-empty --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -64,7 +66,7 @@ def run(args) -> int:
                       pooling=None if args.pooling == "none" else args.pooling, dtype=args.dtype,
                       batch_size=args.batch_size, image_size=args.image_size, resize=args.resize, seed=args.seed,
                       views=args.views, augmentation=args.augment, engine=args.engine, address=args.address,
-                      workers=args.workers, cache_dir=args.cache_dir, force=args.force, progress=not args.quiet,
+                      workers=args.workers, cache_dir=args.cache_dir, rehash=args.rehash, force=args.force, progress=not args.quiet,
                       log=lambda message: print(message, file=sys.stderr), runtime=args.runtime,
                       precision=args.precision)
     print(f"wrote {job.count} feature vector(s) {list(job.feature_shape)} to {job.out}")

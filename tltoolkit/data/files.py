@@ -19,6 +19,7 @@ def atomic_path(path, suffix: str = ".tmp"):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cache or served model must be readable
     os.close(handle)
     try:
         yield temporary
@@ -26,6 +27,15 @@ def atomic_path(path, suffix: str = ".tmp"):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it, racing other threads' files)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        return 0o022
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -47,6 +57,27 @@ def read_json(path, default=None):
         return default
     except (OSError, ValueError) as error:
         raise TltoolkitError(f"cannot read {path} ({error}); fix or delete it") from None
+
+
+def check_output_dir(path, data, flag: str) -> None:
+    """Refuses, before any work, a folder tltoolkit writes (`flag`: --out, --cache-dir) that is a file,
+    that cannot be written (a read-only disk), or that is inside the class folders of `data` (the
+    next scan would read it as a class made of plots and shards). A complete cache may be read-only."""
+    if path is None:
+        return
+    if Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
+        raise TltoolkitError(f"{flag} {path} is a file; pass a folder")
+    existing = next(p for p in [Path(path).expanduser().absolute(), *Path(path).expanduser().absolute().parents]
+                    if p.exists())
+    if flag != "--cache-dir" and not os.access(existing, os.W_OK):
+        raise TltoolkitError(f"{flag} {path} cannot be written ({existing} is read-only or not yours); "
+                             f"choose a writable folder")
+    if not Path(data).is_dir():
+        return
+    where, root = Path(path).expanduser().resolve(), Path(data).expanduser().resolve()
+    if where == root or root in where.parents:
+        raise TltoolkitError(f"{flag} {path} is inside --data {data}: the next scan would read it as data; "
+                             f"choose a folder outside {data}")
 
 
 def default_cache_dir() -> Path:

@@ -13,6 +13,8 @@ import hashlib
 import importlib.metadata
 import io
 import os
+import stat
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -34,6 +36,10 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _HIGH_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 _SNIFFED = {b"ftypheic": "HEIC", b"ftypheix": "HEIC", b"ftypmif1": "HEIF", b"ftypavif": "AVIF"}
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
+# Pillow warns (with its site-packages path) between MAX_IMAGE_PIXELS and twice that, where it refuses;
+# the scan records the size and quarantines what Pillow refuses, so the warning says nothing to users.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+MAX_FILE_BYTES = 1 << 30  # larger files are quarantined unread: no image a classifier takes is 1 GiB
 
 
 def _tf_decodes_webp() -> bool:
@@ -54,15 +60,29 @@ def quarantined(reason: str, detail: str = "", size: int = 0, sha256: str = "") 
 
 
 def probe_file(path: str) -> dict:
-    """The scan's facts about one file, as a dict of table columns; never raises for a bad file."""
+    """The scan's facts about one file, as a dict of table columns; never raises for a bad file, never
+    blocks or reads without end: only regular files (links resolved) of at most MAX_FILE_BYTES are read."""
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero reads forever, a FIFO blocks forever
+            return quarantined("not a regular file", _kind(info.st_mode))
+        if info.st_size > MAX_FILE_BYTES:
+            return quarantined("too large", f"{info.st_size} bytes, more than {MAX_FILE_BYTES}", info.st_size)
         with open(path, "rb") as file:
-            data = file.read()
+            data = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         return quarantined("missing", "file not found")
-    except OSError as error:
-        return quarantined("unreadable", error.strerror or str(error))
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the name
+        return quarantined("unreadable", getattr(error, "strerror", None) or one_line(error))
+    if len(data) > MAX_FILE_BYTES:  # grew since the stat
+        return quarantined("too large", f"more than {MAX_FILE_BYTES} bytes", len(data))
     return probe_bytes(data)
+
+
+def _kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")]
+    return next((what for test, what in kinds if test(mode)), "not a file")
 
 
 def probe_bytes(data: bytes) -> dict:
@@ -124,6 +144,7 @@ def _plan(image: Image.Image, data: bytes) -> tuple[list[str], bool]:
         needs_pil = True  # TF's BMP decoder reads palette indices as grey levels
     if getattr(image, "is_animated", False):
         conversions.append("first-frame")
+        needs_pil = True  # TensorFlow's GIF decoder decodes every frame before keeping the first
     return conversions, needs_pil
 
 

@@ -71,8 +71,13 @@ def list_folder(root: Path) -> Listing:
             ignored.append(entry.path)
         elif entry.is_dir():
             classes.append(entry.name)
-            for path in _walk_files(entry.path):
-                if os.path.basename(path).startswith(".") or not _is_image_name(path):
+            for path, outside in _walk_files(entry.path):
+                if not _utf8(path):  # kept readable in reports and Parquet; never read
+                    rows.append((os.fsencode(path).decode("utf-8", "backslashreplace"), entry.name, "",
+                                 "file name is not UTF-8"))
+                elif outside:
+                    rows.append((path, entry.name, "", "link outside its class folder"))
+                elif os.path.basename(path).startswith(".") or not _is_image_name(path):
                     ignored.append(path)
                 else:
                     rows.append((path, entry.name, "", ""))
@@ -83,17 +88,36 @@ def list_folder(root: Path) -> Listing:
     return Listing(_frame(rows), classes, ignored, str(root))
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # bytes that are not UTF-8 come back from the OS as lone surrogates
+        return False
+
+
 def _walk_files(folder: str):
-    """Every file under `folder`, sorted, following symlinked folders once (a link loop is cut)."""
+    """`(path, outside)` for every file under `folder`, sorted. Links are followed only to a target
+    inside `folder` itself (a class's folder): one leaving it (`up -> ..`, `x.png -> /tmp/x.png`) would
+    pull in other classes' or other people's files, so it comes back as `outside`, unread. A linked
+    folder inside is walked once (a link loop is cut)."""
+    top = os.path.realpath(folder)
     seen = set()
+
+    def inside(path):
+        real = os.path.realpath(path)
+        return real == top or real.startswith(top + os.sep)
+
     for current, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(current)
         if real in seen:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        yield from (os.path.join(current, name) for name in sorted(files))
+        leaving = sorted(d for d in dirs if not d.startswith(".") and not inside(os.path.join(current, d)))
+        yield from ((os.path.join(current, d), True) for d in leaving)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in leaving)
+        yield from ((os.path.join(current, name), not inside(os.path.join(current, name))) for name in sorted(files))
 
 
 def list_manifest(manifest: Path) -> Listing:
@@ -120,10 +144,16 @@ def list_manifest(manifest: Path) -> Listing:
     for number, (path, label, split) in enumerate(zip(paths, labels, splits), start=1):
         if not path:
             raise TltoolkitError(f"manifest {manifest.name} row {number} has an empty path")
+        if "\0" in path:
+            rows.append((path.replace("\0", "\\0"), label, "", "NUL byte in the path"))
+            continue
         full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
         if os.path.commonpath([base, full]) != base:
             raise TltoolkitError(f"manifest {manifest.name} row {number}: path {path!r} is outside the manifest's folder {base}; keep images under it (or move the manifest up)")
-        rows.append((full, label, _SPLIT_NAMES.get(split, ""), "" if label else "no label"))
+        real_base = os.path.realpath(base)
+        leaves = os.path.commonpath([real_base, os.path.realpath(full)]) != real_base  # through a link
+        reason = "link outside the manifest's folder" if leaves else "" if label else "no label"
+        rows.append((full, label, _SPLIT_NAMES.get(split, ""), reason))
     classes = sorted({label for label in labels if label})
     return Listing(_frame(rows), classes, [], str(manifest))
 

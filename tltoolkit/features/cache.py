@@ -10,7 +10,8 @@ Layout of `<cache_dir>/<key>/`:
 - `spec.json`: the `FeatureSpec`, for people and tools.
 - `shard-<id>.npy`: `shard_size` feature rows (default: as many as fit in 64 MB; a run's last shard
   holds the rest), float16 or float32, `[rows, *feature_shape]`.
-- `parts/<id>.parquet`: the manifest rows of shard `<id>` (sha256, path, label, shard, row, view).
+- `parts/<id>.parquet`: the manifest rows of shard `<id>` (sha256, path, label, shard, row, view,
+  checksum: the SHA-256 of the shard file).
 - `manifest.parquet`: the parts merged (`compact()`).
 Every file is written to a temporary name in the same folder and renamed, and a shard is written
 before its manifest part: a part on disk commits its shard. So a job killed at any point (kill -9)
@@ -19,12 +20,20 @@ computes what the manifest lacks, and its final `compact()` deletes the orphans.
 never write the same file (ids are random); writes and reads take a shared `fcntl` lock, the merge
 into `manifest.parquet` an exclusive one. An image two runs both computed is stored twice and served
 once.
+
+A shard is checked against its checksum the first time a process uses it (again only if its size or
+mtime changes): a truncated or overwritten shard is dropped with one line on stderr, and its images
+count as missing, so the next extraction recomputes them instead of serving what was not computed.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import io
 import json
+import os
+import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +46,8 @@ from tltoolkit.errors import TltoolkitError
 from tltoolkit.features.extractor import FeatureSpec
 
 SHARD_BYTES = 64 << 20  # default shard size: small enough to buffer, large enough to be few files
-MANIFEST_COLUMNS = ["sha256", "path", "label", "shard", "row", "view"]
+MANIFEST_COLUMNS = ["sha256", "path", "label", "shard", "row", "view", "checksum"]
+_CHECKED: dict[tuple, bool] = {}  # (shard path, size, mtime, checksum) -> intact: one check per process
 FOLDER = "features"  # the default root: $XDG_CACHE_HOME/tltoolkit/features
 
 
@@ -57,6 +67,9 @@ class FeatureCache:
 
     @contextmanager
     def _lock(self, exclusive: bool):
+        if not exclusive and self.folder.is_dir() and not os.access(self.folder, os.W_OK):
+            yield  # a read-only cache: nobody writes it, so it reads without a lock
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / ".lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
@@ -71,18 +84,55 @@ class FeatureCache:
         frames = [pd.read_parquet(p) for p in [self.folder / "manifest.parquet", *parts] if p.exists()]
         if not frames:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-                MANIFEST_COLUMNS, ["str", "str", "str", "str", "int64", "int64"])}), parts
+                MANIFEST_COLUMNS, ["str", "str", "str", "str", "int64", "int64", "str"])}), parts
         return pd.concat(frames, ignore_index=True), parts
 
-    def manifest(self) -> pd.DataFrame:
-        """Every stored image view once: sha256, path and label when extracted, shard file, row, view."""
+    def manifest(self, sha256s=None) -> pd.DataFrame:
+        """Every stored image view once: sha256, path and label when extracted, shard file, row, view,
+        checksum; only the images `sha256s` when given, whose shards are then checked (`_intact`)."""
         if not self.folder.exists():
             return self._read_manifest()[0]
         with self._lock(exclusive=False):
             manifest = self._read_manifest()[0]
+        if sha256s is not None:
+            manifest = manifest[manifest["sha256"].isin(set(sha256s))]
+            rows = manifest["shard"].value_counts()
+            shards = manifest.drop_duplicates("shard")
+            bad = [name for name, checksum in zip(shards["shard"], shards["checksum"])
+                   if not self._intact(name, checksum, rows[name])]
+            manifest = manifest[~manifest["shard"].isin(bad)]
         # Two runs may both have stored an image; serve the first copy (compact() keeps both rows,
         # so a shard stays in use while anyone may read it).
         return manifest.drop_duplicates(["sha256", "view"]).reset_index(drop=True)
+
+    def _intact(self, name: str, checksum, rows: int) -> bool:
+        """Whether shard `name` still holds the bytes that were written (caches from before checksums:
+        whether it loads). A bad shard is deleted (when the cache is writable) and reported once."""
+        path = self.folder / name
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return False
+        key = (str(path), stat.st_size, stat.st_mtime_ns, checksum)
+        if key not in _CHECKED:
+            try:
+                if isinstance(checksum, str):
+                    with open(path, "rb") as handle:
+                        intact = hashlib.file_digest(handle, "sha256").hexdigest() == checksum
+                else:
+                    intact = len(np.load(path, mmap_mode="r")) > 0
+            except (OSError, ValueError, EOFError):
+                intact = False
+            _CHECKED[key] = intact
+            if not intact:
+                print(f"feature cache: shard {path} is corrupt (its checksum does not match); dropped, "
+                      f"its {rows} row(s) will be recomputed", file=sys.stderr)
+                self._shards.pop(name, None)
+                try:
+                    path.unlink()
+                except OSError:  # a read-only cache: the shard stays, and is skipped each time
+                    pass
+        return _CHECKED[key]
 
     def compact(self) -> None:
         """Merges the manifest parts into `manifest.parquet` (one atomic rename) and drops them; then
@@ -90,7 +140,10 @@ class FeatureCache:
         Writers hold the shared lock while they write, so under this exclusive lock none is mid-write."""
         with self._lock(exclusive=True):
             manifest, parts = self._read_manifest()
-            if parts:
+            present = {p.name for p in self.folder.glob("shard-*.npy")}
+            dropped = ~manifest["shard"].isin(present)  # rows of shards dropped as corrupt
+            manifest = manifest[~dropped]
+            if parts or dropped.any():
                 with atomic_path(self.folder / "manifest.parquet") as temporary:
                     manifest.to_parquet(temporary, index=False)
                 for part in parts:
@@ -103,7 +156,8 @@ class FeatureCache:
 
     def missing(self, sha256s) -> list[str]:
         """The distinct hashes of `sha256s` (in order) that lack any of their views."""
-        manifest = self.manifest()
+        sha256s = list(sha256s)
+        manifest = self.manifest(sha256s)
         counts = manifest.groupby("sha256").size()
         complete = set(counts.index[counts >= self.spec.view_count])
         return [h for h in dict.fromkeys(sha256s) if h not in complete]
@@ -133,7 +187,7 @@ class FeatureCache:
         image is not stored raises."""
         if "sha256" not in table.columns:
             raise TltoolkitError("the image table lacks column sha256; pass a scan's table")
-        stored = self.manifest()[["sha256", "shard", "row", "view"]]
+        stored = self.manifest(table["sha256"])[["sha256", "shard", "row", "view"]]
         located = table.reset_index(drop=True).rename_axis("_order").reset_index().merge(
             stored, on="sha256", how="left")
         absent = located["shard"].isna()
@@ -204,10 +258,13 @@ class ShardWriter:
         part["shard"] = shard_name
         part["row"] = np.arange(count, dtype="int64")
         part["label"] = part["label"].astype(str)
+        buffer = io.BytesIO()
+        np.save(buffer, features[:count])
+        part["checksum"] = hashlib.sha256(buffer.getbuffer()).hexdigest()
         with self.cache._lock(exclusive=False):  # from the shard's temporary file to its committing part
             with atomic_path(folder / shard_name) as temporary:
-                with open(temporary, "wb") as handle:  # np.save on a name would append ".npy"
-                    np.save(handle, features[:count])
+                with open(temporary, "wb") as handle:
+                    handle.write(buffer.getbuffer())
             with atomic_path(folder / "parts" / f"{shard_id}.parquet") as temporary:
                 part[MANIFEST_COLUMNS].to_parquet(temporary, index=False)
         self.written += count

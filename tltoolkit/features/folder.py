@@ -34,7 +34,7 @@ def parse_base(text: str, default_weights="imagenet") -> tuple[str, str | None]:
 
 def folder_features(data, base: str, weights="imagenet", *, val_split: float = 0.2, image_size=None,
                     preprocessing=None, batch_size: int = 32, cache_dir=None, progress: bool = False,
-                    seed: int = 0) -> FolderFeatures:
+                    seed: int = 0, rehash: bool = False) -> FolderFeatures:
     """Scans `data` (class folders, a manifest or tfds:NAME; at least two classes, else a one-line
     error), builds `base`'s penultimate-layer extractor and returns the usable images' feature vectors,
     extracting only what the cache lacks."""
@@ -42,7 +42,7 @@ def folder_features(data, base: str, weights="imagenet", *, val_split: float = 0
     from tltoolkit.features.extractor import feature_extractor
     from tltoolkit.features.local import extract_features, prepared
 
-    result = scan(data, val_split)
+    result = scan(data, val_split, cache_dir=cache_dir, cache=not rehash)
     table = prepared(result.usable())
     extractor = feature_extractor(base, weights=weights, image_size=image_size, preprocessing=preprocessing,
                                   seed=seed)

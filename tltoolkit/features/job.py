@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tltoolkit.architectures.stages import PENULTIMATE
 from tltoolkit.data import scan
+from tltoolkit.data.files import check_output_dir
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.features.extractor import feature_extractor, runtime_arguments, runtime_fidelity
 from tltoolkit.features.local import ExtractionStats, extract_features
@@ -30,7 +31,7 @@ class ExtractJob:
 def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, layer: str = PENULTIMATE,
                 pooling=None, dtype: str = "float32", batch_size: int = 32, image_size=None,
                 resize: str = "center_crop", seed: int = 0, views: int = 0, augmentation=None,
-                engine: str = "local", address=None, workers=None, cache_dir=None, force: bool = False,
+                engine: str = "local", address=None, workers=None, cache_dir=None, rehash: bool = False, force: bool = False,
                 progress: bool = True, log=None, runtime: str = "tf", precision: str = "fp32") -> ExtractJob:
     """Extracts the features of the usable images of `data` (a folder, manifest or tfds:NAME) into
     `out`: `part-NNNNN.parquet` files and `_extract.json`. Every input is checked before any work;
@@ -51,14 +52,16 @@ def extract_job(data, out, base: str, weights="imagenet", preprocessing=None, la
         raise TltoolkitError("--address joins a Ray cluster; add --engine ray")
     if engine == "ray":
         require_ray()
+    for path, flag in ((out, "--out"), (cache_dir, "--cache-dir")):
+        check_output_dir(path, data, flag)
     out = check_output_folder(out, force)
-    result = scan(data, check=False)
+    result = scan(data, check=False, cache_dir=cache_dir, cache=not rehash)
     table = result.usable()
     quarantined = len(result.quarantined)
     if quarantined:
-        log(f"{quarantined} file(s) quarantined and skipped (see `tltoolkit scan {data}`)")
+        log(f"{quarantined} file(s) quarantined and skipped (see `tltoolkit scan --data {data}`)")
     if table.empty:
-        raise TltoolkitError(f"no usable images in {data}; check the folder (tltoolkit scan {data})")
+        raise TltoolkitError(f"no usable images in {data}; check the folder (tltoolkit scan --data {data})")
     options = dict(arch=base, weights=weights, image_size=image_size, layer=layer, preprocessing=preprocessing,
                    pooling=pooling, dtype=dtype, resize=resize, seed=seed, views=views, augmentation=augmentation,
                    **runtime_arguments(runtime, precision, table, batch_size, progress))

@@ -5,6 +5,7 @@ training or model selection give an unbiased fit. The model file is replaced ato
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.inference.classifier import as_classifiers
@@ -52,7 +53,7 @@ def calibrate(model_or_run, data, coverage: float | None = None, score: str | No
     fit = fit_rejection(logits, labels, coverage, score)
     model_file = classifier.run_dir / "model.keras" if classifier.run_dir else classifier.source
     calibrated = with_rejection(classifier.model, **settings(fit), scored=False)
-    with atomic_path(model_file, suffix=".keras") as temporary:
+    with atomic_path(Path(model_file).resolve(), suffix=".keras") as temporary:  # in the run's current set
         calibrated.save(temporary)
     return Calibration(str(model_file), stored, fit,
                        expected_calibration_error(softmax(logits, stored["temperature"]), labels))

@@ -11,7 +11,7 @@ from pathlib import Path
 from tltoolkit.architectures import load_model
 from tltoolkit.data import load_class_index
 from tltoolkit.data.files import read_json
-from tltoolkit.errors import TltoolkitError, one_line
+from tltoolkit.errors import TltoolkitError
 
 
 @dataclasses.dataclass
@@ -47,19 +47,25 @@ def load_classifier(path) -> Classifier:
     """A run directory or a `.keras` file as a Classifier; a one-line TltoolkitError when it is not one."""
     path = Path(path).expanduser()
     if path.is_dir():
-        missing = [name for name in ("model.keras", "class_index.json") if not (path / name).is_file()]
+        # One set of artefacts, even if a finetune switches to its new set meanwhile (training/run.py).
+        files = path / "current" if (path / "current").is_dir() else path
+        files = files.resolve()
+        missing = [name for name in ("model.keras", "class_index.json") if not (files / name).is_file()]
         if missing:
             raise TltoolkitError(f"{path} is not a run directory: it lacks {', '.join(missing)}; pass the folder "
                                  f"`tltoolkit finetune` wrote or a .keras file")
-        model_file, run_dir = path / "model.keras", path
-        index = load_class_index(path / "class_index.json")
-        config = read_json(path / "config.json", {})
+        model_file, run_dir = files / "model.keras", path
+        index = load_class_index(files / "class_index.json")
+        config = read_json(files / "config.json", {})
+        if not isinstance(config, dict):
+            raise TltoolkitError(f"{path / 'config.json'} is not a mapping of settings; restore it from the run's "
+                                 f"state.json or re-run finetune")
     elif path.suffix == ".keras" and path.is_file():
         model_file, run_dir, config = path, None, {}
         index = _labels_beside(path)
     else:
         raise TltoolkitError(f"--model {path} is neither a run directory nor a .keras file")
-    model = _load_keras(model_file)
+    model = load_model(model_file)  # a broken file: a one-line error
     classes = int(model.output.shape[-1])
     names = sorted(index, key=index.get) if index else [str(i) for i in range(classes)]
     if len(names) != classes:
@@ -78,13 +84,6 @@ def _labels_beside(model_file: Path) -> dict[str, int] | None:
         names = labels.read_text(encoding="utf-8").splitlines()
         return {name: i for i, name in enumerate(names)}
     return load_class_index(index) if index.is_file() else None
-
-
-def _load_keras(model_file: Path):
-    try:
-        return load_model(model_file)
-    except Exception as error:  # Keras raises many types for a broken or foreign file
-        raise TltoolkitError(f"cannot load {model_file}: {one_line(error)}") from None
 
 
 def load_ensemble(paths) -> list[Classifier]:

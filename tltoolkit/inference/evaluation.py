@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -153,32 +156,43 @@ class Evaluation:
         return summary
 
     def write(self, folder, force: bool = False) -> dict[str, Path]:
-        """Writes the report files into `folder` (atomically each); existing ones only with `force`."""
+        """Writes the report files into `folder` as one set: each into a staging folder first, then all
+        renamed into place, `summary.json` last (a folder holds an evaluation when it has one), so a full
+        disk leaves the folder as it was. Replaces an existing evaluation only with `force`."""
         folder = Path(folder).expanduser()
-        files = {name: folder / name for name in (
-            "summary.json", "per_class.csv", "predictions.csv", "comparison.csv", "confused_pairs.csv",
-            "confusion_matrix.png", "confusion_matrix_normalized.png", "worst_predictions.png", "reliability.png",
-            *self.explanations)}
-        existing = [p.name for p in files.values() if p.exists()]
-        if existing and not force:
-            raise TltoolkitError(f"{folder} already holds an evaluation ({', '.join(existing[:3])}...); pass --force "
+        names = ("per_class.csv", "predictions.csv", "comparison.csv", "confused_pairs.csv", "confusion_matrix.png",
+                 "confusion_matrix_normalized.png", "worst_predictions.png", "reliability.png", *self.explanations,
+                 "summary.json")
+        files = {name: folder / name for name in names}
+        if files["summary.json"].exists() and not force:
+            raise TltoolkitError(f"{folder} already holds an evaluation (summary.json...); pass --force "
                                  f"to replace it or choose another --out")
-        atomic_write_bytes(files["summary.json"], (json.dumps(self.summary(), indent=2) + "\n").encode())
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder, prefix=".evaluation.", suffix=".tmp"))
+        try:
+            self._write_into(staging)
+            for name in names:
+                os.replace(staging / name, files[name])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return files
+
+    def _write_into(self, folder: Path) -> None:
+        atomic_write_bytes(folder / "summary.json", (json.dumps(self.summary(), indent=2) + "\n").encode())
         for name, frame in (("per_class.csv", self.per_class()), ("predictions.csv", self.predictions),
                             ("comparison.csv", self.comparison), ("confused_pairs.csv", self.confused_pairs())):
-            with atomic_path(files[name]) as temporary:
+            with atomic_path(folder / name) as temporary:
                 frame.to_csv(temporary, index=False)
         for name, figure in (("confusion_matrix.png", self.confusion_figure(normalize=False)),
                              ("confusion_matrix_normalized.png", self.confusion_figure(normalize=True)),
                              ("worst_predictions.png", contact_sheet(self.worst(), "Worst predictions"))):
-            save_figure(figure, files[name])
+            save_figure(figure, folder / name)
         series = {"as evaluated": self.probabilities}
         if self.uncalibrated is not None:
             series = {"temperature 1": self.uncalibrated, f"temperature {self.temperature:.3g}": self.probabilities}
-        reliability_diagram(series, self.label_ids, files["reliability.png"])
+        reliability_diagram(series, self.label_ids, folder / "reliability.png")
         for name, (title, rows, images) in self.explanations.items():
-            save_figure(contact_sheet(rows, title, images=images), files[name])
-        return files
+            save_figure(contact_sheet(rows, title, images=images), folder / name)
 
 
 def top_k_accuracy(probs: np.ndarray, label_ids: np.ndarray, k: int) -> float:
@@ -197,7 +211,7 @@ def evaluation_table(data, class_names, split: str = "all", val_split: float = 0
     table = result.usable(None if split == "all" else split)
     if table.empty:
         raise TltoolkitError(f"no usable labelled images in {data}" + ("" if split == "all" else f" ({split} split)")
-                             + f"; check it with `tltoolkit scan {data}`")
+                             + f"; check it with `tltoolkit scan --data {data}`")
     known = table["label"].isin(index)
     unknown = table.loc[~known].groupby("label").size().rename("images").reset_index().rename(columns={"label": "class"})
     if not known.any():

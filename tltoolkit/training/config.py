@@ -14,10 +14,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import os
 import types
 import typing
 from pathlib import Path
 
+from tltoolkit.data.files import check_output_dir
 from tltoolkit.errors import TltoolkitError, one_line
 from tltoolkit.heads import POOLINGS
 from tltoolkit.runtimes import PRECISIONS, RUNTIMES
@@ -107,7 +110,9 @@ class FinetuneConfig:
     policy_thresholds: list[int] = _setting(DEFAULT_THRESHOLDS, "images/class at which the prior unfreezes the "
                                                                 "last stage, two stages, everything")
     # -- where and how
-    cache_dir: str | None = _setting(None, "feature cache folder (default: $XDG_CACHE_HOME/tltoolkit/features)")
+    cache_dir: str | None = _setting(None, "cache folder: the feature entries, the scan cache (DIR/scans) and tfds listings (DIR/tfds) (default: $XDG_CACHE_HOME/tltoolkit/features and $XDG_CACHE_HOME/tltoolkit/scans)")
+    rehash: bool = _setting(False, "re-read and re-hash every image instead of trusting the scan cache's "
+                                   "size+mtime (for files edited in place with their mtime kept)")
     seed: int = _setting(0, "seed of initialisation, shuffling and augmentation (default 0)")
     strategy: str = _setting("auto", "auto (default: mirrored with several GPUs), mirrored, multiworker "
                                      "(TF_CONFIG), tpu or none")
@@ -152,18 +157,34 @@ def _convert(name: str, value):
     try:
         if kind is list:
             items = value.split(",") if isinstance(value, str) else list(value)
-            return [int(v) for v in items if str(v).strip()]
+            return [_number(int, v) for v in items if str(v).strip()]
         if kind is bool:
             if isinstance(value, str):
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError
                 return value.lower() in ("true", "1", "yes")
+            if value not in (True, False):  # 0 and 1 too; not 5 or [1]
+                raise ValueError
             return bool(value)
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return kind(value)
+        if kind is str:
+            if not isinstance(value, (str, os.PathLike)):  # base: 5, weights: {}
+                raise TypeError
+            return os.fspath(value)
+        return _number(kind, value)
     except (TypeError, ValueError):
         raise TltoolkitError(f"{flag} takes {'integers' if kind is list else kind.__name__}, got {value!r}") from None
+
+
+def _number(kind, value):
+    """An int or a finite float from a number or its text; never from true/false, 2.7 (an int), nan or inf."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError
+    number = kind(value)
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError
+    if not math.isfinite(number):
+        raise ValueError
+    return number
 
 
 def image_size(value) -> list[int] | None:
@@ -212,6 +233,8 @@ def resolve_config(*layers) -> FinetuneConfig:
         name, base = (_file_name(text) for text in (Path(values["data"].rstrip("/")).name, values["base"]))
         values["out"] = str(Path("runs") / f"{name or 'data'}-{base}")
     values["out"] = str(values["out"])
+    for key in ("out", "cache_dir"):
+        check_output_dir(values[key], values["data"], f"--{key.replace('_', '-')}")
     values["hidden"] = tuple(values["hidden"])
     values["policy_thresholds"] = tuple(values["policy_thresholds"])
     return FinetuneConfig(**values)
@@ -244,7 +267,10 @@ def _validate(values: dict) -> None:
     if any(h < 1 for h in values["hidden"]):
         raise TltoolkitError(f"--hidden sizes must be positive, got {list(values['hidden'])}")
     check_thresholds(values["policy_thresholds"])
+    from tltoolkit.augment import policy_names
     from tltoolkit.rejection import check_coverage, check_score  # Keras: imported only once settings are read
+
+    policy_names(values["augment"])
 
     check_coverage(values["coverage"])
     check_score(values["rejection_score"])

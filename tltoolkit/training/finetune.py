@@ -70,12 +70,13 @@ def finetune(config, plan: bool = False, force: bool = False, progress: bool = T
     # The previous runs' splits win: images seen before never change split, small classes included.
     snapshot = state.out / "snapshot.parquet"
     result = scan(config.data, config.val_split, class_index=state.old_class_index() or None,
-                  splits_from=snapshot if snapshot.exists() else None)
+                  splits_from=snapshot if snapshot.exists() else None, **scan_cache(config))
     if distribute.is_chief():
         state.check_classes(result.source_classes)
     if not state.runs:  # --force may have cleared the folder: scan again without the old index
-        result = scan(config.data, config.val_split)
-    return _Training(config, spec, size, base_id, state, result, strategy, progress, echo).run(plan)
+        result = scan(config.data, config.val_split, **scan_cache(config))
+    with state:  # releases the run directory's lock, which run() takes before writing
+        return _Training(config, spec, size, base_id, state, result, strategy, progress, echo).run(plan)
 
 
 class _Training:
@@ -150,6 +151,7 @@ class _Training:
                       "decision": self.decision.freeze_until, "trained_stages": list(self.decision.trained_stages),
                       "recipe": self.recipe.name, "notes": self.notes, "phases": []}
         if self.chief:
+            self.state.lock()
             (self.out / "plots").mkdir(parents=True, exist_ok=True)
             self.state.runs[:] = [*(self.state.runs[:-1] if self.resuming else self.state.runs), self.entry]
             self.state.save()
@@ -592,12 +594,14 @@ class _Training:
         from tltoolkit.training.phases import tensorboard_installed
 
         out = self.out
-        rundir.write_snapshot(self.usable, out / "snapshot.parquet")
-        save_class_index(self.result.class_index, out / "class_index.json")
-        rundir.write_json(out / "config.json", self.config.to_json())
+        new = rundir.ArtefactSet(out)
+        rundir.write_snapshot(self.usable, new / "snapshot.parquet")
+        save_class_index(self.result.class_index, new / "class_index.json")
+        rundir.write_json(new / "config.json", self.config.to_json())
         if base_trained:
-            rundir.save_weights(base, out / "base.weights.h5")
-        rundir.save_model(inference, out / "model.keras")
+            rundir.save_weights(base, new / "base.weights.h5")
+        rundir.save_model(inference, new / "model.keras")
+        new.commit()
         rundir.plot_curves(self.metrics.frame, out / "plots" / "curves.png")
         rundir.plot_confusion(truth, predicted, self.class_names, out / "plots" / "confusion.png")
         self.state.save()
@@ -676,3 +680,8 @@ def _better(new, old, monitor: str, strictly: bool = False) -> bool:
     if monitor == "val_accuracy":
         return new[1] > old[1] or (new[1] == old[1] and (new[0] < old[0] if strictly else new[0] <= old[0]))
     return new[0] < old[0] if strictly else (new[0] <= old[0] or new[1] > old[1])
+
+
+def scan_cache(config) -> dict:
+    """The scan's cache options: under --cache-dir with the features (a fresh one re-hashes every image), or none with --rehash."""
+    return {"cache_dir": config.cache_dir, "cache": not config.rehash}

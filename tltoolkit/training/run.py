@@ -12,11 +12,22 @@
     logs/              TensorBoard
     plots/             curves.png (phase boundaries marked), confusion.png (validation)
     report.md          data, decisions, metrics and where each artefact is
+    .lock              held by the one finetune writing the directory: a second one is refused
+
+The files a reader needs together (`ARTEFACTS`: model, class index, config, snapshot, fine-tuned base)
+are links through `current` into `.sets/<id>/`: a run writes its whole set into a new folder, then
+switches `current` in one rename, so a reader (predict, evaluate, export, the next run) sees the
+previous complete set or the new one, never a new class index beside an old model, whatever
+interrupts the run (kill -9, a full disk).
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +37,8 @@ from tltoolkit.data.files import atomic_path, read_json, write_json
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.reports import confusion_figure, confusion_matrix, curves_figure, markdown_table, save_figure
 
+LOCK = ".lock"
+ARTEFACTS = ("model.keras", "class_index.json", "config.json", "snapshot.parquet", "base.weights.h5")
 METRIC_COLUMNS = ["run", "phase", "trial", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
 
 
@@ -37,6 +50,43 @@ def save_model(model, path: Path) -> None:
 def save_weights(model, path: Path) -> None:
     with atomic_path(path, suffix=".weights.h5") as temporary:
         model.save_weights(temporary)
+
+
+class ArtefactSet:
+    """A run's new set of `ARTEFACTS`: write each to `new / name`, then `commit()` switches to it."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.name = uuid.uuid4().hex[:12]
+        self.folder = out / ".sets" / self.name
+        self.folder.mkdir(parents=True)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.folder / name
+
+    def commit(self) -> None:
+        out = self.out
+        for name in ARTEFACTS:  # what this run did not rewrite (an untrained base) carries over
+            if not (self.folder / name).exists() and (out / name).exists():
+                try:
+                    os.link(os.path.realpath(out / name), self.folder / name)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(out / name, self.folder / name)
+        _replace_with_link(out / "current", Path(".sets") / self.name)  # the switch
+        link = {name: Path("current") / name for name in ARTEFACTS}
+        for name in ARTEFACTS:  # once per directory (a run directory from before sets holds files)
+            if (self.folder / name).exists() and not ((out / name).is_symlink() and
+                                                      Path(os.readlink(out / name)) == link[name]):
+                _replace_with_link(out / name, link[name])
+        for old in (out / ".sets").iterdir():  # earlier sets, and the leftovers of killed runs
+            if old.name != self.name:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace_with_link(path: Path, target: Path) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    os.symlink(target, temporary)
+    os.replace(temporary, path)
 
 
 class Metrics:
@@ -131,6 +181,42 @@ class RunState:
             raise TltoolkitError(f"--out {out} is a file; pass a folder for the run")
         self.out, self.echo, self.force, self.plan = out, echo, force, plan
         self.state = read_json(out / "state.json", {"runs": []})
+        runs = self.state.get("runs") if isinstance(self.state, dict) else None
+        if not (isinstance(runs, list) and all(isinstance(r, dict) and isinstance(r.get("config"), dict)
+                                               and "status" in r for r in runs)):
+            if not force:
+                raise TltoolkitError(f"{out / 'state.json'} is not a finetune state (a mapping with a list of runs); "
+                                     f"restore it, or pass --force to start the run directory over")
+            self.state = {"runs": []}
+        self._lock = None
+
+    def lock(self) -> None:
+        """Makes this process the directory's one writer (until `with state:` ends), or refuses in one
+        line; also refuses when another run changed state.json since it was read."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock = self._exclusive()
+        if json.dumps(read_json(self.out / "state.json", {"runs": []})) != json.dumps(self.state):
+            raise TltoolkitError(f"another finetune finished in {self.out} while this one was starting; run "
+                                 f"it again to continue from that run")
+
+    def _exclusive(self):
+        handle = open(self.out / LOCK, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise TltoolkitError(f"another finetune is writing {self.out}; wait for it to finish, or pass "
+                                 f"another --out") from None
+        return handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        if self._lock is not None:
+            self._lock.close()  # closing releases the flock
+            self._lock = None
+        return False
 
     @property
     def runs(self) -> list[dict]:
@@ -143,7 +229,7 @@ class RunState:
     def check_compatible(self, config: dict, identity, base_id: str) -> None:
         previous = self.finished_runs[-1] if self.finished_runs else (self.runs or [None])[-1]
         if previous is None:
-            if self.out.exists() and any(self.out.iterdir()) and not self.force:
+            if self.out.exists() and any(p.name != LOCK for p in self.out.iterdir()) and not self.force:
                 raise TltoolkitError(f"--out {self.out} is not empty and holds no finetune run; choose another "
                                      f"folder or pass --force to replace its contents")
             return
@@ -166,6 +252,8 @@ class RunState:
         if self.plan:
             self.echo(f"--force: would remove the earlier run in {self.out} ({what})")
             return
+        if (self.out / LOCK).exists():
+            self._exclusive().close()  # never remove a directory another finetune is writing
         shutil.rmtree(self.out)
         self.state = {"runs": []}
         self.echo(f"--force: removed the earlier run in {self.out} ({what})")
