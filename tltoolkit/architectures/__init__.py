@@ -5,8 +5,8 @@ when imported, so the registry is complete once this package is imported, and th
 imports no family. Their order is the registry's (and `tltoolkit models`') order.
 """
 
-from tltoolkit.architectures import layers  # noqa: F401, I001  (registers the custom layers with Keras)
-from tltoolkit.architectures import (  # noqa: F401, I001  (imported to register their specs, in this order)
+from tltoolkit.architectures import layers  # noqa: F401  (registers the custom layers with Keras)
+from tltoolkit.architectures import (  # noqa: F401  (imported to register their specs, in this order)
     classic,
     densenet,
     googlenet,

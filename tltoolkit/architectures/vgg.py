@@ -102,8 +102,7 @@ def _layout(model, classifier: dict[str, str]) -> dict[str, list[str]]:
     layout = {}
     for layer in model.layers:
         if layer.weights:
-            suffixes = ("weight", "bias", "running_mean", "running_var") if isinstance(
-                layer, layers.BatchNormalization) else ("weight", "bias")
+            suffixes = common.BN_KEYS if isinstance(layer, layers.BatchNormalization) else ("weight", "bias")
             layout[layer.name] = [f"{prefixes[layer.name]}.{suffix}" for suffix in suffixes]
     return layout
 
