@@ -41,7 +41,7 @@ def keras_model(arch, include_top):
 
 def outputs(model, layer_name, x):
     """The base's feature map and the model's output: softmax outputs are tiny, so both are compared."""
-    probe = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.outputs[0]])
+    probe = keras.Model(model.input, [model.get_layer(layer_name).output, model.outputs[0]])
     return [keras.ops.convert_to_numpy(y) for y in probe(x, training=False)]
 
 
