@@ -4,19 +4,26 @@ Parameter/MAC counts, stages and output shapes of every registered spec (at defa
 checked in test_registry.py.
 """
 
+import json
+import zipfile
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tltoolkit.architectures import ArchitectureError, build, get_spec
-from tltoolkit.architectures.classic import (
-    C3_TABLE,
+from tltoolkit.architectures import ArchitectureError, build, get_spec, load_model
+from tltoolkit.architectures.classic import C3_TABLE
+from tltoolkit.architectures.common import max_pool
+from tltoolkit.architectures.layers import (
     AdaptiveAveragePooling,
     ChannelGather,
+    EuclideanRBF,
     LocalResponseNormalization,
+    ResidualScale,
+    StochasticDepth,
+    SubsampleZeroPad,
     lecun_tanh,
-    max_pool,
 )
 from tltoolkit.architectures.profile import count_macs, layer_macs
 from tltoolkit.architectures.stages import spec_stage_ranges, trainable_count
@@ -213,6 +220,49 @@ def test_custom_layers_round_trip(tmp_path):
     model = keras.Model(inputs, x)
     loaded = assert_round_trip(model, tmp_path, np.random.default_rng(4).normal(size=(2, 5, 5, 6)).astype("float32"))
     assert loaded.get_layer("gather").indices == (5, 0, 0, 3)
+
+
+# Where each custom layer lived before tltoolkit/architectures/layers.py: a saved model names that module.
+FORMER_MODULES = {"ChannelGather": "classic", "LocalResponseNormalization": "classic",
+                  "AdaptiveAveragePooling": "classic", "EuclideanRBF": "classic", "StochasticDepth": "common",
+                  "SubsampleZeroPad": "resnet_cifar", "ResidualScale": "inception"}
+
+
+def test_models_saved_before_the_layers_moved_still_load(tmp_path):
+    """A `.keras` file records each layer's module as well as its registered name `tltoolkit>NAME`;
+    files saved when the layers lived in the family modules (one of them gone) load in safe mode."""
+    inputs = keras.Input((8, 8, 6))
+    x = ChannelGather([5, 0, 0, 3], name="gather")(inputs)
+    x = LocalResponseNormalization(name="norm")(x)
+    x = AdaptiveAveragePooling(4, name="fc_pool")(x)
+    x = StochasticDepth(0.2, name="drop")([x, x])
+    x = SubsampleZeroPad(8, 2, name="shortcut")(x)
+    x = ResidualScale(0.17, name="scale")([x, x])
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(3, activation=lecun_tanh)(x)
+    x = EuclideanRBF(4, name="rbf")(x)
+    model = keras.Model(inputs, x)
+    saved = tmp_path / "new.keras"
+    model.save(saved)
+    with zipfile.ZipFile(saved) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    renamed = 0
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] in FORMER_MODULES:
+            assert layer["module"] == "tltoolkit.architectures.layers"
+            layer["module"] = f"tltoolkit.architectures.{FORMER_MODULES[layer['class_name']]}"
+            renamed += 1
+    assert renamed == len(FORMER_MODULES)
+    files["config.json"] = json.dumps(config).encode()
+    old = tmp_path / "old.keras"
+    with zipfile.ZipFile(old, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    loaded = load_model(old)
+    x = np.random.default_rng(5).normal(size=(2, 8, 8, 6)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert loaded.get_layer("scale").scale == 0.17 and loaded.get_layer("drop").rate == 0.2
 
 
 # Network in Network --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""DenseNet specifics: keras.applications parity for DenseNet121/169/201, named stem, growth rate.
+"""DenseNet specifics (keras.applications parity: test_keras_parity.py): named stem, growth rate.
 
 Parameter/MAC counts, stages and output shapes of every registered spec are checked in
 test_registry.py.
@@ -10,35 +10,12 @@ import keras
 import pytest
 from keras import layers
 
-from keras_parity import assert_loads_legacy_h5, assert_transplants
 from tltoolkit.architectures import ArchitectureError, build
 from tltoolkit.architectures.densenet import BLOCKS
 
 SMALL = (32, 32, 3)
-KERAS_MODELS = {
-    "densenet121": keras.applications.DenseNet121,
-    "densenet169": keras.applications.DenseNet169,
-    "densenet201": keras.applications.DenseNet201,
-}
 AUTO_NAME = re.compile(r"^(zero_padding2d|conv2d|batch_normalization|activation|concatenate|"
                        r"max_pooling2d|average_pooling2d|dense)(_\d+)?$")
-
-
-@pytest.mark.parametrize("arch,include_top", [
-    ("densenet121", True), ("densenet121", False), ("densenet169", True), ("densenet201", False),
-])
-def test_keras_weights_transplant(arch, include_top):
-    theirs = KERAS_MODELS[arch](weights=None, include_top=include_top, input_shape=SMALL)
-    ours = build(arch, include_top=include_top, input_shape=SMALL)
-    assert len(ours.layers) == len(theirs.layers)
-    assert_transplants(ours, theirs)
-
-
-@pytest.mark.parametrize("include_top", [True, False])
-def test_legacy_h5_weights_load(include_top, tmp_path):
-    theirs = keras.applications.DenseNet121(weights=None, include_top=include_top, input_shape=SMALL)
-    ours = build("densenet121", include_top=include_top, input_shape=SMALL)
-    assert_loads_legacy_h5(ours, theirs, tmp_path / "densenet121.h5")
 
 
 def test_every_layer_is_named():

@@ -1,4 +1,4 @@
-"""Inception family specifics: keras.applications equivalence, aux heads, stage cuts, Inception-v4 shapes.
+"""Inception family specifics: aux heads, stage cuts, Inception-v4 shapes (keras.applications parity: test_keras_parity.py).
 
 Generic checks (parameter and MAC counts, stage names resolving, forward shapes) are in test_registry.py.
 """
@@ -9,66 +9,13 @@ import pytest
 
 from tltoolkit._keras_internals import inbound_nodes, producer
 from tltoolkit.architectures import ArchitectureError, build, get_spec
-from tltoolkit.architectures.inception import ResidualScale
+from tltoolkit.architectures.layers import ResidualScale
 
-from keras_parity import randomize_batch_norm, weighted_layer_names, write_legacy_h5
-
-KERAS_APPS = {"inception_v3": "InceptionV3", "inception_resnet_v2": "InceptionResNetV2"}
 SMALL = (75, 75, 3)  # keras.applications' minimum for both
 
 
 def _batch(shape, n=2, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (n, *shape)).astype("float32")
-
-
-@pytest.mark.parametrize("include_top", [True, False], ids=["top", "notop"])
-@pytest.mark.parametrize("arch", sorted(KERAS_APPS))
-def test_same_model_as_keras_applications(arch, include_top):
-    keras.backend.clear_session()  # keras' layers get their fresh-session names
-    theirs = getattr(keras.applications, KERAS_APPS[arch])(
-        weights=None, include_top=include_top, input_shape=SMALL)
-    randomize_batch_norm(theirs)
-    # Built after keras' model in the same session: our names are explicit, not counter-made.
-    ours = build(arch, include_top=include_top, input_shape=SMALL)
-
-    assert [layer.name for layer in ours.layers[1:]] == [layer.name for layer in theirs.layers[1:]]
-    assert weighted_layer_names(ours) == weighted_layer_names(theirs)
-    ours.set_weights(theirs.get_weights())  # same shapes in the same order
-
-    # Softmax outputs are tiny, so the base's feature map is compared as well.
-    base = get_spec(arch).base_output
-    x = _batch(SMALL)
-    ours_out, theirs_out = (_outputs(m, base, x) for m in (ours, theirs))
-    for mine, expected in zip(ours_out, theirs_out, strict=True):
-        np.testing.assert_allclose(mine, expected, atol=1e-4)
-
-
-def _outputs(model, layer_name, x):
-    probe = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.outputs[0]])
-    return [np.asarray(y) for y in probe([x])]
-
-
-def test_inception_v3_loads_a_legacy_keras_h5_file(tmp_path):
-    """The keras.applications files are legacy `.h5`, loaded topologically: write one and load it.
-
-    The official files were written by Keras 2, whose counters started at `conv2d_1`; the file here
-    is written with names shifted the same way, so the load cannot be by name.
-    """
-    keras.backend.clear_session()
-    keras.layers.Conv2D(1, 1)  # takes the name `conv2d`: keras' model gets conv2d_1, conv2d_2, ...
-    theirs = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=SMALL)
-    randomize_batch_norm(theirs)
-    assert weighted_layer_names(theirs)[0] == "conv2d_1"
-    path = tmp_path / "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    write_legacy_h5(theirs, path)
-    ours = build("inception_v3", include_top=False, input_shape=SMALL)
-    ours.load_weights(str(path))
-    assert weighted_layer_names(ours)[0] == "conv2d"
-
-    for mine, expected in zip(ours.weights, theirs.weights, strict=True):
-        np.testing.assert_array_equal(mine.numpy(), expected.numpy())
-    x = _batch(SMALL)
-    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(theirs(x)), atol=1e-4)
 
 
 def _inbound(layer):

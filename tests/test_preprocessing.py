@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tltoolkit.architectures.preprocessing import preprocessing_layer
-from tltoolkit.architectures.registry import PREPROCESSING_MODES
+from tltoolkit.preprocessing_modes import PREPROCESSING_MODES
 from tltoolkit.errors import TltoolkitError
 
 CIFAR = {  # chenyaofo/pytorch-cifar-models' Normalize(mean, std), on 0..1 pixels

@@ -1,9 +1,8 @@
-"""ResNet v1 family: keras.applications equality, lineage conventions and the family's options.
+"""ResNet v1 family: keras.applications weights files (parity: test_keras_parity.py), lineage conventions and the family's options.
 
 Generic checks (counts, MACs, stages, forward shapes) are in test_registry.py.
 """
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -30,38 +29,6 @@ def batch(size, n=2, seed=0):
 
 def run(model, x, training=False):
     return keras.ops.convert_to_numpy(model(x, training=training))  # eager: faster than predict's tracing
-
-
-def assert_same_outputs(ours, theirs, x):
-    np.testing.assert_allclose(run(ours, x), run(theirs, x), rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("arch,size,include_top", [
-    ("resnet50", 64, True), ("resnet50", 64, False),
-    ("resnet101", 32, True), ("resnet152", 32, False),
-])
-def test_keras_applications_weights_transplant(arch, size, include_top):
-    theirs = KERAS_APPS[arch](weights=None, include_top=include_top, input_shape=(size, size, 3))
-    ours = build(arch, include_top=include_top, input_shape=(size, size, 3))
-    assert [layer.name for layer in ours.layers[1:]] == [layer.name for layer in theirs.layers[1:]]
-    assert weighted_names(ours) == weighted_names(theirs)
-    ours.set_weights(theirs.get_weights())  # raises on any shape difference, in topological order
-    assert_same_outputs(ours, theirs, batch(size))
-
-
-@pytest.mark.parametrize("include_top", [True, False])
-def test_legacy_h5_file_loads_topologically(tmp_path, include_top):
-    from keras.src.legacy.saving import legacy_h5_format
-
-    theirs = keras.applications.ResNet50(weights=None, include_top=include_top, input_shape=(32, 32, 3))
-    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
-    with h5py.File(path, "w") as f:  # the layout of keras.applications' published files
-        legacy_h5_format.save_weights_to_hdf5_group(f, theirs)
-    ours = build("resnet50", include_top=include_top, input_shape=(32, 32, 3))
-    ours.load_weights(str(path))
-    for a, b in zip(ours.get_weights(), theirs.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    assert_same_outputs(ours, theirs, batch(32))
 
 
 @pytest.mark.parametrize("arch", sorted(KERAS_APPS))

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tltoolkit.architectures import ArchitectureError, build, get_spec
-from tltoolkit.architectures.common import StochasticDepth, drop_path_rates
-from tltoolkit.architectures.resnet_cifar import RESNETS, SubsampleZeroPad
+from tltoolkit.architectures.common import drop_path_rates
+from tltoolkit.architectures.layers import StochasticDepth, SubsampleZeroPad
+from tltoolkit.architectures.resnet_cifar import RESNETS
 from tltoolkit.architectures.stages import spec_stage_ranges, trainable_count
 
 BATCH = np.random.default_rng(0).uniform(0, 1, (4, 32, 32, 3)).astype("float32")

@@ -1,4 +1,4 @@
-"""ResNet v2 specifics: keras.applications parity for ResNet50V2/101V2/152V2, named strided shortcuts,
+"""ResNet v2 specifics (keras.applications parity: test_keras_parity.py): named strided shortcuts,
 stochastic depth.
 
 Parameter/MAC counts, stages and output shapes of every registered spec are checked in
@@ -10,40 +10,13 @@ import numpy as np
 import pytest
 from keras import layers
 
-from keras_parity import (
-    assert_loads_legacy_h5,
-    assert_transplants,
-    random_batch,
-    weighted_layer_names,
-    write_legacy_h5,
-)
+from keras_parity import random_batch, weighted_layer_names, write_legacy_h5
 from tltoolkit.architectures import ArchitectureError, build
-from tltoolkit.architectures.common import StochasticDepth, drop_path_rates
+from tltoolkit.architectures.common import drop_path_rates
+from tltoolkit.architectures.layers import StochasticDepth
 from tltoolkit.architectures.resnet_v2 import BLOCKS
 
 SMALL = (32, 32, 3)
-KERAS_MODELS = {
-    "resnet50v2": keras.applications.ResNet50V2,
-    "resnet101v2": keras.applications.ResNet101V2,
-    "resnet152v2": keras.applications.ResNet152V2,
-}
-
-
-@pytest.mark.parametrize("arch,include_top", [
-    ("resnet50v2", True), ("resnet50v2", False), ("resnet101v2", True), ("resnet152v2", False),
-])
-def test_keras_weights_transplant(arch, include_top):
-    theirs = KERAS_MODELS[arch](weights=None, include_top=include_top, input_shape=SMALL)
-    ours = build(arch, include_top=include_top, input_shape=SMALL)
-    assert len(ours.layers) == len(theirs.layers)
-    assert_transplants(ours, theirs)
-
-
-@pytest.mark.parametrize("include_top", [True, False])
-def test_legacy_h5_weights_load(include_top, tmp_path):
-    theirs = keras.applications.ResNet50V2(weights=None, include_top=include_top, input_shape=SMALL)
-    ours = build("resnet50v2", include_top=include_top, input_shape=SMALL)
-    assert_loads_legacy_h5(ours, theirs, tmp_path / "resnet50v2.h5")
 
 
 def test_strided_shortcuts_are_named_and_in_keras_positions():

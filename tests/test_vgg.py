@@ -1,4 +1,4 @@
-"""VGG specifics: keras.applications parity for VGG16/19, depth per config, BN and dropout options.
+"""VGG specifics (keras.applications parity: test_keras_parity.py): depth per config, BN and dropout options.
 
 Parameter/MAC counts, stages and output shapes of every registered spec are checked in
 test_registry.py.
@@ -8,29 +8,12 @@ import keras
 import pytest
 from keras import layers
 
-from keras_parity import assert_loads_legacy_h5, assert_transplants, weighted_layer_names
+from keras_parity import weighted_layer_names
 from tltoolkit.architectures import ArchitectureError, build, get_spec
 from tltoolkit.architectures.stages import spec_stage_ranges
 from tltoolkit.architectures.vgg import DEPTHS, WIDTHS
 
 SMALL = (32, 32, 3)
-KERAS_MODELS = {"vgg16": keras.applications.VGG16, "vgg19": keras.applications.VGG19}
-
-
-@pytest.mark.parametrize("include_top", [True, False])
-@pytest.mark.parametrize("arch", sorted(KERAS_MODELS))
-def test_keras_weights_transplant(arch, include_top):
-    theirs = KERAS_MODELS[arch](weights=None, include_top=include_top, input_shape=SMALL)
-    ours = build(arch, include_top=include_top, input_shape=SMALL)
-    assert [layer.name for layer in ours.layers[1:]] == [layer.name for layer in theirs.layers[1:]]
-    assert_transplants(ours, theirs)
-
-
-@pytest.mark.parametrize("arch,include_top", [("vgg16", True), ("vgg16", False), ("vgg19", True)])
-def test_legacy_h5_weights_load(arch, include_top, tmp_path):
-    theirs = KERAS_MODELS[arch](weights=None, include_top=include_top, input_shape=SMALL)
-    ours = build(arch, include_top=include_top, input_shape=SMALL)
-    assert_loads_legacy_h5(ours, theirs, tmp_path / f"{arch}.h5")
 
 
 @pytest.mark.parametrize("arch", sorted(DEPTHS))

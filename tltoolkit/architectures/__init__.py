@@ -5,10 +5,14 @@ when imported, so the registry is complete once this package is imported, and th
 imports no family. Their order is the registry's (and `tltoolkit models`') order.
 """
 
-from tltoolkit.architectures import (  # noqa: F401  (imported to register their specs)
+from tltoolkit.architectures import layers  # noqa: F401  (registers the custom layers with Keras)
+from tltoolkit.architectures import (  # noqa: F401  (imported to register their specs, in this order)
     classic,
     densenet,
-    inception,
+    googlenet,
+    inception_v3,
+    inception_v4,
+    inception_resnet_v2,
     resnet,
     resnet_cifar,
     resnet_v2,

@@ -46,6 +46,7 @@ def build(arch: str, weights=None, include_top: bool = True, num_classes: int | 
         allowed = ", ".join(spec.options) or "none"
         raise ArchitectureError(f"{arch}: unknown option(s) {', '.join(unknown)}; options: {allowed}")
     model = spec.builder(
+        spec,
         include_top=include_top,
         num_classes=spec.num_classes if num_classes is None else num_classes,
         input_shape=input_shape,

@@ -20,10 +20,12 @@ import functools
 import importlib
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from tltoolkit.architectures.api import KERAS_PREFIX, build, load_model
-from tltoolkit.architectures.registry import PREPROCESSING_MODES, ArchitectureError, ArchSpec, Reference, get_spec
+from tltoolkit.architectures.registry import ArchitectureError, ArchSpec, Reference, get_spec
+from tltoolkit.preprocessing_modes import PREPROCESSING_MODES
 from tltoolkit.errors import one_line
 
 SAVED_SUFFIX = ".keras"
@@ -52,7 +54,7 @@ def resolve_base(base: str, image_size=None, preprocessing: str | None = None, w
     return spec if preprocessing in (None, spec.preprocessing) else dataclasses.replace(spec, preprocessing=preprocessing)
 
 
-def build_base(spec: ArchSpec, weights, image_size) -> "keras.Model":  # noqa: F821
+def build_base(spec: ArchSpec, weights, image_size) -> keras.Model:
     """The base without a classifier at `image_size` (height, width), with `weights`: None (random
     init), `imagenet` (for a saved model: the weights it was saved with) or a weights file."""
     from tltoolkit.architectures.weights import WeightsError, is_published

@@ -8,22 +8,27 @@ Caffe's, so the feature maps have the sizes the papers print.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import NamedTuple
 
 import keras
-import numpy as np
-import tensorflow as tf
 from keras import layers
 
 from tltoolkit.architectures import common
+from tltoolkit.architectures.layers import (
+    AdaptiveAveragePooling,
+    ChannelGather,
+    EuclideanRBF,
+    LocalResponseNormalization,
+    lecun_tanh,
+)
 from tltoolkit.architectures.registry import (
     ArchitectureError,
     ArchSpec,
     Reference,
     TorchLayout,
     checkpoint_weights,
-    get_spec,
     register,
     torchvision_checkpoint,
 )
@@ -34,122 +39,6 @@ ALEXNET_PAPER = ("Krizhevsky, Sutskever & Hinton 2012, ImageNet Classification w
                  "Neural Networks, NIPS 2012")
 ZFNET_PAPER = "Zeiler & Fergus 2013, Visualizing and Understanding Convolutional Networks, arXiv:1311.2901"
 NIN_PAPER = "Lin, Chen & Yan 2013, Network In Network, arXiv:1312.4400"
-
-
-# ---------------------------------------------------------------------------------------------
-# Layers the papers use and Keras lacks. Registered, so saved models load in safe mode.
-
-@keras.saving.register_keras_serializable(package="tltoolkit")
-class LocalResponseNormalization(layers.Layer):
-    """AlexNet's response normalization across channels (Krizhevsky et al. 2012, §3.3):
-    `a / (k + alpha * sum of a^2 over the n nearest channels)^beta`, paper values k=2, n=5,
-    alpha=1e-4, beta=0.75 (`depth_radius` is (n - 1) / 2)."""
-
-    def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
-        super().__init__(**kwargs)
-        self.depth_radius = depth_radius
-        self.bias = bias
-        self.alpha = alpha
-        self.beta = beta
-
-    def call(self, inputs):
-        return tf.nn.local_response_normalization(
-            inputs, depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha, beta=self.beta)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
-                "alpha": self.alpha, "beta": self.beta}
-
-
-@keras.saving.register_keras_serializable(package="tltoolkit")
-class ChannelGather(layers.Layer):
-    """The channels `indices` of the input, in that order (repeats allowed)."""
-
-    def __init__(self, indices, **kwargs):
-        super().__init__(**kwargs)
-        self.indices = tuple(int(i) for i in indices)
-
-    def call(self, inputs):
-        return keras.ops.take(inputs, list(self.indices), axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], len(self.indices))
-
-    def get_config(self):
-        return {**super().get_config(), "indices": list(self.indices)}
-
-
-@keras.saving.register_keras_serializable(package="tltoolkit")
-class AdaptiveAveragePooling(layers.Layer):
-    """torch.nn.AdaptiveAvgPool2d: output cell i averages input rows floor(i*H/out) up to
-    ceil((i+1)*H/out), and likewise for columns, so maps smaller than the output are repeated.
-    (keras.layers.AdaptiveAveragePooling2D fails on maps smaller than its output.)"""
-
-    def __init__(self, output_size, **kwargs):
-        super().__init__(**kwargs)
-        self.output_size = int(output_size)
-
-    @staticmethod
-    def _bins(size: int, out: int) -> np.ndarray:
-        weights = np.zeros((out, size), "float32")
-        for i in range(out):
-            start, stop = i * size // out, -(-(i + 1) * size // out)
-            weights[i, start:stop] = 1.0 / (stop - start)
-        return weights
-
-    def call(self, inputs):
-        rows = keras.ops.convert_to_tensor(self._bins(inputs.shape[1], self.output_size), inputs.dtype)
-        cols = keras.ops.convert_to_tensor(self._bins(inputs.shape[2], self.output_size), inputs.dtype)
-        return keras.ops.einsum("ih,bhwc,jw->bijc", rows, inputs, cols)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.output_size, self.output_size, input_shape[-1])
-
-    def get_config(self):
-        return {**super().get_config(), "output_size": self.output_size}
-
-
-@keras.saving.register_keras_serializable(package="tltoolkit")
-def lecun_tanh(x):
-    """LeNet-5's squashing function `1.7159 tanh(2x/3)` (LeCun et al. 1998, Appendix A)."""
-    return 1.7159 * keras.ops.tanh(x * (2.0 / 3.0))
-
-
-def _random_signs(shape, dtype=None):
-    return keras.ops.sign(keras.random.uniform(shape, -1.0, 1.0, dtype=dtype))
-
-
-@keras.saving.register_keras_serializable(package="tltoolkit")
-class EuclideanRBF(layers.Layer):
-    """LeNet-5's output layer: unit i's penalty is the squared distance of the input to a fixed
-    prototype code (`sum_j (x_j - w_ij)^2`, LeCun et al. 1998 eq. 7). The paper's prototypes are
-    hand-drawn +-1 bitmaps, kept fixed; these are random +-1 codes, not trained. The output is the
-    softmax of the negated penalties, so the usual cross-entropy is the paper's MAP criterion
-    (eq. 9) without its rubbish-class term."""
-
-    def __init__(self, units, **kwargs):
-        super().__init__(**kwargs)
-        self.units = units
-
-    def build(self, input_shape):
-        self.prototypes = self.add_weight(shape=(input_shape[-1], self.units), initializer=_random_signs,
-                                          trainable=False, name="prototypes")
-
-    def call(self, inputs):
-        w = keras.ops.cast(self.prototypes, inputs.dtype)
-        penalties = (keras.ops.sum(keras.ops.square(inputs), axis=-1, keepdims=True)
-                     - 2.0 * keras.ops.matmul(inputs, w)
-                     + keras.ops.sum(keras.ops.square(w), axis=0))
-        return keras.ops.softmax(-penalties, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.units)
-
-    def get_config(self):
-        return {**super().get_config(), "units": self.units}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +73,7 @@ def partially_connected_conv(x, table, kernel_size: int, activation, name: str):
     return keras.Model(inputs, outputs, name=name)(x)
 
 
-def lenet5(include_top: bool = True, num_classes: int = 10, input_shape=None, pooling=None,
+def lenet5(spec: ArchSpec, include_top: bool = True, num_classes: int = 10, input_shape=None, pooling=None,
            variant: str = "1998") -> keras.Model:
     """LeNet-5 (LeCun et al. 1998, Proc. IEEE 86(11), §II-B) on 32x32 grey images.
 
@@ -201,7 +90,6 @@ def lenet5(include_top: bool = True, num_classes: int = 10, input_shape=None, po
     Without the top the model ends at C5 (`block3_conv`, 1x1x120 at 32x32); with it, F6 (`fc1`)
     is the feature layer.
     """
-    spec = get_spec("lenet5")
     common.check_pooling(spec, pooling)
     if variant not in LENET_VARIANTS:
         raise ArchitectureError(f"lenet5: variant must be one of {', '.join(LENET_VARIANTS)}; received {variant!r}")
@@ -225,7 +113,7 @@ def lenet5(include_top: bool = True, num_classes: int = 10, input_shape=None, po
             x = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     else:
         x = common.pooled_head(x, False, num_classes, pooling)
-    return keras.Model(inputs, x, name="lenet5")
+    return keras.Model(inputs, x, name=spec.id)
 
 
 def _lenet_pool(x, paper: bool, name: str):
@@ -289,17 +177,6 @@ FC_UNITS = 4096
 FC_GRID = 6  # the fc layers read a 6x6 map, whatever the input size
 
 
-def max_pool(x, caffe: bool, name: str, size: int = 3):
-    """`size`x`size` stride-2 max pooling; `caffe` rounds the output size up (Caffe's pooling,
-    torch's ceil_mode), otherwise down (torchvision's AlexNet). Rounding up pads the bottom/right
-    with zeros: the input is post-ReLU. Maps of unknown size round down."""
-    if caffe:
-        pads = [(0, 0 if d is None else (d - size) % 2) for d in x.shape[1:3]]
-        if any(after for _, after in pads):
-            x = layers.ZeroPadding2D(pads, name=f"{name}_pad")(x)
-    return layers.MaxPooling2D(size, strides=2, name=name)(x)
-
-
 def conv_block(x, block: ConvBlock, caffe_pooling: bool, name: str):
     padding = block.kernel_size // 2 if block.padding is None else block.padding
     if block.strides == 1 and 2 * padding == block.kernel_size - 1:
@@ -313,7 +190,7 @@ def conv_block(x, block: ConvBlock, caffe_pooling: bool, name: str):
     if block.norm == "before":
         x = LocalResponseNormalization(name=f"{name}_norm")(x)
     if block.pool:
-        x = max_pool(x, caffe_pooling, name=f"{name}_pool")
+        x = common.max_pool(x, caffe_pooling, name=f"{name}_pool")
     if block.norm == "after":
         x = LocalResponseNormalization(name=f"{name}_norm")(x)
     return x
@@ -333,15 +210,14 @@ def fc_classifier(x, num_classes: int, dropout_after_fc: bool):
     return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
 
 
-def alexnet_family(arch_id: str, layout: AlexNetLayout, include_top: bool, num_classes: int,
+def alexnet_family(spec: ArchSpec, layout: AlexNetLayout, include_top: bool, num_classes: int,
                    input_shape, pooling) -> keras.Model:
-    spec = get_spec(arch_id)
     common.check_pooling(spec, pooling)
     if input_shape is None:
         input_shape = (layout.default_size, layout.default_size, spec.channels)
     if any(d is not None and d < layout.min_size for d in tuple(input_shape)[:2]):
         raise ArchitectureError(
-            f"{arch_id}: this layout needs inputs of at least {layout.min_size}x{layout.min_size}; "
+            f"{spec.id}: this layout needs inputs of at least {layout.min_size}x{layout.min_size}; "
             f"received {tuple(input_shape)}")
     inputs = common.model_input(spec, input_shape)
     x = inputs
@@ -351,10 +227,10 @@ def alexnet_family(arch_id: str, layout: AlexNetLayout, include_top: bool, num_c
         x = fc_classifier(x, num_classes, layout.dropout_after_fc)
     else:
         x = common.pooled_head(x, False, num_classes, pooling)
-    return keras.Model(inputs, x, name=arch_id)
+    return keras.Model(inputs, x, name=spec.id)
 
 
-def alexnet(include_top: bool = True, num_classes: int = 1000, input_shape=None, pooling=None,
+def alexnet(spec: ArchSpec, include_top: bool = True, num_classes: int = 1000, input_shape=None, pooling=None,
             two_tower: bool = False) -> keras.Model:
     """AlexNet (Krizhevsky et al. 2012, NIPS).
 
@@ -369,13 +245,12 @@ def alexnet(include_top: bool = True, num_classes: int = 1000, input_shape=None,
     alpha=1e-4, beta=0.75) after the first two convolutions, Caffe's rounded-up pooling, dropout
     on the outputs of fc1 and fc2 (60,965,224 parameters, 0.7244 GMACs). Same stages as the default.
     """
-    if not isinstance(two_tower, bool):
-        raise ArchitectureError(f"alexnet: two_tower must be True or False; received {two_tower!r}")
+    common.check_bool(spec, "two_tower", two_tower)
     layout = ALEXNET_LAYOUTS["alexnet_two_tower" if two_tower else "alexnet"]
-    return alexnet_family("alexnet", layout, include_top, num_classes, input_shape, pooling)
+    return alexnet_family(spec, layout, include_top, num_classes, input_shape, pooling)
 
 
-def zfnet(include_top: bool = True, num_classes: int = 1000, input_shape=None, pooling=None) -> keras.Model:
+def zfnet(spec: ArchSpec, include_top: bool = True, num_classes: int = 1000, input_shape=None, pooling=None) -> keras.Model:
     """ZFNet (Zeiler & Fergus 2013, arXiv:1311.2901, Fig. 3) at 224x224.
 
     Conv 7x7/2 (96) and 5x5/2 (256), each followed by 3x3/2 max pooling and contrast normalization
@@ -384,7 +259,7 @@ def zfnet(include_top: bool = True, num_classes: int = 1000, input_shape=None, p
     (dropout 0.5 after fc1 and fc2). Padding reproduces the figure's map sizes 110, 55, 26, 13, 6.
     Other input sizes (at least 51) reach fc1 through an adaptive average pool to 6x6.
     """
-    return alexnet_family("zfnet", ALEXNET_LAYOUTS["zfnet"], include_top, num_classes, input_shape, pooling)
+    return alexnet_family(spec, ALEXNET_LAYOUTS["zfnet"], include_top, num_classes, input_shape, pooling)
 
 
 # torchvision's AlexNet keys: `features` and `classifier` are Sequentials (ReLU, pool and dropout
@@ -418,7 +293,7 @@ def mlpconv_block(x, filters: int, kernel_size: int, strides: int, name: str, ml
     return x
 
 
-def nin(include_top: bool = True, num_classes: int = 1000, input_shape=None, pooling=None) -> keras.Model:
+def nin(spec: ArchSpec, include_top: bool = True, num_classes: int = 1000, input_shape=None, pooling=None) -> keras.Model:
     """Network in Network (Lin et al. 2013, arXiv:1312.4400): the ImageNet model of the Caffe
     model zoo (gist mavenlin/d802a5849de39225bcc6) at 224x224.
 
@@ -430,7 +305,6 @@ def nin(include_top: bool = True, num_classes: int = 1000, input_shape=None, poo
     top the model ends at the 1024-channel `block4_mlp1`, which is also the feature layer
     (`penultimate`) of the full model.
     """
-    spec = get_spec("nin")
     common.check_pooling(spec, pooling)
     inputs = common.model_input(spec, input_shape)
     x = inputs
@@ -439,7 +313,7 @@ def nin(include_top: bool = True, num_classes: int = 1000, input_shape=None, poo
         x = mlpconv_block(x, filters, kernel_size, strides, name=f"block{i}",
                           mlp_filters=(filters,) if i == last else None)
         if i < last:
-            x = max_pool(x, caffe=True, name=f"block{i}_pool")
+            x = common.max_pool(x, caffe=True, name=f"block{i}_pool")
         if i == last - 1:
             x = layers.Dropout(NIN_DROPOUT, name=f"block{i}_dropout")(x)
     if include_top:
@@ -448,7 +322,7 @@ def nin(include_top: bool = True, num_classes: int = 1000, input_shape=None, poo
         x = layers.Activation("softmax", name="predictions")(x)
     else:
         x = common.pooled_head(x, False, num_classes, pooling)
-    return keras.Model(inputs, x, name="nin")
+    return keras.Model(inputs, x, name=spec.id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,9 +332,11 @@ def _blocks(n: int, first_layers: dict | None = None):
     return tuple((f"block{b}", first_layers.get(b, f"block{b}_conv")) for b in range(1, n + 1))
 
 
-register(ArchSpec(
+# The family's defaults: a registration says only what differs.
+ClassicSpec = functools.partial(ArchSpec, family="classic", default_size=224, preprocessing="torch")
+
+register(ClassicSpec(
     id="lenet5",
-    family="classic",
     builder=lenet5,
     stages=_blocks(3),
     base_output="block3_conv",
@@ -477,16 +353,13 @@ register(ArchSpec(
     paper=LENET_PAPER,
     options=("variant",),
 ))
-register(ArchSpec(
+register(ClassicSpec(
     id="alexnet",
-    family="classic",
     builder=alexnet,
     stages=_blocks(5, {1: "block1_pad"}),
     base_output="block5_pool",
     penultimate="fc2",
-    default_size=224,
     min_size=63,
-    preprocessing="torch",
     params=61_100_840,
     trainable_params=61_100_840,
     macs=0.7142,
@@ -498,16 +371,13 @@ register(ArchSpec(
                                                       0.56522), default="tv_in1k"),
     torch_layouts=(TorchLayout("torchvision", alexnet_torch_layout, head=("classifier.",)),),
 ))
-register(ArchSpec(
+register(ClassicSpec(
     id="zfnet",
-    family="classic",
     builder=zfnet,
     stages=_blocks(5, {1: "block1_pad"}),
     base_output="block5_pool",
     penultimate="fc2",
-    default_size=224,
     min_size=51,
-    preprocessing="torch",
     params=62_357_608,
     trainable_params=62_357_608,
     macs=1.1680,
@@ -515,16 +385,13 @@ register(ArchSpec(
     reference_params=Reference(62_357_608, "derived", "derived from Zeiler & Fergus 2013, Fig. 3"),
     paper=ZFNET_PAPER,
 ))
-register(ArchSpec(
+register(ClassicSpec(
     id="nin",
-    family="classic",
     builder=nin,
     stages=_blocks(4),
     base_output="block4_mlp1",
     penultimate="block4_mlp1",
-    default_size=224,
     min_size=59,
-    preprocessing="torch",
     params=7_595_176,
     trainable_params=7_595_176,
     macs=1.1002,

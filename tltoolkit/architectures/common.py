@@ -1,12 +1,24 @@
-"""Pieces every family builder shares: the input, the pooled classifier head, option checks."""
+"""Pieces the family builders share: the input, the pooled classifier head, option checks, Caffe's
+max pool, Keras' fresh-session layer names and torch checkpoint key names."""
 
 from __future__ import annotations
+
+import collections
+import functools
 
 import keras
 from keras import layers
 
+from tltoolkit.architectures.layers import StochasticDepth
 from tltoolkit.architectures.registry import ArchitectureError, ArchSpec, resolve_input_shape
 from tltoolkit.heads import GLOBAL_POOLINGS
+
+# The Inception family's defaults, shared by googlenet.py, inception_v3.py, inception_v4.py and
+# inception_resnet_v2.py (one module per model, as keras.applications and timm split them).
+InceptionSpec = functools.partial(ArchSpec, family="inception", penultimate="avg_pool", default_size=299,
+                                  min_size=75, preprocessing="tf")
+SZEGEDY_2016 = ("Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of Residual "
+                "Connections on Learning, arXiv:1602.07261")  # Inception-v4 and Inception-ResNet-v2
 
 
 def model_input(spec: ArchSpec, input_shape) -> keras.KerasTensor:
@@ -17,6 +29,21 @@ def check_pooling(spec: ArchSpec, pooling) -> None:
     if pooling is not None and pooling not in GLOBAL_POOLINGS:  # keras.applications' `pooling` argument
         raise ArchitectureError(f"{spec.id}: pooling must be one of {', '.join(GLOBAL_POOLINGS)} or None; "
                                 f"received {pooling!r}")
+
+
+def check_rate(spec: ArchSpec, option: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ArchitectureError(f"{spec.id}: {option} must be a rate in [0, 1); received {value!r}")
+
+
+def check_bool(spec: ArchSpec, option: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ArchitectureError(f"{spec.id}: {option} must be True or False; received {value!r}")
+
+
+def check_aux_logits(spec: ArchSpec, aux_logits, include_top: bool) -> None:
+    if aux_logits and not include_top:
+        raise ArchitectureError(f"{spec.id}: aux_logits=True needs include_top=True; received include_top=False")
 
 
 def pooled_head(x, include_top: bool, num_classes: int, pooling, dropout: float = 0.0,
@@ -38,39 +65,6 @@ def pooled_head(x, include_top: bool, num_classes: int, pooling, dropout: float 
     return x
 
 
-@keras.saving.register_keras_serializable(package="tltoolkit")
-class StochasticDepth(layers.Layer):
-    """`shortcut + residual`, the residual branch dropped at random while training.
-
-    Stochastic depth (Huang et al. 2016, arXiv:1603.09382) in its "inverted" form (timm's
-    DropPath): each sample's residual is dropped with probability `rate` and the kept ones are
-    scaled by 1/(1 - rate) during training, so inference is the plain sum. The paper drops whole
-    mini-batches and scales by 1 - rate at inference instead, which would change what pretrained
-    weights compute the moment the option is switched on: wrong for fine-tuning.
-    """
-
-    def __init__(self, rate: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.rate = float(rate)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, inputs, training=False):
-        shortcut, residual = inputs
-        if training and self.rate > 0:
-            keep = 1.0 - self.rate
-            per_sample = (keras.ops.shape(residual)[0],) + (1,) * (len(residual.shape) - 1)
-            mask = keras.ops.floor(keep + keras.random.uniform(per_sample, seed=self.seed_generator))
-            residual = residual * keras.ops.cast(mask / keep, residual.dtype)
-        return shortcut + residual
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[0]
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
-
-
 def drop_path_rates(drop_path_rate: float, blocks: int) -> list[float]:
     """Huang et al.'s linear rule: block l of L is dropped with probability l/L * drop_path_rate."""
     return [drop_path_rate * b / blocks for b in range(1, blocks + 1)]
@@ -83,3 +77,42 @@ def residual_add(shortcut, residual, drop_rate: float, name: str):
     if drop_rate:
         return StochasticDepth(drop_rate, name=name)([shortcut, residual])
     return layers.Add(name=name)([shortcut, residual])
+
+
+def max_pool(x, caffe: bool, name: str, size: int = 3):
+    """`size`x`size` stride-2 max pooling; `caffe` rounds the output size up (Caffe's pooling,
+    torch's ceil_mode), otherwise down (torchvision's AlexNet). Rounding up pads the bottom/right
+    with zeros: the input is post-ReLU. Maps of unknown size round down."""
+    if caffe:
+        pads = [(0, 0 if d is None else (d - size) % 2) for d in x.shape[1:3]]
+        if any(after for _, after in pads):
+            x = layers.ZeroPadding2D(pads, name=f"{name}_pad")(x)
+    return layers.MaxPooling2D(size, strides=2, name=name)(x)
+
+
+class KerasNames:
+    """Hands out the names Keras gives unnamed layers in a fresh session: `conv2d`, `conv2d_1`, ...
+
+    One instance per model build, so the names do not depend on the session's global counters.
+    """
+
+    def __init__(self):
+        self._used = collections.Counter()
+
+    def __call__(self, prefix: str, name: str | None = None) -> str:
+        if name is not None:  # keras.applications named this layer itself
+            return name
+        n = self._used[prefix]
+        self._used[prefix] += 1
+        return prefix if n == 0 else f"{prefix}_{n}"
+
+
+# PyTorch checkpoints (checkpoints.py): a BatchNorm's tensors in Keras' weight order
+# (gamma, beta, moving mean, moving variance).
+BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+
+
+def basic_conv_keys(module: str, kind: str) -> list[str]:
+    """The tensors of a conv-BN module (torchvision's and timm's BasicConv2d: `conv` and `bn` inside)
+    for our `{name}_conv` (its kernel) or `{name}_bn` layer."""
+    return [f"{module}.conv.weight"] if kind == "conv" else [f"{module}.bn.{key}" for key in BN_KEYS]

@@ -21,7 +21,6 @@ from tltoolkit.architectures.registry import (
     TorchLayout,
     checkpoint_weights,
     keras_imagenet_weights,
-    get_spec,
     register,
     timm_checkpoint,
     torchvision_checkpoint,
@@ -83,18 +82,17 @@ def transition(x, name: str):
     return layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
 
 
-def densenet(arch_id: str, include_top: bool = True, num_classes: int = 1000, input_shape=None,
+def densenet(spec: ArchSpec, include_top: bool = True, num_classes: int = 1000, input_shape=None,
              pooling=None, growth_rate: int = 32) -> keras.Model:
-    """DenseNet-BC with dense blocks `BLOCKS[arch_id]` (Huang et al. 2017, arXiv:1608.06993).
+    """DenseNet-BC with dense blocks `BLOCKS[spec.id]` (Huang et al. 2017, arXiv:1608.06993).
 
     Options:
       growth_rate: k, the channels each dense layer adds (the paper's ImageNet models use 32); the
         stem has 2k filters and each bottleneck 4k, as in the paper.
     """
-    spec = get_spec(arch_id)
     common.check_pooling(spec, pooling)
     if isinstance(growth_rate, bool) or not isinstance(growth_rate, int) or growth_rate < 1:
-        raise ArchitectureError(f"{arch_id}: growth_rate must be a positive integer; received {growth_rate!r}")
+        raise ArchitectureError(f"{spec.id}: growth_rate must be a positive integer; received {growth_rate!r}")
     inputs = common.model_input(spec, input_shape)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = layers.Conv2D(2 * growth_rate, 7, strides=2, use_bias=False, name="conv1_conv")(x)
@@ -102,17 +100,16 @@ def densenet(arch_id: str, include_top: bool = True, num_classes: int = 1000, in
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
-    for i, (block, num_layers) in enumerate(zip(DENSE_BLOCK_NAMES, BLOCKS[arch_id])):
+    for i, (block, num_layers) in enumerate(zip(DENSE_BLOCK_NAMES, BLOCKS[spec.id])):
         x = dense_block(x, num_layers, growth_rate, name=block)
         if i < len(TRANSITION_NAMES):
             x = transition(x, name=TRANSITION_NAMES[i])
     x = _bn("bn")(x)
     x = layers.Activation("relu", name="relu")(x)
     x = common.pooled_head(x, include_top, num_classes, pooling)
-    return keras.Model(inputs, x, name=arch_id)
+    return keras.Model(inputs, x, name=spec.id)
 
 
-BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 LAYER_PARTS = {"0_bn": "norm1", "1_conv": "conv1", "1_bn": "norm2", "2_conv": "conv2"}
 
 
@@ -137,7 +134,7 @@ def torch_layout(model, legacy: bool = False) -> dict[str, list[str]]:
             if legacy:
                 part = f"{part[:-1]}.{part[-1]}"
             prefix = f"features.denseblock{int(block[4]) - 1}.denselayer{int(dense_layer[5:])}.{part}"
-        suffixes = BN_KEYS if name.endswith("bn") else ("weight", "bias")
+        suffixes = common.BN_KEYS if name.endswith("bn") else ("weight", "bias")
         layout[name] = [f"{prefix}.{suffix}" for suffix in suffixes[:len(layer.weights)]]
     return layout
 
@@ -147,60 +144,45 @@ TORCH_LAYOUTS = (TorchLayout("timm/torchvision", torch_layout, head=("classifier
                              head=("classifier.",)))
 
 
-def _register(arch_id: str, params: int, trainable_params: int, macs: float,
-              reference_params: Reference, reference_macs: Reference, file_hash: str,
-              notop_hash: str, top1: float, keras_application: str, checkpoints: tuple) -> None:
-    register(ArchSpec(
-        id=arch_id,
-        family="densenet",
-        builder=functools.partial(densenet, arch_id),
-        stages=STAGES,
-        base_output="relu",
-        penultimate="avg_pool",
-        default_size=224,
-        min_size=32,
-        preprocessing="torch",
-        params=params,
-        trainable_params=trainable_params,
-        macs=macs,
-        reference_params=reference_params,
-        reference_macs=reference_macs,
-        weights={**keras_imagenet_weights("densenet", arch_id, file_hash, notop_hash, top1,
-                                          preprocessing=Preprocessing("torch", 224)),
-                 **checkpoint_weights(*checkpoints)},
-        keras_application=keras_application,
-        paper=PAPER,
-        options=("growth_rate",),
-        torch_layouts=TORCH_LAYOUTS,
-    ))
+# The family's defaults: a registration says only what differs.
+DenseNetSpec = functools.partial(ArchSpec, family="densenet", builder=densenet, stages=STAGES, base_output="relu",
+                                 penultimate="avg_pool", default_size=224, min_size=32, preprocessing="torch",
+                                 paper=PAPER, options=("growth_rate",), torch_layouts=TORCH_LAYOUTS)
+
+
+def _weights(arch_id: str, file_hash: str, notop_hash: str, top1: float, checkpoints: tuple) -> dict:
+    """keras.applications' ImageNet file (the default `imagenet`), then the torch checkpoints."""
+    return {**keras_imagenet_weights("densenet", arch_id, file_hash, notop_hash, top1,
+                                     preprocessing=Preprocessing("torch", 224)),
+            **checkpoint_weights(*checkpoints)}
 
 
 def _tv(arch_id: str, fname: str, top1: float):
     return torchvision_checkpoint("tv_in1k", fname, f"DenseNet{arch_id[8:]}_Weights", top1)
 
 
-_register(
-    "densenet121", params=8_062_504, trainable_params=7_978_856, macs=2.8342,
+register(DenseNetSpec(
+    id="densenet121", params=8_062_504, trainable_params=7_978_856, macs=2.8342,
     reference_params=Reference(8_062_504, "total", "keras.applications DenseNet121 (keras.io/api/applications)"),
     reference_macs=Reference(2.834, "gmacs", "torchvision densenet.py DenseNet121_Weights"),
-    file_hash="9d60b8095a5708f2dcce2bca79d332c7", notop_hash="30ee3e1110167f948a6b9946edeeb738",
-    top1=0.750, keras_application="DenseNet121",
-    checkpoints=(_tv("densenet121", "densenet121-a639ec97.pth", 0.74434),
-                 timm_checkpoint("densenet121", "ra_in1k", 0.765, crop_fraction=0.875)),
-)
-_register(
-    "densenet169", params=14_307_880, trainable_params=14_149_480, macs=3.3598,
+    weights=_weights("densenet121", "9d60b8095a5708f2dcce2bca79d332c7", "30ee3e1110167f948a6b9946edeeb738", 0.750,
+                     (_tv("densenet121", "densenet121-a639ec97.pth", 0.74434),
+                      timm_checkpoint("densenet121", "ra_in1k", 0.765, crop_fraction=0.875))),
+    keras_application="DenseNet121",
+))
+register(DenseNetSpec(
+    id="densenet169", params=14_307_880, trainable_params=14_149_480, macs=3.3598,
     reference_params=Reference(14_307_880, "total", "keras.applications DenseNet169 (keras.io/api/applications)"),
     reference_macs=Reference(3.36, "gmacs", "torchvision densenet.py DenseNet169_Weights"),
-    file_hash="d699b8f76981ab1b30698df4c175e90b", notop_hash="b8c4d4c20dd625c148057b9ff1c1176b",
-    top1=0.762, keras_application="DenseNet169",
-    checkpoints=(_tv("densenet169", "densenet169-b2777c0a.pth", 0.756),),
-)
-_register(
-    "densenet201", params=20_242_984, trainable_params=20_013_928, macs=4.2914,
+    weights=_weights("densenet169", "d699b8f76981ab1b30698df4c175e90b", "b8c4d4c20dd625c148057b9ff1c1176b", 0.762,
+                     (_tv("densenet169", "densenet169-b2777c0a.pth", 0.756),)),
+    keras_application="DenseNet169",
+))
+register(DenseNetSpec(
+    id="densenet201", params=20_242_984, trainable_params=20_013_928, macs=4.2914,
     reference_params=Reference(20_242_984, "total", "keras.applications DenseNet201 (keras.io/api/applications)"),
     reference_macs=Reference(4.291, "gmacs", "torchvision densenet.py DenseNet201_Weights"),
-    file_hash="1ceb130c1ea1b78c3bf6114dbdfd8807", notop_hash="c13680b51ded0fb44dff2d8f86ac8bb1",
-    top1=0.773, keras_application="DenseNet201",
-    checkpoints=(_tv("densenet201", "densenet201-c1103571.pth", 0.76896),),
-)
+    weights=_weights("densenet201", "1ceb130c1ea1b78c3bf6114dbdfd8807", "c13680b51ded0fb44dff2d8f86ac8bb1", 0.773,
+                     (_tv("densenet201", "densenet201-c1103571.pth", 0.76896),)),
+    keras_application="DenseNet201",
+))

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tltoolkit.architectures.registry import CAFFE_MEAN_BGR, PREPROCESSING_MODES, RGB_MEAN_STD
+from tltoolkit.architectures.registry import CAFFE_MEAN_BGR, RGB_MEAN_STD
+from tltoolkit.preprocessing_modes import PREPROCESSING_MODES
 from tltoolkit.errors import TltoolkitError
 
 

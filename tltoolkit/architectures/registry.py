@@ -16,12 +16,7 @@ import difflib
 from typing import Callable, Mapping
 
 from tltoolkit.errors import TltoolkitError
-
-PREPROCESSING_MODES = ("caffe", "tf", "torch", "scale", "none", "cifar10", "cifar100")
-"""How raw 0..255 RGB pixels become model input (keras.applications' `preprocess_input` modes, and the
-CIFAR normalisations): `caffe` RGB->BGR minus the ImageNet mean; `tf` x/127.5-1; `torch` x/255 minus
-the ImageNet mean, over its std; `cifar10`, `cifar100` the same with that dataset's mean and std
-(RGB_MEAN_STD); `scale` x/255; `none` the model takes raw pixels."""
+from tltoolkit.preprocessing_modes import PREPROCESSING_MODES
 
 DATASETS = ("imagenet", "cifar10", "cifar100")
 """What published weights are trained on: `weights="DATASET"` picks an architecture's default weights for
@@ -164,7 +159,9 @@ class TorchLayout:
 class ArchSpec:
     id: str
     family: str
-    builder: Callable  # builder(include_top, num_classes, input_shape, pooling, **options) -> Model
+    # builder(spec, include_top, num_classes, input_shape, pooling, **options) -> Model: it receives this spec
+    # (no builder looks itself up in the registry).
+    builder: Callable
     stages: tuple[tuple[str, str], ...]  # (stage name, first layer name), in model.layers order
     base_output: str  # last layer of the last stage: what a no-top model ends with before pooling
     penultimate: str  # the feature layer of the include_top model (what a cache stores by default)

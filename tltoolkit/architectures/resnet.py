@@ -23,6 +23,7 @@ is preceded by an explicit `..._pad` (torchvision's symmetric padding, which Ker
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import keras
 from keras import layers
@@ -40,7 +41,6 @@ from tltoolkit.architectures.registry import (
     keras_imagenet_weights,
     timm_checkpoint,
     torchvision_checkpoint,
-    get_spec,
     register,
 )
 
@@ -165,20 +165,19 @@ def _check_options(spec, kind, groups, width_per_group, se_ratio, drop_path_rate
         raise ArchitectureError(
             f"{spec.id}: se_ratio must be in [0, 1] (0: no SE; Hu et al. use 1/16); received {se_ratio!r}"
         )
-    if not _is_number(drop_path_rate) or not 0 <= drop_path_rate < 1:
-        raise ArchitectureError(f"{spec.id}: drop_path_rate must be in [0, 1); received {drop_path_rate!r}")
+    common.check_rate(spec, "drop_path_rate", drop_path_rate)
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def resnet(arch_id, depth, convention, include_top=True, num_classes=1000, input_shape=None, pooling=None,
+def resnet(spec, depth, convention, include_top=True, num_classes=1000, input_shape=None, pooling=None,
            groups=1, width_per_group=64, se_ratio=0.0, drop_path_rate=0.0) -> keras.Model:
     """The ResNet v1 family builder (He et al. 2015, arXiv:1512.03385).
 
     Args:
-      arch_id: the registry id; the model's name and the spec its input is checked against.
+      spec: the registry's spec: the model's name and what its input is checked against.
       depth: a key of `DEPTHS`.
       convention: `KERAS`, `TORCHVISION` or `SENET_CAFFE` (see the module docstring).
       groups, width_per_group: the bottleneck's 3x3 conv has `filters * width_per_group / 64 * groups`
@@ -189,7 +188,6 @@ def resnet(arch_id, depth, convention, include_top=True, num_classes=1000, input
         residual branch with probability drop_path_rate * l / L during training, and scales it by
         the survival probability at inference.
     """
-    spec = get_spec(arch_id)
     kind, blocks_per_stage = DEPTHS[depth]
     common.check_pooling(spec, pooling)
     _check_options(spec, kind, groups, width_per_group, se_ratio, drop_path_rate)
@@ -200,9 +198,7 @@ def resnet(arch_id, depth, convention, include_top=True, num_classes=1000, input
     inputs = common.model_input(spec, input_shape)
     x = conv_bn(inputs, 64, 7, 2, convention=convention, name="conv1")
     if convention.caffe_pool:
-        from tltoolkit.architectures.classic import max_pool  # here: importing classic first would reorder the registry
-
-        x = max_pool(x, caffe=True, name="pool1_pool")
+        x = common.max_pool(x, caffe=True, name="pool1_pool")
     else:
         x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
         x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
@@ -214,7 +210,7 @@ def resnet(arch_id, depth, convention, include_top=True, num_classes=1000, input
                       drop_rate=drop_path_rate * index / total_blocks, convention=convention,
                       name=f"{stage}_block{b}", **widths)
     outputs = common.pooled_head(x, include_top, num_classes, pooling)
-    return keras.Model(inputs, outputs, name=arch_id)
+    return keras.Model(inputs, outputs, name=spec.id)
 
 
 def _stages(depth: int) -> tuple[tuple[str, str], ...]:
@@ -227,78 +223,78 @@ def _stages(depth: int) -> tuple[tuple[str, str], ...]:
     return tuple(stages)
 
 
-def resnet18(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def resnet18(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """ResNet-18 (He et al. 2015, arXiv:1512.03385), as torchvision builds it."""
-    return resnet("resnet18", 18, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 18, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
 
 
-def resnet34(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def resnet34(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """ResNet-34 (He et al. 2015, arXiv:1512.03385), as torchvision builds it."""
-    return resnet("resnet34", 34, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 34, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
 
 
-def resnet50(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def resnet50(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """ResNet-50 (He et al. 2015, arXiv:1512.03385), layer for layer keras.applications.ResNet50."""
-    return resnet("resnet50", 50, KERAS, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 50, KERAS, include_top, num_classes, input_shape, pooling, **options)
 
 
-def resnet101(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def resnet101(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """ResNet-101 (He et al. 2015, arXiv:1512.03385), layer for layer keras.applications.ResNet101."""
-    return resnet("resnet101", 101, KERAS, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 101, KERAS, include_top, num_classes, input_shape, pooling, **options)
 
 
-def resnet152(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def resnet152(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """ResNet-152 (He et al. 2015, arXiv:1512.03385), layer for layer keras.applications.ResNet152."""
-    return resnet("resnet152", 152, KERAS, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 152, KERAS, include_top, num_classes, input_shape, pooling, **options)
 
 
-def resnet50_v1_5(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def resnet50_v1_5(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """ResNet-50 v1.5 (He et al. 2015, arXiv:1512.03385) as torchvision and timm build it: no conv biases,
     the stride on the 3x3 conv. Their ImageNet checkpoints (`resnet50.tv_in1k`, `a1_in1k`, ...) fit it."""
-    return resnet("resnet50_v1_5", 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
 
 
-def resnet101_v1_5(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def resnet101_v1_5(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """ResNet-101 v1.5 (He et al. 2015, arXiv:1512.03385) as torchvision and timm build it (see resnet50_v1_5)."""
-    return resnet("resnet101_v1_5", 101, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 101, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
 
 
-def resnet152_v1_5(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def resnet152_v1_5(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """ResNet-152 v1.5 (He et al. 2015, arXiv:1512.03385) as torchvision and timm build it (see resnet50_v1_5)."""
-    return resnet("resnet152_v1_5", 152, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 152, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
 
 
-def resnext50_32x4d(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def resnext50_32x4d(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """ResNeXt-50 32x4d (Xie et al. 2017, arXiv:1611.05431), as torchvision builds it."""
     options = {"groups": 32, "width_per_group": 4, **options}
-    return resnet("resnext50_32x4d", 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
 
 
-def resnext101_32x8d(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def resnext101_32x8d(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """ResNeXt-101 32x8d (Xie et al. 2017, arXiv:1611.05431), as torchvision builds it."""
     options = {"groups": 32, "width_per_group": 8, **options}
-    return resnet("resnext101_32x8d", 101, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 101, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
 
 
-def wide_resnet50_2(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def wide_resnet50_2(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """Wide ResNet-50-2 (Zagoruyko & Komodakis 2016, arXiv:1605.07146), as torchvision builds it.
 
     ResNet-50 with every bottleneck's inner width doubled.
     """
     options = {"width_per_group": 128, **options}
-    return resnet("wide_resnet50_2", 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
 
 
-def wide_resnet101_2(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def wide_resnet101_2(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """Wide ResNet-101-2 (Zagoruyko & Komodakis 2016, arXiv:1605.07146), as torchvision builds it.
 
     ResNet-101 with every bottleneck's inner width doubled.
     """
     options = {"width_per_group": 128, **options}
-    return resnet("wide_resnet101_2", 101, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 101, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
 
 
-def se_resnet50(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def se_resnet50(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """SE-ResNet-50 (Hu et al. 2018, Squeeze-and-Excitation Networks, arXiv:1709.01507), as SENet's Caffe models.
 
     ResNet-50 with a squeeze-and-excitation gate (reduction r = 16) on every residual branch, the stride
@@ -306,10 +302,9 @@ def se_resnet50(include_top=True, num_classes=1000, input_shape=None, pooling=No
     `legacy_seresnet50` (Cadene's port of the Caffe weights), whose checkpoint it takes.
     """
     options = {"se_ratio": 1 / 16, **options}
-    return resnet("se_resnet50", 50, SENET_CAFFE, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 50, SENET_CAFFE, include_top, num_classes, input_shape, pooling, **options)
 
 
-BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 TORCH_BLOCK_PARTS = {"0_conv": "downsample.0", "0_bn": "downsample.1", "se_reduce": "se.fc1", "se_expand": "se.fc2",
                      **{f"{i}_{kind}": f"{kind}{i}" for i in (1, 2, 3) for kind in ("conv", "bn")}}
 
@@ -320,7 +315,7 @@ def prefixed_layout(model, prefix_of) -> dict[str, list[str]]:
     layout = {}
     for layer in model.layers:
         if layer.weights:
-            suffixes = BN_KEYS if layer.name.endswith("_bn") else ("weight", "bias")
+            suffixes = common.BN_KEYS if layer.name.endswith("_bn") else ("weight", "bias")
             layout[layer.name] = [f"{prefix_of(layer.name)}.{suffix}" for suffix in suffixes[:len(layer.weights)]]
     return layout
 
@@ -353,12 +348,12 @@ def legacy_senet_layout(model) -> dict[str, list[str]]:
     return {layer: [rename(key) for key in keys] for layer, keys in torch_layout(model).items()}
 
 
-def se_resnet50_v1_5(include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
+def se_resnet50_v1_5(spec, include_top=True, num_classes=1000, input_shape=None, pooling=None, **options):
     """SE-ResNet-50 (Hu et al. 2018, arXiv:1709.01507) as timm's `seresnet50` builds it: ResNet-50 v1.5
     (the stride on the 3x3 conv) with the same SE gates (r = 16, biased 1x1 convs). The same parameters
     as `se_resnet50`, which strides the 1x1 conv as SENet's Caffe models do; timm's checkpoints need this one."""
     options = {"se_ratio": 1 / 16, **options}
-    return resnet("se_resnet50_v1_5", 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
+    return resnet(spec, 50, TORCHVISION, include_top, num_classes, input_shape, pooling, **options)
 
 
 HE_2015 = "He et al. 2015, Deep Residual Learning for Image Recognition, arXiv:1512.03385"
@@ -368,29 +363,14 @@ HU_2018 = "Hu et al. 2018, Squeeze-and-Excitation Networks, arXiv:1709.01507"
 KERAS_MACS = "keras.applications measured; He et al. 2015 Table 1: 3.8/7.6/11.3"
 
 
-def _register(arch_id, builder, depth, *, params, trainable_params, macs, reference_params,
-              reference_macs, preprocessing, paper, weights=None, keras_application=None, torch_layouts=()):
-    register(ArchSpec(
-        id=arch_id,
-        family=FAMILY,
-        builder=builder,
-        stages=_stages(depth),
-        base_output=f"{STAGES[-1]}_block{DEPTHS[depth][1][-1]}_out",
-        penultimate="avg_pool",
-        default_size=224,
-        min_size=32,
-        preprocessing=preprocessing,
-        params=params,
-        trainable_params=trainable_params,
-        macs=macs,
-        reference_params=reference_params,
-        reference_macs=reference_macs,
-        weights=weights or {},
-        keras_application=keras_application,
-        paper=paper,
-        options=OPTIONS,
-        torch_layouts=torch_layouts,
-    ))
+# The family's defaults: a registration says only what differs.
+ResNetSpec = functools.partial(ArchSpec, family=FAMILY, penultimate="avg_pool", default_size=224, min_size=32,
+                               options=OPTIONS)
+
+
+def _depth_fields(depth: int) -> dict:
+    """The spec fields a depth fixes: the stages and the last block's output."""
+    return dict(stages=_stages(depth), base_output=f"{STAGES[-1]}_block{DEPTHS[depth][1][-1]}_out")
 
 
 def _torchvision(arch_id, builder, depth, *, params, trainable_params, macs, num_params, ops, weights_enum, paper,
@@ -405,10 +385,11 @@ def _torchvision(arch_id, builder, depth, *, params, trainable_params, macs, num
     if timm:
         model, tag, top1, crop = timm
         entries.append(timm_checkpoint(model, tag, top1, crop_fraction=crop))
-    _register(arch_id, builder, depth, params=params, trainable_params=trainable_params, macs=macs,
-              reference_params=Reference(num_params, "trainable", f"{source} num_params"),
-              reference_macs=Reference(ops, "gmacs", f"{source} _ops"), preprocessing="torch", paper=paper,
-              weights=checkpoint_weights(*entries, default="tv_in1k"), torch_layouts=TORCH_LAYOUTS)
+    register(ResNetSpec(id=arch_id, builder=builder, **_depth_fields(depth), params=params,
+                        trainable_params=trainable_params, macs=macs,
+                        reference_params=Reference(num_params, "trainable", f"{source} num_params"),
+                        reference_macs=Reference(ops, "gmacs", f"{source} _ops"), preprocessing="torch", paper=paper,
+                        weights=checkpoint_weights(*entries, default="tv_in1k"), torch_layouts=TORCH_LAYOUTS))
 
 
 # ImageNet checkpoints. tv_in1k/tv2_in1k: torchvision's files (IMAGENET1K_V1/V2; timm's tags of the same
@@ -425,24 +406,20 @@ _torchvision("resnet34", resnet34, 34, params=21_814_696, trainable_params=21_79
              num_params=21_797_672, ops=3.664, weights_enum="ResNet34_Weights", paper=HE_2015,
              tv=("resnet34-b627a593.pth", 0.73314),
              timm=("resnet34", "a1_in1k", 0.77918, 0.95))
-_register("resnet50", resnet50, 50, params=25_636_712, trainable_params=25_583_592, macs=3.8580,
-          reference_params=Reference(25_636_712, "total", "keras.applications ResNet50 (keras.io applications table)"),
-          reference_macs=Reference(3.858, "gmacs", KERAS_MACS), preprocessing="caffe", paper=HE_2015,
-          weights=_keras_weights("resnet50", "2cb95161c43110f7111970584f804107",
-                                 "4d473c1dd8becc155b73f8504c6f6626", top1=0.749),
-          keras_application="ResNet50")
-_register("resnet101", resnet101, 101, params=44_707_176, trainable_params=44_601_832, macs=7.5702,
-          reference_params=Reference(44_707_176, "total", "keras.applications ResNet101 (keras.io applications table)"),
-          reference_macs=Reference(7.570, "gmacs", KERAS_MACS), preprocessing="caffe", paper=HE_2015,
-          weights=_keras_weights("resnet101", "f1aeb4b969a6efcfb50fad2f0c20cfc5",
-                                 "88cf7a10940856eca736dc7b7e228a21", top1=0.764),
-          keras_application="ResNet101")
-_register("resnet152", resnet152, 152, params=60_419_944, trainable_params=60_268_520, macs=11.2824,
-          reference_params=Reference(60_419_944, "total", "keras.applications ResNet152 (keras.io applications table)"),
-          reference_macs=Reference(11.282, "gmacs", KERAS_MACS), preprocessing="caffe", paper=HE_2015,
-          weights=_keras_weights("resnet152", "100835be76be38e30d865e96f2aaae62",
-                                 "ee4c566cf9a93f14d82f913c2dc6dd0c", top1=0.766),
-          keras_application="ResNet152")
+# keras.applications' ResNet50/101/152: (builder, depth, params, trainable params, GMACs, file hash, notop hash, top-1)
+for _builder, _depth, _params, _trainable, _macs, _hash, _notop_hash, _top1 in (
+        (resnet50, 50, 25_636_712, 25_583_592, 3.8580,
+         "2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626", 0.749),
+        (resnet101, 101, 44_707_176, 44_601_832, 7.5702,
+         "f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21", 0.764),
+        (resnet152, 152, 60_419_944, 60_268_520, 11.2824,
+         "100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c", 0.766)):
+    register(ResNetSpec(
+        id=f"resnet{_depth}", builder=_builder, **_depth_fields(_depth), params=_params, trainable_params=_trainable,
+        macs=_macs, preprocessing="caffe", paper=HE_2015, keras_application=f"ResNet{_depth}",
+        reference_params=Reference(_params, "total", f"keras.applications ResNet{_depth} (keras.io applications table)"),
+        reference_macs=Reference(round(_macs, 3), "gmacs", KERAS_MACS),
+        weights=_keras_weights(f"resnet{_depth}", _hash, _notop_hash, top1=_top1)))
 # (builder, depth, params, trainable = torchvision's num_params, GMACs, torchvision _ops, V1 and V2 files with
 # their top-1, timm's a1_in1k top-1)
 for _builder, _depth, _params, _trainable, _macs, _ops, _tv, _tv2, _a1 in (
@@ -469,26 +446,30 @@ _torchvision("wide_resnet50_2", wide_resnet50_2, 50, params=68_951_464, trainabl
 _torchvision("wide_resnet101_2", wide_resnet101_2, 101, params=127_024_552, trainable_params=126_886_696, macs=22.7531,
              num_params=126_886_696, ops=22.753, weights_enum="Wide_ResNet101_2_Weights", paper=ZAGORUYKO_2016,
              tv=("wide_resnet101_2-32ee1156.pth", 0.78848), tv2=("wide_resnet101_2-d733dc28.pth", 0.8251))
-_register("se_resnet50", se_resnet50, 50, params=28_141_144, trainable_params=28_088_024, macs=3.8605,
-          reference_params=Reference(28_088_024, "trainable", "timm legacy_seresnet50 (SENet's Caffe model as "
-                                                              "Cadene ports it; timm.create_model, parameters counted)"),
-          # Hu et al. 2018 Table 2 gives 3.87: it also counts the SE pooling and scaling (+0.011 G), which
-          # count_macs leaves out, as it does BN and pooling everywhere.
-          reference_macs=Reference(3.8605, "gmacs", "reference/architectures.md derived rebuild (same counter); "
-                                                     "Hu et al. 2018 Table 2: 3.87 with SE pooling and scaling"),
-          preprocessing="torch", paper=HU_2018,
-          torch_layouts=(TorchLayout("timm legacy SENet", legacy_senet_layout, head=("last_linear.",)),),
-          # Cadene's port of SENet's Caffe weights, as timm's legacy_seresnet50.in1k pretrained_cfg publishes it
-          # (a GitHub release .pth, not on the Hub): crop 0.875, bilinear, ImageNet mean/std on RGB.
-          weights=checkpoint_weights(Checkpoint(
-              tag="in1k", url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-cadene/"
-                              "se_resnet50-ce0d4300.pth",
-              file_hash=None, origin="timm", licence=TIMM_LICENCE, preprocessing=Preprocessing("torch", 224, 0.875, "bilinear"),
-              top1=0.77636, source="Cadene/pretrained-models.pytorch README, Accuracy on validation set: SE-ResNet50, "
-                                   "Our porting, Acc@1 77.636 (the Caffe original: 77.63)"), default="in1k"))
-_register("se_resnet50_v1_5", se_resnet50_v1_5, 50, params=28_141_144, trainable_params=28_088_024, macs=4.0917,
-          reference_params=Reference(28_088_024, "trainable", "timm seresnet50 (timm.create_model, parameters counted)"),
-          reference_macs=None, preprocessing="torch", paper=HU_2018, torch_layouts=TORCH_LAYOUTS,
-          weights=checkpoint_weights(
-              timm_checkpoint("seresnet50", "ra2_in1k", 0.81284, crop_fraction=0.875),
-              timm_checkpoint("seresnet50", "a1_in1k", 0.81102, crop_fraction=0.95), default="ra2_in1k"))
+register(ResNetSpec(
+    id="se_resnet50", builder=se_resnet50, **_depth_fields(50),
+    params=28_141_144, trainable_params=28_088_024, macs=3.8605,
+    reference_params=Reference(28_088_024, "trainable", "timm legacy_seresnet50 (SENet's Caffe model as "
+                                                        "Cadene ports it; timm.create_model, parameters counted)"),
+    # Hu et al. 2018 Table 2 gives 3.87: it also counts the SE pooling and scaling (+0.011 G), which
+    # count_macs leaves out, as it does BN and pooling everywhere.
+    reference_macs=Reference(3.8605, "gmacs", "reference/architectures.md derived rebuild (same counter); "
+                                               "Hu et al. 2018 Table 2: 3.87 with SE pooling and scaling"),
+    preprocessing="torch", paper=HU_2018,
+    torch_layouts=(TorchLayout("timm legacy SENet", legacy_senet_layout, head=("last_linear.",)),),
+    # Cadene's port of SENet's Caffe weights, as timm's legacy_seresnet50.in1k pretrained_cfg publishes it
+    # (a GitHub release .pth, not on the Hub): crop 0.875, bilinear, ImageNet mean/std on RGB.
+    weights=checkpoint_weights(Checkpoint(
+        tag="in1k", url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-cadene/"
+                        "se_resnet50-ce0d4300.pth",
+        file_hash=None, origin="timm", licence=TIMM_LICENCE, preprocessing=Preprocessing("torch", 224, 0.875, "bilinear"),
+        top1=0.77636, source="Cadene/pretrained-models.pytorch README, Accuracy on validation set: SE-ResNet50, "
+                             "Our porting, Acc@1 77.636 (the Caffe original: 77.63)"), default="in1k")))
+register(ResNetSpec(
+    id="se_resnet50_v1_5", builder=se_resnet50_v1_5, **_depth_fields(50),
+    params=28_141_144, trainable_params=28_088_024, macs=4.0917,
+    reference_params=Reference(28_088_024, "trainable", "timm seresnet50 (timm.create_model, parameters counted)"),
+    reference_macs=None, preprocessing="torch", paper=HU_2018, torch_layouts=TORCH_LAYOUTS,
+    weights=checkpoint_weights(
+        timm_checkpoint("seresnet50", "ra2_in1k", 0.81284, crop_fraction=0.875),
+        timm_checkpoint("seresnet50", "a1_in1k", 0.81102, crop_fraction=0.95), default="ra2_in1k")))

@@ -24,6 +24,7 @@ import keras
 from keras import layers
 
 from tltoolkit.architectures import common
+from tltoolkit.architectures.layers import SubsampleZeroPad
 from tltoolkit.architectures.resnet import TORCH_LAYOUTS, prefixed_layout, torch_layout
 from tltoolkit.architectures.registry import (
     ArchitectureError,
@@ -33,7 +34,6 @@ from tltoolkit.architectures.registry import (
     Reference,
     TorchLayout,
     checkpoint_weights,
-    get_spec,
     register,
 )
 
@@ -43,31 +43,6 @@ WIDTHS = (16, 32, 64)
 STRIDES = (1, 2, 2)  # of each stage's first block
 STEM_WIDTH = 16
 SHORTCUTS = ("A", "B")
-
-
-@keras.saving.register_keras_serializable(package="tltoolkit")
-class SubsampleZeroPad(layers.Layer):
-    """He et al.'s option-A shortcut: every `strides`-th pixel, with zero channels added up to
-    `filters` (no parameters): `before` of them ahead of the input's channels, the rest after."""
-
-    def __init__(self, filters, strides=2, before=0, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.strides = strides
-        self.before = before
-
-    def call(self, inputs):
-        x = inputs[:, ::self.strides, ::self.strides, :]
-        extra = self.filters - inputs.shape[-1]
-        return keras.ops.pad(x, [[0, 0], [0, 0], [0, 0], [self.before, extra - self.before]])
-
-    def compute_output_shape(self, input_shape):
-        def sub(d):
-            return None if d is None else -(-d // self.strides)
-        return (input_shape[0], sub(input_shape[1]), sub(input_shape[2]), self.filters)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides, "before": self.before}
 
 
 def batch_norm(name: str):
@@ -127,14 +102,8 @@ def wide_block(x, filters: int, strides: int, dropout: float, drop_rate: float, 
     return common.residual_add(skip, y, drop_rate, name=f"{name}_out")
 
 
-def _check_rate(arch_id: str, option: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ArchitectureError(f"{arch_id}: {option} must be a rate in [0, 1); received {value!r}")
-
-
-def resnet_cifar(arch_id: str, depth: int, include_top: bool = True, num_classes: int = 10,
-                 input_shape=None, pooling=None, shortcut: str = "A", plain: bool = False,
-                 drop_path_rate: float = 0.0) -> keras.Model:
+def resnet_cifar(spec: ArchSpec, include_top: bool = True, num_classes: int = 10, input_shape=None, pooling=None,
+                 *, depth: int, shortcut: str = "A", plain: bool = False, drop_path_rate: float = 0.0) -> keras.Model:
     """ResNet-`depth` for CIFAR-10 (He et al. 2015, arXiv:1512.03385, §4.2).
 
     A 3x3 conv (16), then three stages of n = (depth - 2) / 6 basic blocks with 16, 32 and 64
@@ -148,15 +117,13 @@ def resnet_cifar(arch_id: str, depth: int, include_top: bool = True, num_classes
       drop_path_rate: stochastic depth; block l of L is skipped with probability
         l/L * drop_path_rate while training (tltoolkit StochasticDepth named `..._add`).
     """
-    spec = get_spec(arch_id)
     common.check_pooling(spec, pooling)
     if shortcut not in SHORTCUTS:
-        raise ArchitectureError(f"{arch_id}: shortcut must be one of {', '.join(SHORTCUTS)}; received {shortcut!r}")
-    if not isinstance(plain, bool):
-        raise ArchitectureError(f"{arch_id}: plain must be True or False; received {plain!r}")
-    _check_rate(arch_id, "drop_path_rate", drop_path_rate)
+        raise ArchitectureError(f"{spec.id}: shortcut must be one of {', '.join(SHORTCUTS)}; received {shortcut!r}")
+    common.check_bool(spec, "plain", plain)
+    common.check_rate(spec, "drop_path_rate", drop_path_rate)
     if plain and (shortcut != "A" or drop_path_rate):
-        raise ArchitectureError(f"{arch_id}: a plain net has no shortcuts; drop shortcut/drop_path_rate "
+        raise ArchitectureError(f"{spec.id}: a plain net has no shortcuts; drop shortcut/drop_path_rate "
                                 f"or plain=True")
     n = (depth - 2) // 6
     rates = common.drop_path_rates(drop_path_rate, n * len(WIDTHS))
@@ -170,11 +137,11 @@ def resnet_cifar(arch_id: str, depth: int, include_top: bool = True, num_classes
             x = basic_block(x, filters, strides, None if plain else shortcut, rates[stage * n + block - 1],
                             name=f"conv{stage + 2}_block{block}")
     x = common.pooled_head(x, include_top, num_classes, pooling)
-    return keras.Model(inputs, x, name=arch_id)
+    return keras.Model(inputs, x, name=spec.id)
 
 
-def wide_resnet_cifar(arch_id: str, depth: int, width: int, include_top: bool = True, num_classes: int = 10,
-                      input_shape=None, pooling=None, dropout: float = 0.0,
+def wide_resnet_cifar(spec: ArchSpec, include_top: bool = True, num_classes: int = 10, input_shape=None,
+                      pooling=None, *, depth: int, width: int, dropout: float = 0.0,
                       drop_path_rate: float = 0.0) -> keras.Model:
     """WRN-`depth`-`width` (Zagoruyko & Komodakis 2016, arXiv:1605.07146, Table 1).
 
@@ -185,10 +152,9 @@ def wide_resnet_cifar(arch_id: str, depth: int, width: int, include_top: bool = 
       dropout: rate of the dropout between each block's two convolutions (the paper uses 0.3).
       drop_path_rate: stochastic depth, as for the CIFAR ResNets.
     """
-    spec = get_spec(arch_id)
     common.check_pooling(spec, pooling)
-    _check_rate(arch_id, "dropout", dropout)
-    _check_rate(arch_id, "drop_path_rate", drop_path_rate)
+    common.check_rate(spec, "dropout", dropout)
+    common.check_rate(spec, "drop_path_rate", drop_path_rate)
     n = (depth - 4) // 6
     rates = common.drop_path_rates(drop_path_rate, n * len(WIDTHS))
     inputs = common.model_input(spec, input_shape)
@@ -201,7 +167,7 @@ def wide_resnet_cifar(arch_id: str, depth: int, width: int, include_top: bool = 
     x = batch_norm("post_bn")(x)
     x = layers.Activation("relu", name="post_relu")(x)
     x = common.pooled_head(x, include_top, num_classes, pooling)
-    return keras.Model(inputs, x, name=arch_id)
+    return keras.Model(inputs, x, name=spec.id)
 
 
 # id: (depth, Keras count_params, trainable, GMACs, Table 6's rounded count)
@@ -316,55 +282,45 @@ def _stages(pre_activation: bool):
     return tuple(stages)
 
 
-def _register(arch_id, builder, blocks: int, pre_activation: bool, params, trainable, macs, reference,
-              paper, options, reference_macs=None, torch_layouts=(), weights=None):
-    last = f"conv{len(WIDTHS) + 1}_block{blocks}_out"
-    register(ArchSpec(
-        id=arch_id,
-        family="resnet_cifar",
-        builder=builder,
-        stages=_stages(pre_activation),
-        base_output="post_relu" if pre_activation else last,
-        penultimate="avg_pool",
-        default_size=32,
-        min_size=8,
-        preprocessing="torch",
-        params=params,
-        trainable_params=trainable,
-        macs=macs,
-        reference_params=reference,
-        reference_macs=reference_macs,
-        num_classes=10,
-        paper=paper,
-        options=options,
-        torch_layouts=torch_layouts,
-        weights=weights or {},
-    ))
+def _blocks_fields(blocks: int, pre_activation: bool) -> dict:
+    """The spec fields the blocks per stage and their kind fix: the stages and the base's last layer."""
+    return dict(stages=_stages(pre_activation),
+                base_output="post_relu" if pre_activation else f"conv{len(WIDTHS) + 1}_block{blocks}_out")
+
+
+# The family's defaults: a registration says only what differs.
+ResNetCifarSpec = functools.partial(ArchSpec, family="resnet_cifar", penultimate="avg_pool", default_size=32,
+                                    min_size=8, preprocessing="torch", num_classes=10)
 
 
 for _id, (_depth, _params, _trainable, _macs, _published) in RESNETS.items():
-    _register(_id, functools.partial(resnet_cifar, _id, _depth), (_depth - 2) // 6, False,
-              _params, _trainable, _macs,
-              Reference(_published, "approx", "He et al. 2015, arXiv:1512.03385, Table 6"),
-              RESNET_PAPER, ("shortcut", "plain", "drop_path_rate"),
-              torch_layouts=(TorchLayout("akamaster", akamaster_layout, head=("linear.",)),),
-              weights=checkpoint_weights(akamaster_checkpoint(*AKAMASTER_CHECKPOINTS[_depth]), default=AKAMASTER_TAG))
+    register(ResNetCifarSpec(
+        id=_id, builder=functools.partial(resnet_cifar, depth=_depth), **_blocks_fields((_depth - 2) // 6, False),
+        params=_params, trainable_params=_trainable, macs=_macs,
+        reference_params=Reference(_published, "approx", "He et al. 2015, arXiv:1512.03385, Table 6"),
+        paper=RESNET_PAPER, options=("shortcut", "plain", "drop_path_rate"),
+        torch_layouts=(TorchLayout("akamaster", akamaster_layout, head=("linear.",)),),
+        weights=checkpoint_weights(akamaster_checkpoint(*AKAMASTER_CHECKPOINTS[_depth]), default=AKAMASTER_TAG)))
 
 for _id, (_depth, _params, _trainable, _macs, _madds) in RESNETS_B.items():
-    _register(_id, functools.partial(resnet_cifar, _id, _depth, shortcut="B"), (_depth - 2) // 6, False,
-              _params, _trainable, _macs,
-              Reference(_trainable, "trainable", f"{CIFAR_MODELS} cifar10_resnet{_depth} (CifarResNet) parameters"),
-              RESNET_PAPER, ("drop_path_rate",),
-              Reference(_madds, "gmacs", f"{CIFAR_MODELS} README, CIFAR-10 #MAdds"),
-              # Its CifarResNet is torchvision's ResNet with a 3x3 stem: the same key names.
-              TORCH_LAYOUTS,
-              checkpoint_weights(*(cifar_checkpoint(dataset, *entry) for dataset, entry in CIFAR_CHECKPOINTS[_depth].items()),
-                                 default=CIFAR_TAG))
+    register(ResNetCifarSpec(
+        id=_id, builder=functools.partial(resnet_cifar, depth=_depth, shortcut="B"),
+        **_blocks_fields((_depth - 2) // 6, False), params=_params, trainable_params=_trainable, macs=_macs,
+        reference_params=Reference(_trainable, "trainable",
+                                   f"{CIFAR_MODELS} cifar10_resnet{_depth} (CifarResNet) parameters"),
+        paper=RESNET_PAPER, options=("drop_path_rate",),
+        reference_macs=Reference(_madds, "gmacs", f"{CIFAR_MODELS} README, CIFAR-10 #MAdds"),
+        # Its CifarResNet is torchvision's ResNet with a 3x3 stem: the same key names.
+        torch_layouts=TORCH_LAYOUTS,
+        weights=checkpoint_weights(*(cifar_checkpoint(dataset, *entry)
+                                     for dataset, entry in CIFAR_CHECKPOINTS[_depth].items()), default=CIFAR_TAG)))
 
 for _id, (_depth, _width, _params, _trainable, _macs, _published) in WIDE_RESNETS.items():
-    _register(_id, functools.partial(wide_resnet_cifar, _id, _depth, _width), (_depth - 4) // 6, True,
-              _params, _trainable, _macs,
-              Reference(_published, "approx", "Zagoruyko & Komodakis 2016, arXiv:1605.07146 (WRN-28-10: 36.5M)"),
-              WRN_PAPER, ("dropout", "drop_path_rate"),
-              torch_layouts=(TorchLayout("RobustBench", wrn_layout, head=("fc.",)),),
-              weights=checkpoint_weights(ROBUSTBENCH_STANDARD, default="robustbench"))
+    register(ResNetCifarSpec(
+        id=_id, builder=functools.partial(wide_resnet_cifar, depth=_depth, width=_width),
+        **_blocks_fields((_depth - 4) // 6, True), params=_params, trainable_params=_trainable, macs=_macs,
+        reference_params=Reference(_published, "approx",
+                                   "Zagoruyko & Komodakis 2016, arXiv:1605.07146 (WRN-28-10: 36.5M)"),
+        paper=WRN_PAPER, options=("dropout", "drop_path_rate"),
+        torch_layouts=(TorchLayout("RobustBench", wrn_layout, head=("fc.",)),),
+        weights=checkpoint_weights(ROBUSTBENCH_STANDARD, default="robustbench")))

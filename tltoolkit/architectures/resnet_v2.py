@@ -15,14 +15,7 @@ import keras
 from keras import layers
 
 from tltoolkit.architectures import common
-from tltoolkit.architectures.registry import (
-    ArchitectureError,
-    ArchSpec,
-    Reference,
-    keras_imagenet_weights,
-    get_spec,
-    register,
-)
+from tltoolkit.architectures.registry import ArchSpec, Reference, keras_imagenet_weights, register
 
 PAPER = "He et al. 2016, Identity Mappings in Deep Residual Networks, arXiv:1603.05027"
 STOCHASTIC_DEPTH_PAPER = "Huang et al. 2016, Deep Networks with Stochastic Depth, arXiv:1603.09382"
@@ -81,13 +74,9 @@ def residual_stack_v2(x, filters: int, blocks: int, last_stride: int, drop_rates
     return x
 
 
-def _is_rate(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
-
-
-def resnet_v2(arch_id: str, include_top: bool = True, num_classes: int = 1000, input_shape=None,
+def resnet_v2(spec: ArchSpec, include_top: bool = True, num_classes: int = 1000, input_shape=None,
               pooling=None, drop_path_rate: float = 0.0) -> keras.Model:
-    """Pre-activation ResNet with stages `BLOCKS[arch_id]` (He et al. 2016, arXiv:1603.05027).
+    """Pre-activation ResNet with stages `BLOCKS[spec.id]` (He et al. 2016, arXiv:1603.05027).
 
     Options:
       drop_path_rate: stochastic depth (Huang et al. 2016, arXiv:1603.09382): the residual branch of
@@ -95,11 +84,9 @@ def resnet_v2(arch_id: str, include_top: bool = True, num_classes: int = 1000, i
         training and scaled by its survival probability at inference. The merge layer keeps the
         name of the Add it replaces, so the ImageNet weights still load.
     """
-    spec = get_spec(arch_id)
     common.check_pooling(spec, pooling)
-    if not _is_rate(drop_path_rate):
-        raise ArchitectureError(f"{arch_id}: drop_path_rate must be in [0, 1); received {drop_path_rate!r}")
-    blocks = BLOCKS[arch_id]
+    common.check_rate(spec, "drop_path_rate", drop_path_rate)
+    blocks = BLOCKS[spec.id]
     rates = common.drop_path_rates(drop_path_rate, sum(blocks))
     inputs = common.model_input(spec, input_shape)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
@@ -113,42 +100,22 @@ def resnet_v2(arch_id: str, include_top: bool = True, num_classes: int = 1000, i
     x = _bn("post_bn")(x)
     x = layers.Activation("relu", name="post_relu")(x)
     x = common.pooled_head(x, include_top, num_classes, pooling)
-    return keras.Model(inputs, x, name=arch_id)
+    return keras.Model(inputs, x, name=spec.id)
 
 
-def _register(arch_id: str, params: int, trainable_params: int, macs: float,
-              reference_params: Reference, file_hash: str, notop_hash: str, top1: float,
-              keras_application: str) -> None:
-    register(ArchSpec(
-        id=arch_id,
-        family="resnet_v2",
-        builder=functools.partial(resnet_v2, arch_id),
-        stages=STAGES,
-        base_output="post_relu",
-        penultimate="avg_pool",
-        default_size=224,
-        min_size=32,
-        preprocessing="tf",
-        params=params,
-        trainable_params=trainable_params,
-        macs=macs,
-        reference_params=reference_params,
-        weights=keras_imagenet_weights("resnet", arch_id, file_hash, notop_hash, top1),
-        keras_application=keras_application,
-        paper=PAPER,
-        options=("drop_path_rate",),
-    ))
-
-
-_register("resnet50v2", params=25_613_800, trainable_params=25_568_360, macs=3.4823,
-          reference_params=Reference(25_613_800, "total", "keras.applications ResNet50V2 (keras.io/api/applications)"),
-          file_hash="3ef43a0b657b3be2300d5770ece849e0", notop_hash="fac2f116257151a9d068a22e544a4917",
-          top1=0.760, keras_application="ResNet50V2")
-_register("resnet101v2", params=44_675_560, trainable_params=44_577_896, macs=7.1945,
-          reference_params=Reference(44_675_560, "total", "keras.applications ResNet101V2 (keras.io/api/applications)"),
-          file_hash="6343647c601c52e1368623803854d971", notop_hash="c0ed64b8031c3730f411d2eb4eea35b5",
-          top1=0.772, keras_application="ResNet101V2")
-_register("resnet152v2", params=60_380_648, trainable_params=60_236_904, macs=10.9067,
-          reference_params=Reference(60_380_648, "total", "keras.applications ResNet152V2 (keras.io/api/applications)"),
-          file_hash="a49b44d1979771252814e80f8ec446f9", notop_hash="ed17cf2e0169df9d443503ef94b23b33",
-          top1=0.780, keras_application="ResNet152V2")
+# The family's defaults: a registration says only what differs.
+ResNetV2Spec = functools.partial(ArchSpec, family="resnet_v2", builder=resnet_v2, stages=STAGES,
+                                 base_output="post_relu", penultimate="avg_pool", default_size=224, min_size=32,
+                                 preprocessing="tf", paper=PAPER, options=("drop_path_rate",))
+# (id, keras.applications name, params, trainable params, GMACs, file hash, notop hash, top-1)
+for _id, _application, _params, _trainable, _macs, _hash, _notop_hash, _top1 in (
+        ("resnet50v2", "ResNet50V2", 25_613_800, 25_568_360, 3.4823,
+         "3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917", 0.760),
+        ("resnet101v2", "ResNet101V2", 44_675_560, 44_577_896, 7.1945,
+         "6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5", 0.772),
+        ("resnet152v2", "ResNet152V2", 60_380_648, 60_236_904, 10.9067,
+         "a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33", 0.780)):
+    register(ResNetV2Spec(
+        id=_id, params=_params, trainable_params=_trainable, macs=_macs,
+        reference_params=Reference(_params, "total", f"keras.applications {_application} (keras.io/api/applications)"),
+        weights=keras_imagenet_weights("resnet", _id, _hash, _notop_hash, _top1), keras_application=_application))

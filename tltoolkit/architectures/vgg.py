@@ -13,14 +13,12 @@ from keras import layers
 
 from tltoolkit.architectures import common
 from tltoolkit.architectures.registry import (
-    ArchitectureError,
     ArchSpec,
     Preprocessing,
     Reference,
     TorchLayout,
     checkpoint_weights,
     keras_imagenet_weights,
-    get_spec,
     register,
     torchvision_checkpoint,
 )
@@ -63,34 +61,27 @@ def vgg_classifier(x, num_classes: int, dropout: float):
     return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
 
 
-def _is_rate(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
-
-
-def vgg(arch_id: str, depth: str, include_top: bool = True, num_classes: int = 1000, input_shape=None,
-        pooling=None, batch_norm: bool = False, dropout: float = 0.0) -> keras.Model:
-    """VGG of configuration `DEPTHS[depth]` (Simonyan & Zisserman 2014, arXiv:1409.1556).
+def vgg(spec: ArchSpec, include_top: bool = True, num_classes: int = 1000, input_shape=None, pooling=None,
+        *, depths: tuple[int, ...], batch_norm: bool = False, dropout: float = 0.0) -> keras.Model:
+    """VGG with `depths` convolutions per block (Simonyan & Zisserman 2014, arXiv:1409.1556).
 
     Options:
       batch_norm: BatchNormalization after every convolution (torchvision's `vgg*_bn`), named
         `blockN_convK_bn`; the convolutions keep their bias.
       dropout: rate of the dropout after fc1 and fc2 (the paper trained with 0.5); 0 adds no layer.
     """
-    spec = get_spec(arch_id)
     common.check_pooling(spec, pooling)
-    if not isinstance(batch_norm, bool):
-        raise ArchitectureError(f"{arch_id}: batch_norm must be True or False; received {batch_norm!r}")
-    if not _is_rate(dropout):
-        raise ArchitectureError(f"{arch_id}: dropout must be a rate in [0, 1); received {dropout!r}")
+    common.check_bool(spec, "batch_norm", batch_norm)
+    common.check_rate(spec, "dropout", dropout)
     inputs = common.model_input(spec, input_shape)
     x = inputs
-    for block, (convs, filters) in enumerate(zip(DEPTHS[depth], WIDTHS), start=1):
+    for block, (convs, filters) in enumerate(zip(depths, WIDTHS), start=1):
         x = vgg_block(x, filters, convs, batch_norm, name=f"block{block}")
     if include_top:
         x = vgg_classifier(x, num_classes, dropout)
     else:
         x = common.pooled_head(x, False, num_classes, pooling)
-    return keras.Model(inputs, x, name=arch_id)
+    return keras.Model(inputs, x, name=spec.id)
 
 
 def _torch_features(model) -> dict[str, str]:
@@ -111,8 +102,7 @@ def _layout(model, classifier: dict[str, str]) -> dict[str, list[str]]:
     layout = {}
     for layer in model.layers:
         if layer.weights:
-            suffixes = ("weight", "bias", "running_mean", "running_var") if isinstance(
-                layer, layers.BatchNormalization) else ("weight", "bias")
+            suffixes = common.BN_KEYS if isinstance(layer, layers.BatchNormalization) else ("weight", "bias")
             layout[layer.name] = [f"{prefixes[layer.name]}.{suffix}" for suffix in suffixes]
     return layout
 
@@ -131,34 +121,18 @@ TORCH_LAYOUTS = (TorchLayout("torchvision", torchvision_layout, head=("classifie
                  TorchLayout("timm", timm_layout, head=("pre_logits.", "head.")))
 
 
-def _register(arch_id: str, params: int, macs: float, reference_params: Reference,
-              reference_macs: Reference, weights: dict, keras_application: str | None = None,
-              trainable_params: int | None = None) -> None:
-    depth = arch_id.split("_")[0]
-    register(ArchSpec(
-        id=arch_id,
-        family="vgg",
-        builder=functools.partial(vgg, arch_id, depth, batch_norm=arch_id.endswith("_bn")),
-        stages=STAGES,
-        base_output="block5_pool",
-        penultimate="fc2",
-        default_size=224,
-        min_size=32,
-        preprocessing="caffe" if keras_application else "torch",
-        params=params,
-        trainable_params=params if trainable_params is None else trainable_params,
-        macs=macs,
-        reference_params=reference_params,
-        reference_macs=reference_macs,
-        weights=weights,
-        keras_application=keras_application,
-        paper=PAPER,
-        options=("batch_norm", "dropout"),
-        torch_layouts=TORCH_LAYOUTS,
-    ))
-
-
 KERAS_LICENCE = "CC BY 4.0 (VGG at Oxford)"  # fchollet/deep-learning-models README
+
+
+# The family's defaults: a registration says only what differs.
+VGGSpec = functools.partial(ArchSpec, family="vgg", stages=STAGES, base_output="block5_pool", penultimate="fc2",
+                            default_size=224, min_size=32, preprocessing="torch", paper=PAPER,
+                            options=("batch_norm", "dropout"), torch_layouts=TORCH_LAYOUTS)
+
+
+def _builder(arch_id: str):
+    """`vgg` for configuration `vgg16` of `vgg16` and `vgg16_bn` (with BN)."""
+    return functools.partial(vgg, depths=DEPTHS[arch_id.split("_")[0]], batch_norm=arch_id.endswith("_bn"))
 
 
 def _weights(arch_id: str, fname: str, top1: float, keras_files: tuple | None = None) -> dict:
@@ -174,35 +148,37 @@ def _weights(arch_id: str, fname: str, top1: float, keras_files: tuple | None = 
     return {**keras_weights, **checkpoint_weights(tv)}
 
 
-_register(
-    "vgg11", params=132_863_336, macs=7.6091,
+register(VGGSpec(
+    id="vgg11", builder=_builder("vgg11"), params=132_863_336, trainable_params=132_863_336, macs=7.6091,
     reference_params=Reference(132_863_336, "trainable", "torchvision vgg.py VGG11_Weights"),
     reference_macs=Reference(7.609, "gmacs", "torchvision vgg.py VGG11_Weights"),
     weights=_weights("vgg11", "vgg11-8a719046.pth", 0.6902),
-)
-_register(
+))
+register(VGGSpec(
     # 11.308466 GMACs: 11.3085 would round to 11.309 at the reference's three decimals.
-    "vgg13", params=133_047_848, macs=11.30847,
+    id="vgg13", builder=_builder("vgg13"), params=133_047_848, trainable_params=133_047_848, macs=11.30847,
     reference_params=Reference(133_047_848, "trainable", "torchvision vgg.py VGG13_Weights"),
     reference_macs=Reference(11.308, "gmacs", "torchvision vgg.py VGG13_Weights"),
     weights=_weights("vgg13", "vgg13-19584684.pth", 0.69928),
-)
-_register(
-    "vgg16", params=138_357_544, macs=15.4703,
+))
+register(VGGSpec(
+    id="vgg16", builder=_builder("vgg16"), params=138_357_544, trainable_params=138_357_544, macs=15.4703,
+    preprocessing="caffe",
     reference_params=Reference(138_357_544, "total", "keras.applications VGG16 (keras.io/api/applications)"),
     reference_macs=Reference(15.47, "gmacs", "torchvision vgg.py VGG16_Weights"),
     weights=_weights("vgg16", "vgg16-397923af.pth", 0.71592, ("64373286793e3c8b2b4e3219cbf3544b",
                                                               "6d6bbae143d832006294945121d1f1fc", 0.713)),
     keras_application="VGG16",
-)
-_register(
-    "vgg19", params=143_667_240, macs=19.6321,
+))
+register(VGGSpec(
+    id="vgg19", builder=_builder("vgg19"), params=143_667_240, trainable_params=143_667_240, macs=19.6321,
+    preprocessing="caffe",
     reference_params=Reference(143_667_240, "total", "keras.applications VGG19 (keras.io/api/applications)"),
     reference_macs=Reference(19.632, "gmacs", "torchvision vgg.py VGG19_Weights"),
     weights=_weights("vgg19", "vgg19-dcbb9e9d.pth", 0.72376, ("cbe5617147190e668d6c5d5026f83318",
                                                               "253f8cb515780f3b799900260a226db6", 0.713)),
     keras_application="VGG19",
-)
+))
 # torchvision's vgg*_bn: BN (eps 1e-5) after every conv, the convs keep their bias; the same MACs as without.
 # (id, params, trainable params = torchvision's num_params, GMACs, torchvision _ops, file, top-1)
 for _id, _params, _trainable, _macs, _ops, _fname, _top1 in (
@@ -211,6 +187,6 @@ for _id, _params, _trainable, _macs, _ops, _fname, _top1 in (
         ("vgg16_bn", 138_374_440, 138_365_992, 15.4703, 15.47, "vgg16_bn-6c64b313.pth", 0.7336),
         ("vgg19_bn", 143_689_256, 143_678_248, 19.6321, 19.632, "vgg19_bn-c79401a0.pth", 0.74218)):
     _source = f"torchvision vgg.py {_id.upper()}_Weights"
-    _register(_id, params=_params, trainable_params=_trainable, macs=_macs,
-              reference_params=Reference(_trainable, "trainable", _source),
-              reference_macs=Reference(_ops, "gmacs", _source), weights=_weights(_id, _fname, _top1))
+    register(VGGSpec(id=_id, builder=_builder(_id), params=_params, trainable_params=_trainable, macs=_macs,
+                     reference_params=Reference(_trainable, "trainable", _source),
+                     reference_macs=Reference(_ops, "gmacs", _source), weights=_weights(_id, _fname, _top1)))

@@ -188,7 +188,7 @@ def convert_file(spec: ArchSpec, source: Path, target: Path, num_classes: int | 
     (default: the reference's), written atomically; returns the model."""
     from tltoolkit.data.files import atomic_path
 
-    model = spec.builder(include_top=True, num_classes=num_classes or spec.num_classes, input_shape=None,
+    model = spec.builder(spec, include_top=True, num_classes=num_classes or spec.num_classes, input_shape=None,
                          pooling=None)
     load_checkpoint(model, spec, checkpoints.read_state_dict(source), source.name, whole=True)
     with atomic_path(target, suffix=".weights.h5") as temporary:

@@ -17,14 +17,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tltoolkit.preprocessing_modes import PREPROCESSING_HELP
+
 
 def add_common_arguments(parser) -> None:
     """What audit and rank share: the data, the feature cache and how images become features."""
     parser.add_argument("--data", required=True, help="class folders, a CSV/Parquet manifest or tfds:NAME")
     parser.add_argument("--weights", default="imagenet", help="imagenet (default), imagenet:TAG, none (random "
                         "init, seeded by --seed) or a weights file")
-    parser.add_argument("--preprocessing", help="caffe, tf, torch, scale or none (default: the base's; "
-                        "required for a saved .keras base)")
+    parser.add_argument("--preprocessing", help=PREPROCESSING_HELP)
     parser.add_argument("--image-size", type=int, help="input size (default: the architecture's)")
     parser.add_argument("--val-split", type=float, default=0.2, help="validation share of the content-hash "
                         "split (default 0.2; a manifest's split column wins)")

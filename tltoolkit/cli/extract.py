@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from tltoolkit.heads import GLOBAL_POOLINGS
+from tltoolkit.preprocessing_modes import PREPROCESSING_HELP
 from tltoolkit.runtimes import PRECISIONS, RUNTIMES
 
 
@@ -24,8 +25,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--weights", default="imagenet", help="imagenet (default; for a saved .keras base: "
                         "its own weights), imagenet:TAG (tltoolkit models lists the tags), none (random init, "
                         "seeded by --seed) or a weights file (also a timm .safetensors or torchvision .pth)")
-    parser.add_argument("--preprocessing", help="how pixels are scaled for the base: caffe, tf, torch, scale or "
-                        "none (default: the base's; required for a saved .keras base)")
+    parser.add_argument("--preprocessing", help=PREPROCESSING_HELP)
     parser.add_argument("--data", required=True, help="class folders, a CSV/Parquet manifest or tfds:NAME")
     parser.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
     parser.add_argument("--layer", default="penultimate", help="penultimate (default; for keras:NAME and a "

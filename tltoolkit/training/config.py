@@ -23,6 +23,7 @@ from pathlib import Path
 from tltoolkit.data.files import check_output_dir
 from tltoolkit.errors import TltoolkitError, one_line
 from tltoolkit.heads import POOLINGS
+from tltoolkit.preprocessing_modes import PREPROCESSING_HELP
 from tltoolkit.runtimes import PRECISIONS, RUNTIMES
 from tltoolkit.training.policy import AUTO, DEFAULT_THRESHOLDS, check_thresholds
 
@@ -56,8 +57,7 @@ class FinetuneConfig:
     weights: str = _setting("imagenet", "imagenet (default; for a saved .keras base: its own weights), imagenet:TAG "
                                         "(tltoolkit models lists the tags), none (random init, seeded by --seed: trains "
                                         "from scratch) or a weights file (also a timm .safetensors or torchvision .pth)")
-    preprocessing: str | None = _setting(None, "how pixels are scaled for the base: caffe, tf, torch, scale or "
-                                               "none (default: the base's; required for a saved .keras base)")
+    preprocessing: str | None = _setting(None, PREPROCESSING_HELP)
     freeze_until: str = _setting(AUTO, "auto (default: measured on validation, see --policy-budget), a stage (it "
                                        "and all after it train; `tltoolkit layers BASE`), a layer name (the same, "
                                        "from that layer), head (train only the head) or none (train everything)")
