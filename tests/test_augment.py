@@ -101,6 +101,23 @@ def test_our_layers_say_truly_whether_xla_compiles_them(name):
     assert block.layers[0].supports_jit == compiles
 
 
+@pytest.mark.parametrize("policy, blocked", [("flip", False), ("light", True), ("randaugment", True)])
+def test_jit_compiles_what_xla_can_and_leaves_the_rest_uncompiled(policy, blocked):
+    """finetune --jit: a model whose augmentation XLA cannot compile trains without XLA (fit() would
+    fail), named by xla_blockers; a flip-only model is compiled."""
+    import keras
+
+    from tltoolkit.training.phases import compile_model
+
+    inputs = keras.Input((16, 16, 3))
+    x = augmentation(policy, 16, seed=0)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+    blockers = compile_model(model, 1e-3, 0.0, jit=True)
+    assert bool(blockers) == blocked and model.jit_compile == (not blocked)
+    labels = np.eye(2, dtype="float32")[[0, 1, 0, 1]]
+    model.fit(correlated_pixels(n=4), labels, epochs=1, verbose=0)  # XLA on a blocked model would fail here
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_run_in_training_and_are_identity_at_inference(preset):
     images = correlated_pixels(n=4, size=32)

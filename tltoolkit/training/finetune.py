@@ -401,7 +401,10 @@ class _Training:
                            if recipe.stage_lr_decay else None)
             steps = max(1, -(-len(self.train_table) // int(config.batch_size)))
             schedule = phases.warmup_cosine(recipe.learning_rate, steps * recipe.epochs, steps * recipe.warmup_epochs)
-            phases.compile_model(training, schedule, config.label_smoothing, config.jit, multipliers)
+            blockers = phases.compile_model(training, schedule, config.label_smoothing, config.jit, multipliers)
+        if blockers and not any(note.startswith("--jit") for note in self.notes):
+            self._note(f"--jit: phase 2 trains without XLA: {', '.join(blockers)} cannot be compiled by it "
+                       f"(--augment none or flip compiles)")
         trial = until if self.decision.freeze_until == AUTO else ""
         backup = (self.out / "checkpoints" / f"run{self.number}-phase2{'-' + trial if trial else ''}" if self.chief
                   else Path(tempfile.mkdtemp(prefix="tltoolkit-worker-")) / "backup")

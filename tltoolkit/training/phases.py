@@ -167,11 +167,27 @@ def apply_bn_policy(base, bn: str) -> None:
                 layer.trainable = False
 
 
-def compile_model(model, learning_rate, label_smoothing: float, jit: bool, multipliers=None) -> None:
+def compile_model(model, learning_rate, label_smoothing: float, jit: bool, multipliers=None) -> list[str]:
+    """Compiles `model` (XLA with `jit`, unless a layer cannot be compiled); returns those layers' names."""
+    blockers = xla_blockers(model) if jit else []
     # Keras applies `trainable` changes at compile(): always (re)compile after freezing.
     model.compile(optimizer=DiscriminativeAdam(multipliers=multipliers, learning_rate=learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], jit_compile=bool(jit))
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], jit_compile=bool(jit) and not blockers)
+    return blockers
+
+
+def xla_blockers(model) -> list[str]:
+    """Names of the layers of `model` (nested models included) that XLA cannot compile: those that say
+    so (`supports_jit`: crops, rotations, zooms) and Keras' RandAugment, which claims it but whose ops
+    have no XLA kernels (measured: jit_compile=True fails). jit_compile=True would make fit() fail."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += xla_blockers(layer)
+        elif not layer.supports_jit or isinstance(layer, keras.layers.RandAugment):
+            found.append(layer.name)
+    return found
 
 
 def fit(model, strategy, *args, **kwargs):
