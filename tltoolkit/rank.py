@@ -4,7 +4,9 @@ Per base, on its penultimate features from the feature cache (a second rank comp
 - **k-NN accuracy**: cosine similarity on features centred on the training mean; k chosen by
   leave-one-out accuracy on the training split, scored on the validation split.
 - **linear probe accuracy**: the phase-1 head sweep (`tltoolkit.training.head.fit_head`, its L2 chosen
-  by cross-validation on the training split), scored on the validation split.
+  by cross-validation on the training split), scored on the validation split; bases are ordered by
+  its pooled accuracy over every image it did not train on (cross-validated on training, held out on
+  validation), then LogME.
 - **LogME** (You et al., "LogME: Practical Assessment of Pre-trained Models for Transfer Learning",
   ICML 2021): the log marginal evidence per image of a Bayesian linear regression from the features
   to each class's one-hot column, its prior and noise precisions maximised by MacKay's fixed point,
@@ -60,7 +62,7 @@ def extraction_cost(extractor, table: pd.DataFrame, seed: int = 0) -> float:
 def rank(data, bases, weights="imagenet", *, cache_dir=None, progress: bool = False, seed: int = 0,
          log=None, **feature_options) -> pd.DataFrame:
     """One row per base (`BASE[@WEIGHTS]`, see `tltoolkit.features.folder.parse_base`), best first (by
-    probe accuracy, then LogME): its scores, their times and its extraction cost."""
+    pooled probe accuracy, then LogME): its scores, their times and its extraction cost."""
     log = log or (lambda message: None)
     if not bases:
         raise TltoolkitError("rank needs at least one --base")
@@ -74,7 +76,7 @@ def rank(data, bases, weights="imagenet", *, cache_dir=None, progress: bool = Fa
         rows.append({"base": text, **score_features(folder, seed),
                      "extract_ms_per_image": extraction_cost(folder.extractor, folder.table, seed),
                      "extraction_s": folder.seconds, "computed": folder.computed})
-    frame = pd.DataFrame(rows).sort_values(["probe_accuracy", "logme"], ascending=False, kind="stable")
+    frame = pd.DataFrame(rows).sort_values(["probe_pooled_accuracy", "logme"], ascending=False, kind="stable")
     frame.insert(0, "rank", np.arange(1, len(frame) + 1))
     return frame.reset_index(drop=True)
 
@@ -94,6 +96,11 @@ def score_features(folder, seed: int = 0) -> dict:
     tic = time.perf_counter()
     scores["probe_accuracy"], scores["probe_cv_accuracy"] = probe_accuracy(x[train], y[train], val_x, val_y,
                                                                            len(present), seed)
+    # Every image the probe was scored on without training on it (cross-validated on the training split,
+    # held out on validation): a handful of validation images alone cannot order two bases.
+    n_val = 0 if val_x is None else len(val_x)
+    scores["probe_pooled_accuracy"] = ((scores["probe_cv_accuracy"] * train.sum() + scores["probe_accuracy"] * n_val)
+                                       / (train.sum() + n_val)) if n_val else scores["probe_cv_accuracy"]
     scores["probe_s"] = time.perf_counter() - tic
     tic = time.perf_counter()
     scores["logme"] = logme(x[train], y[train])
