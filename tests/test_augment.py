@@ -169,6 +169,7 @@ def test_mix_batches_keeps_label_sums_at_one(method):
         mix_batches(dataset, method)
 
 
+@pytest.mark.slow  # a contact sheet of every preset through the CLI
 def test_augment_cli_writes_a_preview_and_refuses_to_overwrite(tmp_path):
     for label in ("misty", "tigger"):
         (tmp_path / "cats" / label).mkdir(parents=True)

@@ -13,6 +13,7 @@ from tltoolkit.errors import TltoolkitError
 from tltoolkit.reports import save_figure
 
 
+@pytest.mark.slow  # builds and times several bases
 def test_compare_quick_writes_the_table_and_bubble_chart(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
     chart = tmp_path / "chart.png"

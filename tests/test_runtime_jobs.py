@@ -153,6 +153,7 @@ def test_finetune_extracts_phase_1_and_the_cut_cache_on_its_runtime_and_reports_
     assert "fidelity" not in fp32 and not any(n.startswith("features on") for n in fp32["notes"])
 
 
+@pytest.mark.slow  # compiles four runtimes, int8 calibrated
 def test_each_precision_keys_its_own_cache_entry(tmp_path, monkeypatch):
     from tltoolkit.data import scan
     from tltoolkit.features.extractor import feature_extractor, runtime_arguments
