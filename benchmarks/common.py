@@ -82,13 +82,16 @@ def pool_files(domain: Domain) -> dict[str, list[Path]]:
 def write_manifest(path: Path, domain: Domain, n: str, seed: int) -> str:
     """A manifest of n images per class of `domain`'s pool drawn by `seed`; returns the row's label
     (`all` with its range of images per class). No split column: finetune splits as it always does.
-    Manifests may only name images under their own folder: a link to the pool sits beside them."""
+    Manifests may only name images under their own folder, and links leaving it are quarantined (the
+    scan's policy): a copy of the pool (a few MB of small PNGs) sits beside them."""
+    import shutil
+
     import numpy as np
     import pandas as pd
 
-    link = path.parent / domain.name
-    if not link.exists():
-        link.symlink_to(domain.pool, target_is_directory=True)
+    copy = path.parent / domain.name
+    if not copy.exists():
+        shutil.copytree(domain.pool, copy)
     classes = pool_files(domain)
     rng = np.random.default_rng(seed)
     rows = []
