@@ -62,19 +62,30 @@ def test_unknown_or_unusable_names_are_one_line_errors(resnet20):
         resolve_freeze("conv4_block2_2_conv", spec, base)
 
 
-@pytest.mark.parametrize("min_epochs", [1, 3])
-def test_the_budget_stops_a_started_candidate_only_after_its_fair_trial(min_epochs):
-    """A deadline already passed stops a real fit after `min_epochs` epochs, not before (the policy's
-    candidates get their warm-up and one patience however long tracing took)."""
-    import time
+def test_the_budget_is_epochs_that_do_not_move_with_the_machines_speed():
+    """A small folder's trials get the epoch floor whatever an epoch costs (a busy machine, 1.75x slower,
+    gets the same budget); above the floor the budget is phase 1's cost over an epoch's, so a machine
+    slower at both gets the same epochs too."""
+    from tltoolkit.training.policy import MAX_FLOOR_SECONDS, MIN_POLICY_EPOCHS, budget_epochs
 
-    import keras
-    import numpy as np
+    assert budget_epochs(30, 1.0, 2.0) == budget_epochs(30, 1.0, 3.5) == MIN_POLICY_EPOCHS
+    assert budget_epochs(30, 10.0, 2.0) == budget_epochs(30, 30.0, 6.0) == 150
+    # A big folder's floor is MAX_FLOOR_SECONDS of epochs, not MIN_POLICY_EPOCHS of hour-long ones.
+    assert budget_epochs(30, 1.0, 3600.0) == int(max(30 / 3600, MAX_FLOOR_SECONDS / 3600))
 
-    from tltoolkit.training.phases import Deadline
 
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
-    model.compile("adam", "sparse_categorical_crossentropy")
-    deadline = Deadline(time.monotonic() - 1.0, min_epochs)
-    history = model.fit(np.zeros((8, 4)), np.zeros(8), epochs=10, verbose=0, callbacks=[deadline])
-    assert len(history.epoch) == min_epochs and deadline.hit
+def test_trials_get_a_fair_share_or_nothing():
+    from tltoolkit.training.config import FinetuneConfig
+    from tltoolkit.training.phases import recipe_for
+    from tltoolkit.training.policy import trial_epochs
+
+    pretrained = recipe_for(FinetuneConfig(), True)  # warm-up 1, patience 5, at most 50
+    scratch = recipe_for(FinetuneConfig(recipe="scratch"), True)  # warm-up 3, patience 20
+    assert (pretrained.fair_trial, scratch.fair_trial) == (6, 23)
+    assert trial_epochs(60, [pretrained] * 3) == 20  # an equal share among equals
+    # In proportion to the fair trials: three pretrained candidates at 80 leave the last, from-scratch
+    # one the epochs its longer trial needs.
+    assert trial_epochs(80, [pretrained, pretrained, pretrained, scratch]) == 11
+    assert trial_epochs(1000, [pretrained] * 2) == 50  # at most the recipe's maximum
+    assert trial_epochs(10, [pretrained] * 3) == 6  # at least its fair trial
+    assert trial_epochs(20, [scratch]) is None  # not tried when the fair trial does not fit

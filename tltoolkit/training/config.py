@@ -105,7 +105,8 @@ class FinetuneConfig:
     # -- the growth policy
     policy_budget: float = _setting(30.0, "--freeze-until auto: the time to try freeze points in, as a multiple "
                                           "of phase 1's cost (one forward pass over the training images plus "
-                                          "the head), at least 2 minutes; 0: decide by --policy-thresholds alone "
+                                          "the head), counted in epochs of the full model (at least 80 where "
+                                          "they take under 5 minutes); 0: decide by --policy-thresholds alone "
                                           "(default 30)")
     policy_thresholds: list[int] = _setting(DEFAULT_THRESHOLDS, "images/class at which the prior unfreezes the "
                                                                 "last stage, two stages, everything")

@@ -30,7 +30,8 @@ from tltoolkit.heads import GLOBAL_POOLINGS
 from tltoolkit.runtimes import check_runtime
 from tltoolkit.training import run as rundir
 from tltoolkit.training.config import DEFAULTS, IDENTITY, FinetuneConfig, load_config_file, resolve_config
-from tltoolkit.training.policy import (AUTO, HEAD, MIN_POLICY_SECONDS, NONE, Decision, candidates, prior_freeze_point,
+from tltoolkit.training.policy import (AUTO, HEAD, MAX_FLOOR_SECONDS, MIN_POLICY_EPOCHS, NONE, Decision,
+                                      budget_epochs, candidates, prior_freeze_point, trial_epochs,
                                       resolve_freeze)
 
 __all__ = ["finetune", "DEFAULTS", "FinetuneConfig", "load_config_file", "resolve_config"]
@@ -319,25 +320,21 @@ class _Training:
         first, until the budget is spent; the best is kept and the decision says what was measured."""
         from tltoolkit.training.phases import recipe_for
 
-        budget = max(self.config.policy_budget * phase1_cost, MIN_POLICY_SECONDS)
-        end = time.monotonic() + budget
+        epoch_seconds = 3 * self._forward_seconds() * len(self.train_table)  # forward and backward
+        budget = left = budget_epochs(self.config.policy_budget, phase1_cost, epoch_seconds)
         best = {"until": HEAD, "score": phase1, "weights": None, "seconds": phase1_cost, "recipe": "-"}
         tried, skipped = [best], []
         points = candidates(self.spec.stage_names)[1:]
-        for i, until in enumerate(points):
-            # The last candidate trains every layer at one rate: with enough data the weights only initialise.
-            recipe = self.recipe if until != NONE else recipe_for(self.config.replace(recipe="scratch"), True)
-            # A candidate is tried fairly or not at all: it is skipped when its fair trial (warm-up and one
-            # patience, at ~3 forward passes per training image an epoch) does not fit in what is left, and
-            # once started the budget stops it only after that many epochs.
-            left = end - time.monotonic()
-            fair = recipe.fair_trial * 3 * self._forward_seconds() * len(self.train_table)
-            if left <= 0 or fair > left:
+        # The last candidate trains every layer at one rate: with enough data the weights only initialise.
+        recipes = [self.recipe if until != NONE else recipe_for(self.config.replace(recipe="scratch"), True)
+                   for until in points]
+        for i, (until, recipe) in enumerate(zip(points, recipes)):
+            epochs = trial_epochs(left, recipes[i:])
+            if epochs is None:
                 skipped.append(until)
                 continue
-            # Each candidate gets an equal share of what is left (one that stops early leaves time to the next).
-            deadline = time.monotonic() + max(left / (len(points) - i), fair)
-            tried.append(self._phase2(head, resolve_freeze(until, self.spec, self.extractor.base), deadline, recipe))
+            tried.append(self._phase2(head, resolve_freeze(until, self.spec, self.extractor.base), recipe, epochs))
+            left -= tried[-1]["epochs"]
             if _better(tried[-1]["score"], best["score"], self.config.monitor, strictly=True):
                 best["weights"] = None  # only the best so far keeps its weights
                 best = tried[-1]
@@ -347,12 +344,13 @@ class _Training:
         rows = [{"freeze_until": r["until"], "recipe": r["recipe"], "val_loss": round(r["score"][0], 4),
                  "val_accuracy": round(r["score"][1], 4), "seconds": round(r["seconds"], 1),
                  "stopped": r.get("stopped", "phase 1"), "kept": "yes" if r is best else ""} for r in tried]
-        rows += [{"freeze_until": u, "stopped": "not tried: its fair trial did not fit in the budget left", "kept": ""}
+        rows += [{"freeze_until": u, "stopped": "not tried: its fair trial did not fit in the epochs left", "kept": ""}
                  for u in skipped]
         self.entry["trials"] = rows
         scores = ", ".join(f"{r['until']} {r['score'][1]:.3f} ({r['seconds']:.0f} s)" for r in tried)
-        why = (f"auto, measured on validation within {budget:.0f} s ({self.config.policy_budget:g}x phase 1's cost, "
-               f"at least {MIN_POLICY_SECONDS:.0f} s): "
+        why = (f"auto, measured on validation within {budget} epochs of the full model ({self.config.policy_budget:g}x "
+               f"phase 1's cost at ~{epoch_seconds:.1f} s an epoch, at least {MIN_POLICY_EPOCHS} where they take under "
+               f"{MAX_FLOOR_SECONDS:.0f} s): "
                f"{scores}" + (f"; not tried: {', '.join(skipped)}" if skipped else "") +
                f" -> {best['until']}: the best {monitor}")
         self.decision = resolve_freeze(best["until"], self.spec, self.extractor.base, why)
@@ -360,9 +358,11 @@ class _Training:
         self._note(f"policy: {self.decision.reason}")
         return best
 
-    def _phase2(self, head, decision: Decision, deadline: float | None = None, recipe=None) -> dict:
+    def _phase2(self, head, decision: Decision, recipe=None, epochs: int | None = None) -> dict:
         """The full model from the phase-1 head with `decision`'s stages unfrozen, trained with `recipe`
-        (default: the run's); returns {until, recipe, score, weights (the classifier's), seconds, stopped}."""
+        (default: the run's) for at most `epochs` (default: the recipe's; the policy gives its trials a
+        share of its budget); returns {until, recipe, score, weights (the classifier's), seconds, epochs,
+        stopped}."""
         import keras
 
         from tltoolkit.architectures.preprocessing import preprocessing_layer
@@ -374,6 +374,7 @@ class _Training:
 
         config, strategy, until = self.config, self.strategy, decision.freeze_until
         recipe = recipe or self.recipe
+        epochs = epochs or recipe.epochs
         tic = time.perf_counter()
         # The scratch recipe starts a fresh head (no standardisation, no L2), as a plain training loop
         # does: features trained in batch-statistics mode move far from those the phase-1 head was fit on.
@@ -400,7 +401,8 @@ class _Training:
             multipliers = (phases.stage_multipliers(base, ranges, decision.trained_stages, recipe.stage_lr_decay)
                            if recipe.stage_lr_decay else None)
             steps = max(1, -(-len(self.train_table) // int(config.batch_size)))
-            schedule = phases.warmup_cosine(recipe.learning_rate, steps * recipe.epochs, steps * recipe.warmup_epochs)
+            # The cosine decays over the epochs this fit may run, so a trial cut to its share still anneals.
+            schedule = phases.warmup_cosine(recipe.learning_rate, steps * epochs, steps * recipe.warmup_epochs)
             blockers = phases.compile_model(training, schedule, config.label_smoothing, config.jit, multipliers)
         if blockers and not any(note.startswith("--jit") for note in self.notes):
             self._note(f"--jit: phase 2 trains without XLA: {', '.join(blockers)} cannot be compiled by it "
@@ -410,7 +412,7 @@ class _Training:
                   else Path(tempfile.mkdtemp(prefix="tltoolkit-worker-")) / "backup")
         log_dir = self.out / "logs" / f"run{self.number}-phase2{'-' + trial if trial else ''}" if self.chief else None
         callbacks = phases.training_callbacks(self.has_val, recipe.patience, config.monitor, self._recorder(2, trial),
-                                              log_dir, backup, deadline, recipe.fair_trial)
+                                              log_dir, backup)
         self.echo(f"phase 2: {' + '.join(decision.trained_stages)} + head, {recipe.describe()}")
         cut = self._cut_cache(base, decision) if self._can_cut(decision) else None
         if cut is None:
@@ -429,13 +431,13 @@ class _Training:
             self._note(f"phase 2 ({until}) trains from the cached output of {cut_layer} (no augmentation: the frozen "
                        f"stages give the same output every epoch); computed {cut_stats.computed} of "
                        f"{cut_stats.images} images")
-        history = phases.fit(model, strategy, train, validation_data=val, epochs=recipe.epochs, callbacks=callbacks,
+        history = phases.fit(model, strategy, train, validation_data=val, epochs=epochs, callbacks=callbacks,
                              class_weight=self._class_weights(), verbose=1 if self.progress else 0)
         if cut is not None:
             copy_head_weights(tail_head, classifier)  # the stages are shared; the head is a copy
         seconds = time.perf_counter() - tic
         score = phases.evaluate(inference, self._val_images()) if self.has_val else None
-        stopped = phases.stop_reason(history, callbacks, recipe.epochs, config.monitor)
+        stopped = phases.stop_reason(history, callbacks, epochs, config.monitor, budgeted=epochs < recipe.epochs)
         what = f"{' + '.join(decision.trained_stages)} + head, {recipe.name} recipe"
         summary = f"{_phase_line(2, what, score, seconds, len(history.epoch))}; {stopped}"
         self.entry["phases"].append({"phase": 2, "trial": until, "seconds": round(seconds, 2), **_scores(score),
@@ -443,6 +445,7 @@ class _Training:
                                      "trainable_params": trainable_count(model), "summary": summary})
         self.echo(summary)
         return {"until": until, "recipe": recipe.name, "score": score, "seconds": seconds, "stopped": stopped,
+                "epochs": (history.epoch[-1] + 1) if history.epoch else 0,
                 "weights": [w.copy() for w in classifier.get_weights()]}
 
     def _can_cut(self, decision: Decision) -> bool:

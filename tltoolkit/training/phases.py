@@ -17,7 +17,6 @@ BN layers of the unfrozen stages update their statistics, scale and offset.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import keras
 import numpy as np
@@ -66,8 +65,8 @@ class Recipe:
 
     @property
     def fair_trial(self) -> int:
-        """Epochs a measured candidate gets before the policy's budget may stop it: the warm-up and one
-        patience (fewer says nothing about where it would have gone)."""
+        """The fewest epochs the policy tries a candidate for: the warm-up and one patience (fewer says
+        nothing about where it would have gone)."""
         return min(self.epochs, self.warmup_epochs + self.patience)
 
     def describe(self) -> str:
@@ -90,32 +89,17 @@ def recipe_for(config, pretrained: bool) -> Recipe:
                   max(config.patience, 20) if scratch else config.patience, config.fine_tune_epochs, why)
 
 
-class Deadline(keras.callbacks.Callback):
-    """Stops training after the epoch that passes `deadline` (time.monotonic()), but never before
-    `min_epochs` epochs: a candidate the policy starts gets a fair trial (warm-up and one patience) even
-    when tracing the model ate its share; `hit` says it stopped one."""
-
-    def __init__(self, deadline: float | None, min_epochs: int = 1):
-        super().__init__()
-        self.deadline, self.min_epochs, self.hit = deadline, min_epochs, False
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.deadline is not None and epoch + 1 >= self.min_epochs and time.monotonic() > self.deadline:
-            self.hit = True
-            self.model.stop_training = True
-
-
-def stop_reason(history, callbacks, epochs: int, monitor: str) -> str:
-    """Why a phase-2 fit ended, in words, from its history and callbacks."""
+def stop_reason(history, callbacks, epochs: int, monitor: str, budgeted: bool = False) -> str:
+    """Why a phase-2 fit ended, in words, from its history and callbacks; `budgeted`: `epochs` was the
+    policy's share for the trial, below the recipe's maximum."""
     ran = len(history.epoch)
     stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
     values = history.history.get(stopping.monitor) or []
     best = (int(np.argmax(values)) if stopping.monitor.endswith("accuracy") else int(np.argmin(values))) + 1 \
         if values else ran
     first = history.epoch[0] if history.epoch else 0  # > 0 when BackupAndRestore resumed
-    deadline = next((c for c in callbacks if isinstance(c, Deadline)), None)
-    if deadline is not None and deadline.hit and first + ran < epochs:
-        return f"stopped by the policy's time budget after {first + ran} epochs (best epoch {first + best})"
+    if first + ran >= epochs and budgeted:
+        return f"trained its share of the policy's budget, {epochs} epochs (best epoch {first + best})"
     if first + ran >= epochs:
         still = best == ran and ran > 1
         return (f"reached the maximum of {epochs} epochs" +
@@ -215,16 +199,14 @@ class EpochLog(keras.callbacks.Callback):
         self._record(epoch, logs)
 
 
-def training_callbacks(has_validation: bool, patience: int, monitor: str, record, log_dir=None, backup_dir=None,
-                       deadline: float | None = None, min_epochs: int = 1):
+def training_callbacks(has_validation: bool, patience: int, monitor: str, record, log_dir=None, backup_dir=None):
     """Early stopping with best-weights restore (on validation when there is one), the metrics log,
-    TensorBoard, an optional deadline and, for resumable phases, BackupAndRestore."""
+    TensorBoard and, for resumable phases, BackupAndRestore."""
     monitor = monitor if has_validation else monitor.removeprefix("val_")
     mode = "max" if monitor.endswith("accuracy") else "min"
     callbacks = [EpochLog(record),
                  keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
-                                               restore_best_weights=True),
-                 Deadline(deadline, min_epochs)]
+                                               restore_best_weights=True)]
     if log_dir is not None and tensorboard_installed():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False))
     if backup_dir is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tltoolkit.training.policy import MIN_POLICY_SECONDS
+from tltoolkit.training.policy import budget_epochs
 
 
 def describe(training, misses: int, measure: bool) -> dict:
@@ -15,14 +15,14 @@ def describe(training, misses: int, measure: bool) -> dict:
     fine_tune = bool(decision.trained_stages) and config.fine_tune_epochs > 0
     phase1 = per_image * train_images
     # Training costs about three forward passes (forward, backward); the head alone is negligible.
-    seconds = misses * per_image
+    seconds, epoch_seconds = misses * per_image, 3 * per_image * train_images
     if measure:
-        budget = max(config.policy_budget * phase1, MIN_POLICY_SECONDS)
-        seconds += budget
-        phase2 = (f"phase 2: each freeze point tried within ~{_duration(budget)} ({config.policy_budget:g}x phase 1's "
-                  f"cost, at least {MIN_POLICY_SECONDS:.0f} s), {recipe.describe()}")
+        budget = budget_epochs(config.policy_budget, phase1, epoch_seconds)
+        seconds += budget * epoch_seconds
+        phase2 = (f"phase 2: freeze points tried within {budget} epochs of the full model (~"
+                  f"{_duration(budget * epoch_seconds)}; {config.policy_budget:g}x phase 1's cost), {recipe.describe()}")
     elif fine_tune:
-        seconds += 3 * per_image * train_images * recipe.epochs
+        seconds += epoch_seconds * recipe.epochs
         phase2 = f"phase 2: {' + '.join(decision.trained_stages)} + head, {recipe.describe()}"
     else:
         phase2 = "phase 2: none (nothing unfrozen)"

@@ -2,7 +2,9 @@
 
 `--freeze-until auto` decides by trying (see `finetune.py`): the head alone, then the last stage, the
 last two, ... up to the whole network, each trained on the training split and scored on validation,
-within a time budget; the best is kept. Where the budget allows no trial (a very large folder), for
+within a budget; the best is kept. The budget is counted in epochs of the full model (`budget_epochs`:
+the time budget converted once, with the epoch's estimated cost), so a run tries the same candidates
+for the same epochs on a busy machine as on an idle one. Where the budget allows no trial (a very large folder), for
 `--plan` and without validation images, the course's rule of thumb decides instead, with documented
 thresholds on the training images per class (the smallest class decides: it is the one a big network
 overfits first):
@@ -24,8 +26,10 @@ from collections.abc import Sequence
 from tltoolkit.errors import TltoolkitError
 
 DEFAULT_THRESHOLDS = (100, 1_000, 10_000)
-# A small folder's phase 1 takes a second or two: its trials get at least this long (a few epochs each).
-MIN_POLICY_SECONDS = 120.0
+# A small folder's phase 1 takes a second or two: its trials get at least this many full-model epochs
+# (a fair trial and an early stop for each candidate), unless they would take longer than MAX_FLOOR_SECONDS.
+MIN_POLICY_EPOCHS = 80
+MAX_FLOOR_SECONDS = 300.0
 AUTO = "auto"
 HEAD = "head"
 NONE = "none"
@@ -61,6 +65,28 @@ def prior_freeze_point(images_per_class: int, stages: Sequence[str],
         return NONE, f"{count} ≥ {high:,}"
     n = 1 if images_per_class < mid else 2
     return stages[-n:][0], f"{count} ≥ {low:,}" if n == 1 else f"{count} ≥ {mid:,}"
+
+
+def budget_epochs(policy_budget: float, phase1_seconds: float, epoch_seconds: float) -> int:
+    """The trials' budget in full-model training epochs: `policy_budget` x phase 1's cost over an epoch's
+    (both measured on the same machine, so their ratio does not move with its load); at least
+    MIN_POLICY_EPOCHS where those take under MAX_FLOOR_SECONDS."""
+    epoch_seconds = max(epoch_seconds, 1e-9)
+    floor = min(MIN_POLICY_EPOCHS, MAX_FLOOR_SECONDS / epoch_seconds)
+    return int(max(policy_budget * phase1_seconds / epoch_seconds, floor))
+
+
+def trial_epochs(left: int, recipes) -> int | None:
+    """Epochs the next candidate may train with `left` epochs of the budget left; `recipes`: its recipe
+    and those of the candidates after it. Its share is in proportion to its fair trial (warm-up and one
+    patience: the from-scratch recipe's is longer), at least that fair trial, at most its recipe's
+    maximum; None (not tried) when its fair trial does not fit. A candidate that stops early leaves its
+    unused epochs to the next."""
+    recipe = recipes[0]
+    if recipe.fair_trial > left:
+        return None
+    share = left * recipe.fair_trial // max(sum(r.fair_trial for r in recipes), 1)
+    return min(recipe.epochs, max(share, recipe.fair_trial))
 
 
 def candidates(stages: Sequence[str]) -> list[str]:
