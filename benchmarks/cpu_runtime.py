@@ -18,6 +18,15 @@ The input-pipeline check (issue 18: the pipeline keeps up with the faster model)
 generated JPEGs (256x256, as benchmarks/pipeline.py makes them) through `tltoolkit.pipeline.image_dataset`
 to the model's size, its best pass of `--rounds` against the fastest OpenVINO model rate of the same run,
 printed as a ratio (target >= 1.2x the bf16 rate).
+
+Disk to cache (issue 18's target is on it): the same JPEGs through `tltoolkit.features.extract_features`
+(decode, resize, forward, shards written) into a fresh cache per runtime, the extractor built (and int8
+calibrated on the folder's own images, as `extract` does) beforehand; img/s against TensorFlow fp32's compute-only rate above.
+
+Downstream (`--downstream`): `finetune --freeze-until head` (phase 1 on the cached features) on every
+training image of data/animals and data/digits59 with the embedded ResNet-20 backbone at 32x32, once per
+precision: phase 1's validation accuracy and the saved model's test accuracy on the held-out folder (the
+saved model runs TensorFlow fp32, so this also shows a head fit on bf16/int8 features serving fp32 ones).
 """
 
 from __future__ import annotations
@@ -94,6 +103,8 @@ def main() -> None:
                         choices=["fp32", "bf16", "int8"], help="OpenVINO precisions to measure")
     parser.add_argument("--pipeline-images", type=int, default=256,
                         help="JPEGs for the input-pipeline check (0: skip it)")
+    parser.add_argument("--downstream", action="store_true",
+                        help="also finetune --freeze-until head per precision on the embedded data (a few minutes)")
     parser.add_argument("--quick", action="store_true", help="ResNet-20 (CIFAR) at 32, 3 rounds: a smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -157,6 +168,11 @@ def main() -> None:
               f"{args.batch_size}): {pipeline:.1f} img/s = "
               + ", ".join(f"{pipeline / rates[name]:.1f}x {name}" for name in dict.fromkeys(compared))
               + " (target: >= 1.2x openvino bf16)")
+        print(f"\ndisk to cache ({args.pipeline_images} JPEGs 256 -> {args.image_size}, batch {args.batch_size}):")
+        for name, rate in disk_rates(args).items():
+            print(f"- {name}: {rate:.1f} img/s = {rate / baseline:.2f}x TensorFlow fp32's compute-only rate")
+    if args.downstream:
+        downstream(list(dict.fromkeys(["fp32", *args.precisions])))
 
 
 def pipeline_rate(count: int, image_size: int, batch_size: int, rounds: int) -> float:
@@ -171,6 +187,52 @@ def pipeline_rate(count: int, image_size: int, batch_size: int, rounds: int) -> 
         folder = make_folder(Path(temp) / "images", count, 256)
         table = scan(folder, cache_dir=Path(temp) / "cache").usable()
         return best_rates({"pipeline": image_dataset(table, image_size, batch_size)}, rounds)["pipeline"]
+
+
+def disk_rates(args) -> dict:
+    """img/s of `extract_features` from `args.pipeline_images` generated JPEGs into a fresh cache, per
+    runtime (the extractor built beforehand, as `extract` builds it: int8 calibrates on the folder)."""
+    import tempfile
+
+    from benchmarks.pipeline import make_folder
+    from tltoolkit.data import scan
+    from tltoolkit.features.extractor import feature_extractor, runtime_arguments
+    from tltoolkit.features.local import extract_features
+
+    rates = {}
+    with tempfile.TemporaryDirectory() as temp:
+        table = scan(make_folder(Path(temp) / "images", args.pipeline_images, 256), cache_dir=Path(temp) / "scans").usable()
+        for runtime, precision in [("tf", "fp32")] + [("openvino", p) for p in args.precisions]:
+            extractor = feature_extractor(args.arch, args.weights, (args.image_size, args.image_size),
+                                          **runtime_arguments(runtime, precision, table, args.batch_size, False))
+            extract_features(table.head(args.batch_size), extractor, Path(temp) / "warm-up", args.batch_size,
+                             progress=False)  # tracing and first-call allocations
+            _, stats = extract_features(table, extractor, Path(temp) / f"{runtime}-{precision}", args.batch_size,
+                                        progress=False)
+            rates[f"{'tensorflow' if runtime == 'tf' else runtime} {precision}"] = stats.images_per_second
+    return rates
+
+
+def downstream(precisions) -> None:
+    """Phase 1 per precision on the embedded domains: validation and test accuracy against fp32's."""
+    import tempfile
+
+    from benchmarks.common import DOMAINS, manifest_for, run_finetune
+
+    print("\ndownstream: finetune --freeze-until head, every training image, embedded ResNet-20 backbone, seed 0")
+    print("\n| domain | precision | phase-1 val_accuracy | vs fp32 (points) | test accuracy | vs fp32 (points) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as temp:
+        for domain in (DOMAINS["animals"], DOMAINS["digits59"]):
+            manifest, _ = manifest_for(Path(temp), domain, "all", 0)
+            reference = None
+            for precision in precisions:
+                run = run_finetune(domain, manifest, Path(temp), 0, freeze_until="head", augment="none",
+                                   runtime="tf" if precision == "fp32" else "openvino", precision=precision)
+                scores = (run.entry["phases"][0]["val_accuracy"], run.accuracy)
+                reference = reference or scores
+                print(f"| {domain.name} | {precision} | {scores[0]:.4f} | {100 * (scores[0] - reference[0]):+.1f} | "
+                      f"{scores[1]:.4f} | {100 * (scores[1] - reference[1]):+.1f} |")
 
 
 if __name__ == "__main__":
