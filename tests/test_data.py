@@ -456,10 +456,16 @@ def test_nul_bytes_and_non_utf8_names_are_quarantined_not_a_crash(tmp_path):
     write_good_images(data / "b", 2, seed=1)
     with open(os.path.join(os.fsencode(data / "a"), b"caf\xe9.png"), "wb") as handle:  # Latin-1, not UTF-8
         handle.write((data / "a" / "img_0_0.png").read_bytes())
+    latin = os.path.join(os.fsencode(data), b"caf\xe9")  # a class folder whose name is not UTF-8
+    os.mkdir(latin)
+    with open(os.path.join(latin, b"x.png"), "wb") as handle:
+        handle.write((data / "a" / "img_0_0.png").read_bytes())
     done = scan_cli("--data", data, "--report", tmp_path / "r.parquet", "--cache-dir", tmp_path / "cache")
     assert done.returncode == 0, done.stderr
     report = pd.read_parquet(tmp_path / "r.parquet").set_index("path")
     assert report.loc[str(data / "a" / "caf\\xe9.png"), "reason"] == "file name is not UTF-8"
+    assert report.loc[str(data / "caf\\xe9" / "x.png"), "reason"] == "class folder name is not UTF-8"
+    assert sorted(scan_here(data, tmp_path).class_names) == ["a", "b"]
     manifest = tmp_path / "labels.csv"
     manifest.write_text("path,label\ndata/a/img_0_0.png,a\ndata/b/img_1_0.png,b\n\"data/a/x\x00.png\",a\n")
     result = scan_here(manifest, tmp_path, check=False)

@@ -69,12 +69,15 @@ def list_folder(root: Path) -> Listing:
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.name.startswith("."):
             ignored.append(entry.path)
+        elif entry.is_dir() and not _utf8(entry.name):  # a class name must go into Parquet and labels.txt
+            label = _readable(entry.name)
+            rows.extend((_readable(path), label, "", "class folder name is not UTF-8")
+                        for path, _ in _walk_files(entry.path))
         elif entry.is_dir():
             classes.append(entry.name)
             for path, outside in _walk_files(entry.path):
                 if not _utf8(path):  # kept readable in reports and Parquet; never read
-                    rows.append((os.fsencode(path).decode("utf-8", "backslashreplace"), entry.name, "",
-                                 "file name is not UTF-8"))
+                    rows.append((_readable(path), entry.name, "", "file name is not UTF-8"))
                 elif outside:
                     rows.append((path, entry.name, "", "link outside its class folder"))
                 elif os.path.basename(path).startswith(".") or not _is_image_name(path):
@@ -94,6 +97,11 @@ def _utf8(path: str) -> bool:
         return True
     except UnicodeEncodeError:  # bytes that are not UTF-8 come back from the OS as lone surrogates
         return False
+
+
+def _readable(name: str) -> str:
+    """A name the OS gave with bytes that are not UTF-8, as text with those bytes escaped (`caf\\xe9`)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _walk_files(folder: str):
