@@ -103,15 +103,13 @@ def reliability_diagram(probabilities: dict[str, np.ndarray] | np.ndarray, label
     """Writes a PNG (atomically) of accuracy per confidence bin against the diagonal, one series per
     entry of `probabilities` (e.g. {"before": p, "after": q}), each labelled with its ECE. Returns the
     last series' ECE."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tltoolkit.data.files import atomic_path
+    from tltoolkit.reports import save_figure
 
     series = probabilities if isinstance(probabilities, dict) else {"model": probabilities}
-    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    figure = Figure(figsize=(4.5, 4.5))
+    axis = figure.add_subplot()
     axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
     width = 1.0 / bins
     centres = (np.arange(bins) + 0.5) * width
@@ -126,11 +124,7 @@ def reliability_diagram(probabilities: dict[str, np.ndarray] | np.ndarray, label
     axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy", title=title)
     axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as temporary:
-            figure.savefig(temporary, dpi=100)
-    finally:
-        plt.close(figure)
+    save_figure(figure, path)
     return ece
 
 

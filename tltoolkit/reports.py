@@ -7,6 +7,7 @@ notebook's) alone.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,26 @@ def markdown_table(frame: pd.DataFrame) -> str:
         row(values) for values in frame.itertuples(index=False))
 
 
+# Installed fonts with CJK glyphs, tried after matplotlib's own DejaVu Sans (which has none), so class
+# names in Chinese or Japanese render instead of as boxes wherever one of them is installed.
+FALLBACK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Zen Hei",
+                  "WenQuanYi Micro Hei", "Droid Sans Fallback", "AR PL UMing CN", "Microsoft YaHei", "SimHei",
+                  "PingFang SC", "Hiragino Sans GB", "Arial Unicode MS")
+
+
 def save_figure(figure, path) -> Path:
-    with atomic_path(path) as temporary:
+    """Every figure tltoolkit writes: a PNG, atomically. A glyph no installed font has is drawn as a box
+    without matplotlib's per-glyph warning reaching the user."""
+    from matplotlib import font_manager
+    from matplotlib.text import Text
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    fallback = [name for name in FALLBACK_FONTS if name in installed]
+    if fallback:
+        for text in figure.findobj(Text):
+            text.set_fontfamily([*text.get_fontfamily(), *fallback])
+    with atomic_path(path) as temporary, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         figure.savefig(temporary, format="png", dpi=100)
     return Path(path)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from tltoolkit.cli.output import check_output_file
-from tltoolkit.data.files import atomic_path
 from tltoolkit.errors import TltoolkitError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
@@ -86,13 +85,13 @@ def _decodes(decode, path) -> bool:
 
 
 def _write_grid(out: Path, originals, variants, names, policy: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tltoolkit.reports import save_figure
 
     rows, cols = len(originals), 1 + len(variants)
-    figure, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2 * rows), squeeze=False)
+    figure = Figure(figsize=(2 * cols, 2 * rows))
+    axes = figure.subplots(rows, cols, squeeze=False)
     for row in range(rows):
         cells = [originals[row]] + [v[row] for v in variants]
         for col, image in enumerate(cells):
@@ -104,8 +103,4 @@ def _write_grid(out: Path, originals, variants, names, policy: str) -> None:
         axes[row, 0].set_ylabel(names[row], fontsize=8)
     figure.suptitle(f"augmentation policy: {policy}", fontsize=10)
     figure.tight_layout()
-    try:
-        with atomic_path(out) as temporary:
-            figure.savefig(temporary, format="png", dpi=100)
-    finally:
-        plt.close(figure)
+    save_figure(figure, out)
