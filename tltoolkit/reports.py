@@ -7,6 +7,7 @@ notebook's) alone.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -35,11 +36,9 @@ FALLBACK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", 
 def save_figure(figure, path) -> Path:
     """Every figure tltoolkit writes: a PNG, atomically. A glyph no installed font has is drawn as a box
     without matplotlib's per-glyph warning reaching the user."""
-    from matplotlib import font_manager
     from matplotlib.text import Text
 
-    installed = {font.name for font in font_manager.fontManager.ttflist}
-    fallback = [name for name in FALLBACK_FONTS if name in installed]
+    fallback = _installed_fallback_fonts()
     if fallback:
         for text in figure.findobj(Text):
             text.set_fontfamily([*text.get_fontfamily(), *fallback])
@@ -47,6 +46,15 @@ def save_figure(figure, path) -> Path:
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         figure.savefig(temporary, format="png", dpi=100)
     return Path(path)
+
+
+@functools.cache
+def _installed_fallback_fonts() -> tuple[str, ...]:
+    """The `FALLBACK_FONTS` matplotlib finds installed, looked up once a process."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return tuple(name for name in FALLBACK_FONTS if name in installed)
 
 
 def confusion_matrix(truth, predicted, classes: int, normalize: bool = False) -> np.ndarray:
