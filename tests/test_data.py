@@ -465,6 +465,7 @@ def test_nul_bytes_and_non_utf8_names_are_quarantined_not_a_crash(tmp_path):
     report = pd.read_parquet(tmp_path / "r.parquet").set_index("path")
     assert report.loc[str(data / "a" / "caf\\xe9.png"), "reason"] == "file name is not UTF-8"
     assert report.loc[str(data / "caf\\xe9" / "x.png"), "reason"] == "class folder name is not UTF-8"
+    assert "from the cache" not in done.stdout  # rows refused unread are neither read nor cached
     assert sorted(scan_here(data, tmp_path).class_names) == ["a", "b"]
     manifest = tmp_path / "labels.csv"
     manifest.write_text("path,label\ndata/a/img_0_0.png,a\ndata/b/img_1_0.png,b\n\"data/a/x\x00.png\",a\n")

@@ -67,6 +67,6 @@ def _notes(result, summary, show: int, report) -> list[str]:
         lines.append(f"warning: no training images in class {', '.join(map(repr, no_train))}: add images or lower --val-split")
     if result.ignored:
         lines.append(f"ignored {len(result.ignored)} hidden or non-image files")
-    cached = len(result.table) - result.files_read
-    lines.append(f"read {result.files_read} files" + (f", {cached} unchanged files from the cache" if cached > 0 else ""))
+    cached = f", {result.files_cached} unchanged files from the cache" if result.files_cached else ""
+    lines.append(f"read {result.files_read} files{cached}")
     return lines

@@ -34,8 +34,9 @@ class ScanResult:
     class_index: dict[str, int]
     source: str
     ignored: list[str]  # hidden and non-image files, not in the table
-    files_read: int  # files hashed and decoded by this scan (the rest came from the cache)
+    files_read: int  # files hashed and decoded by this scan
     source_classes: list[str]  # the classes the source has (folders or labels), even without images
+    files_cached: int = 0  # unchanged files whose facts came from the scan cache (rows refused unread: neither)
 
     @property
     def class_names(self) -> list[str]:
@@ -137,7 +138,8 @@ def scan(source, val_split: float = 0.2, *, data_dir=None, cache: bool = True, c
     rows = listing.rows
     cache_file = cache_dir / "scans" / f"{hashlib.sha256(listing.location.encode()).hexdigest()[:20]}-v{CACHE_VERSION}.parquet"
     listed = rows["reason"] == ""  # the others are unusable before any file is read
-    probes, files_read = _probe_all(sorted(set(rows.loc[listed, "path"])), cache_file if cache else None, workers)
+    paths = sorted(set(rows.loc[listed, "path"]))
+    probes, files_read = _probe_all(paths, cache_file if cache else None, workers)
     facts = pd.concat([probes.reindex(rows.loc[listed, "path"]).set_axis(rows.index[listed]),
                        pd.DataFrame([quarantined(reason) for reason in rows.loc[~listed, "reason"]],
                                     columns=_PROBED, index=rows.index[~listed])]).sort_index()
@@ -160,7 +162,7 @@ def scan(source, val_split: float = 0.2, *, data_dir=None, cache: bool = True, c
     table.loc[duplicate, "split"] = table.loc[duplicate, "sha256"].map(kept_split)
 
     result = ScanResult(table[COLUMNS].reset_index(drop=True), index, os.fspath(source), listing.ignored,
-                        files_read, listing.classes)
+                        files_read, listing.classes, len(paths) - files_read)
     if check:
         result.check()
     return result
