@@ -97,3 +97,22 @@ def test_cross_validated_heads_train_until_their_own_objective_stops_falling():
     assert by_l2[0.1].epochs < 3000 and by_l2[0.1].epochs < by_l2[1e-5].epochs
     assert fit.chosen.setting.learning_rate == head.LEARNING_RATE["full batch"]
     assert fit.chosen.val_accuracy == max(t.val_accuracy for t in fit.trials)  # chosen by held-out accuracy
+
+
+@pytest.mark.parametrize("cv_max, heads", [(2000, [(5, 5)]), (100, [(5, 1), (1, 4)])])
+def test_out_of_fold_probabilities_come_from_heads_that_never_saw_the_image(monkeypatch, cv_max, heads):
+    # Beyond CV_MAX_IMAGES the setting is chosen on the first fold, and only it trains on the other four.
+    monkeypatch.setattr(head, "CV_MAX_IMAGES", cv_max)
+    trained = []
+    fold_heads = head._fold_heads
+    monkeypatch.setattr(head, "_fold_heads", lambda x, y, classes, settings, held, *rest: trained.append(
+        (len(settings), len(held))) or fold_heads(x, y, classes, settings, held, *rest))
+    x, y = blobs(200, spread=0.6)
+    probabilities, chosen = head.out_of_fold_probabilities(x, y, 3, sweep_settings())
+    assert trained == heads and (probabilities.argmax(1) == y).mean() >= 0.95
+    assert chosen.l2 in head.L2_GRID and np.allclose(probabilities.sum(1), 1)
+    # Random labels on noise: heads that had trained on an image would have memorised it.
+    rng = np.random.default_rng(0)
+    noise, labels = rng.normal(size=(200, 64)).astype("float32"), rng.integers(0, 2, 200)
+    probabilities, _ = head.out_of_fold_probabilities(noise, labels, 2, [HeadSetting(1e-5, 0.0, None)])
+    assert (probabilities.argmax(1) == labels).mean() < 0.7
