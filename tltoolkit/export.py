@@ -315,15 +315,14 @@ def _write_keras(serving, out, quantize, calibration, files):
 
 
 def _write_savedmodel(serving, out, quantize, calibration, files):
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    from tltoolkit.data.files import staging_folder
+
+    with staging_folder(out.parent, out.name) as staging:
         target = staging / "model"
         serving.export(str(target), format="tf_saved_model", verbose=False)
         for name, text in files.items():  # inside the folder: one rename commits the set
             (target / name).write_text(text, encoding="utf-8")
         _replace(target, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _write_tflite(serving, out, quantize, calibration, files):

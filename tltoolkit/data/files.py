@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -15,10 +18,13 @@ from tltoolkit.errors import TltoolkitError
 def atomic_path(path, suffix: str = ".tmp"):
     """Yields a temporary path in `path`'s folder; on success it replaces `path` in one rename, so a
     crash leaves either the old file or the new one, never a torn one. `suffix` ends the temporary
-    name, for writers that insist on one (Keras: `.keras`, `.weights.h5`)."""
+    name, for writers that insist on one (Keras: `.keras`, `.weights.h5`). The temporary name carries
+    this host and process, so the next write of `path` removes what a killed writer (kill -9, power
+    loss) left behind on this host: `.model.keras.<host>.<pid>.<random>.keras` of a dead process."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path.parent, path.name),
+                                         suffix=suffix)
     os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cache or served model must be readable
     os.close(handle)
     try:
@@ -27,6 +33,45 @@ def atomic_path(path, suffix: str = ".tmp"):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+@contextlib.contextmanager
+def staging_folder(folder, name: str):
+    """Yields a new empty folder inside `folder` to build a set of files in (then renamed into place), named
+    and swept of killed writers' leftovers as `atomic_path`'s files are; removed with what is left in it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=_temporary_prefix(folder, name), suffix=".tmp"))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+_HOST = socket.gethostname().replace(os.sep, "_")
+
+
+def _temporary_prefix(folder: Path, name: str) -> str:
+    """`.{name}.{host}.{pid}.`: the start of this process's temporary names for `name`, after deleting
+    those whose writer, a process on this host, is gone (another host's, or a live process's, stay: their
+    writer may still rename them)."""
+    prefix = f".{name}.{_HOST}."
+    for leftover in folder.glob(f"{glob.escape(prefix)}*"):
+        pid = leftover.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    return f"{prefix}{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
 
 
 def _umask() -> int:

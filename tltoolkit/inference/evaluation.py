@@ -7,8 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import pandas as pd
 
 from tltoolkit.calibration import expected_calibration_error, reliability_diagram, softmax, temperature_of
 from tltoolkit.data import scan
-from tltoolkit.data.files import atomic_path, atomic_write_bytes
+from tltoolkit.data.files import atomic_path, atomic_write_bytes, staging_folder
 from tltoolkit.errors import TltoolkitError
 from tltoolkit.inference.classifier import as_classifiers, names_shown
 from tltoolkit.inference.predict import classifier_outputs, image_table, outputs, rejection_threshold
@@ -167,14 +165,10 @@ class Evaluation:
         if files["summary.json"].exists() and not force:
             raise TltoolkitError(f"{folder} already holds an evaluation (summary.json...); pass --force "
                                  f"to replace it or choose another --out")
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder, prefix=".evaluation.", suffix=".tmp"))
-        try:
+        with staging_folder(folder, "evaluation") as staging:
             self._write_into(staging)
             for name in names:
                 os.replace(staging / name, files[name])
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return files
 
     def _write_into(self, folder: Path) -> None:
