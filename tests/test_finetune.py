@@ -256,13 +256,31 @@ def test_auto_measures_every_freeze_point_and_keeps_the_best(tmp_path, random_we
     assert list(trials["freeze_until"]) == ["head", "conv4", "conv3", "conv2", "none"]
     assert trials["val_loss"].notna().all() and (trials["kept"] == "yes").sum() == 1
     kept = trials.loc[trials["kept"] == "yes"].iloc[0]
-    assert kept["val_loss"] == trials["val_loss"].min() and entry["decision"] == kept["freeze_until"]
+    # A costlier candidate replaces a cheaper one only when it wins clearly (so with a lower val_loss).
+    assert kept["val_loss"] == trials.loc[:kept.name, "val_loss"].min() and entry["decision"] == kept["freeze_until"]
     assert entry["kept"] == kept["freeze_until"]
     assert any(note.startswith("policy: auto, measured on validation") for note in entry["notes"])
     report = (tmp_path / "run" / "report.md").read_text()
     assert "### Freeze points tried (--freeze-until auto)" in report and "| conv2 |" in report
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert set(metrics.loc[metrics["phase"] == 2, "trial"]) == {"conv4", "conv3", "conv2", "none"}
+
+
+def test_a_costlier_freeze_point_must_win_by_more_than_the_noise_of_validation():
+    from tltoolkit.training.finetune import _clearly_better
+
+    rng = np.random.default_rng(0)
+    losses, hits = rng.exponential(0.5, 40), (rng.random(40) < 0.8).astype(float)
+    noise = rng.normal(0, 0.3, 40)
+    assert _clearly_better((losses - 0.3 + noise, hits), (losses, hits), "val_loss")
+    assert not _clearly_better((losses - 0.01 + noise, hits), (losses, hits), "val_loss")  # lower, by noise
+    assert not _clearly_better((losses[:1] - 1, hits[:1]), (losses[:1], hits[:1]), "val_loss")  # one image
+    assert not _clearly_better((losses - 0.3, hits * 0), (losses, hits), "val_loss")  # confident, less often right
+    swapped = hits.copy()
+    right, wrong = np.flatnonzero(hits)[0], np.flatnonzero(hits == 0)[:2]
+    swapped[right], swapped[wrong] = 0, 1  # two images gained, one lost: higher accuracy, by noise
+    assert swapped.mean() > hits.mean() and not _clearly_better((losses, swapped), (losses, hits), "val_accuracy")
+    assert _clearly_better((losses, np.ones(40)), (losses, hits), "val_accuracy")
 
 
 @pytest.mark.slow

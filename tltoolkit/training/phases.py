@@ -214,15 +214,22 @@ def training_callbacks(has_validation: bool, patience: int, monitor: str, record
     return callbacks
 
 
-def evaluate(model, dataset) -> tuple[float, float]:
-    """(cross-entropy, accuracy) of `model` over a dataset of (images, one-hot labels), in inference mode."""
+def per_image_scores(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's cross-entropy and hit (1 where the argmax is its label) under `model`, over a dataset of
+    (images, one-hot labels), in inference mode, in the dataset's order."""
     losses, hits = [], []
     for x, y in dataset:
         probabilities = np.asarray(model(x, training=False), dtype="float64")
         y = np.asarray(y)
         losses.append(-np.log(np.clip((probabilities * y).sum(-1), 1e-7, 1.0)))
-        hits.append(probabilities.argmax(-1) == y.argmax(-1))
-    return float(np.concatenate(losses).mean()), float(np.concatenate(hits).mean())
+        hits.append((probabilities.argmax(-1) == y.argmax(-1)).astype("float64"))
+    return np.concatenate(losses), np.concatenate(hits)
+
+
+def mean_scores(per_image) -> tuple[float, float]:
+    """(cross-entropy, accuracy): the means of `per_image_scores`."""
+    losses, hits = per_image
+    return float(losses.mean()), float(hits.mean())
 
 
 def tensorboard_installed() -> bool:
