@@ -81,8 +81,24 @@ def test_the_penultimate_entry_documents_the_cut_and_pooling_computed(env, capsy
     assert meta["feature_shape"] == [64]
 
 
+def test_phase_2_cut_cache_reuses_extracts_float32_stage_entry(env, capsys):
+    tmp, data = env
+    assert f"computed {IMAGES} of {IMAGES}" in extract(tmp, data, capsys, "--layer", "conv3")
+    run = finetune(settings(tmp, data, freeze_until="conv4", fine_tune_epochs=1), progress=False, echo=quiet)
+    [note] = [n for n in run["notes"] if n.startswith("phase 2 (conv4) trains from the cached output of")]
+    assert note.endswith(f"computed 0 of {IMAGES} images")
+    assert sorted(e["dtype"] for e in entries(tmp / "cache")) == ["float32", "float32"]  # no float16 copy
+
+
 @pytest.mark.parametrize("arch, size, cut", [("lenet5", 32, "fc1"), ("nin", 64, "block4_mlp1")])
 def test_a_penultimate_that_is_no_pooling_keeps_the_top_model(arch, size, cut):
     spec = feature_extractor(arch, image_size=size).spec
     assert (spec.cut, spec.pooling) == (cut, None)
 
+
+def test_extract_float16_stage_reads_phase_2s_cut_cache(env, capsys):
+    """The other way (a guard: this held before issue 17 too): phase 2's float16 entry serves extract."""
+    tmp, data = env
+    finetune(settings(tmp, data, freeze_until="conv4", fine_tune_epochs=1), progress=False, echo=quiet)
+    capsys.readouterr()
+    assert f"computed 0 of {IMAGES}" in extract(tmp, data, capsys, "--layer", "conv3", "--dtype", "float16")
