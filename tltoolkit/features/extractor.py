@@ -25,6 +25,10 @@ TF_FP32 = {"runtime": "tf", "precision": "fp32"}  # tltoolkit.runtimes' identity
 CALIBRATION_IMAGES = 300  # int8: images of the user's own that the quantisation's statistics come from
 FIDELITY_IMAGES = 32  # off fp32: images the features are compared with TensorFlow fp32's on
 KEY_VERSION = 1  # bump when the meaning of stored features changes: every old key then misses
+# Penultimate layers that are a global pooling of the last stage's output (every registered avg_pool is
+# common.pooled_head's GlobalAveragePooling2D of base_output; VGG's fc2, LeNet's fc1 and NiN's block4_mlp1
+# are not): `penultimate` then builds and keys as that stage pooled, the no-top model finetune's phase 1 uses.
+POOLED_PENULTIMATE = {"avg_pool": "avg"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +127,9 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
     `tltoolkit.architectures.bases.resolve_base` made of one of them (see there).
     `weights`: None (random init after `keras.utils.set_random_seed(seed)`: reproducible), `imagenet`
     (a saved model: its own weights) or a weights file. `layer`: `penultimate` (for `keras:NAME` and a
-    saved base: their output, average-pooled unless `pooling="max"`), a stage (its output) or a layer
+    saved base: their output, average-pooled unless `pooling="max"`; where it is the global pooling of
+    the last stage, `POOLED_PENULTIMATE`: that stage pooled on the no-top model, keyed as finetune's
+    phase 1 keys it), a stage (its output) or a layer
     name (its output; see `cut_layer`). `pooling`: None keeps a stage's feature map (what a
     later fine-tune of the next stages needs), `avg`/`max` pool it to a vector. `preprocessing`: a
     mode overriding the base's (required for a saved model). `views` > 0: that many views per image
@@ -147,6 +153,9 @@ def feature_extractor(arch, weights=None, image_size=None, layer: str = PENULTIM
         raise TltoolkitError(f"--views runs its augmentation on TensorFlow; drop --runtime {runtime} or --views")
     spec = arch if isinstance(arch, ArchSpec) else resolve_base(arch, image_size, preprocessing, weights)
     arch = spec.id
+    if layer == PENULTIMATE and pooling is None and not spec.derived and spec.penultimate in POOLED_PENULTIMATE:
+        # The same numbers as the top model's pooling layer: one cache entry with finetune's phase 1.
+        layer, pooling = spec.stage_names[-1], POOLED_PENULTIMATE[spec.penultimate]
     size = _image_size(image_size or spec.default_size)
     if weights is None:
         keras.utils.set_random_seed(seed)

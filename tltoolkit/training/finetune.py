@@ -460,14 +460,21 @@ class _Training:
                 and decision.first_trained is not None and decision.first_trained > _first_weighted(self.extractor.base))
 
     def _cut_cache(self, base, decision: Decision):
-        """(cache, cut layer, stats) of the output of the layer before the first trained one."""
+        """(cache, cut layer, stats) of the output of the layer before the first trained one: float16, or
+        a complete float32 entry of the same features where one exists (`extract --layer STAGE`'s)."""
+        import dataclasses
+
         from tltoolkit.architectures.stages import cut_layer
+        from tltoolkit.features.cache import FeatureCache
         from tltoolkit.features.extractor import feature_extractor
         from tltoolkit.features.local import extract_features
 
         frozen = base.layers[decision.first_trained - 1].name
         extractor = feature_extractor(self.spec, weights=self.weights, image_size=self.size, layer=frozen,
                                       resize=self.config.resize, seed=self.config.seed, dtype="float16", **self.runtime)
+        full = dataclasses.replace(extractor.spec, dtype="float32")
+        if not FeatureCache(full, self.config.cache_dir).missing(self.usable["sha256"]):
+            extractor.spec = full  # extract_features then computes nothing
         cache, stats = extract_features(self.usable, extractor, self.config.cache_dir, self.config.batch_size,
                                         progress=self.progress)
         return cache, cut_layer(base, self.spec, frozen), stats
