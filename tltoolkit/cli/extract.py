@@ -28,8 +28,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--preprocessing", help=PREPROCESSING_HELP)
     parser.add_argument("--data", required=True, help="class folders, a CSV/Parquet manifest or tfds:NAME")
     parser.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
-    parser.add_argument("--layer", default="penultimate", help="penultimate (default; for keras:NAME and a "
-                        ".keras base: the base's output, average-pooled), a stage name or a layer name: its output")
+    parser.add_argument("--layer", default="penultimate", help="penultimate (default: the vector before the "
+                        "classifier; where that is the last stage average-pooled, computed and cached as finetune's "
+                        "phase 1 does; for keras:NAME and a .keras base: the base's output, average-pooled), a "
+                        "stage name or a layer name: its output")
     parser.add_argument("--pooling", choices=[*GLOBAL_POOLINGS, "none"], default="none",
                         help="pool a stage's feature map to a vector (default: none, keep the map)")
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float32")
