@@ -67,3 +67,17 @@ def test_evaluate_into_a_full_disk_writes_no_part_of_its_report(run, data, tmp_p
                      "--out", out, "--quiet", after=f"echo LEFT; ls -A {out}")
     assert "no space left on device" in one_line_error(done)
     assert done.stdout.split("LEFT")[-1].split() == []  # before: 7 of 8 files, and a retry refused
+
+
+@pytest.mark.parametrize("command", ["scan", "predict", "augment"])
+def test_scan_report_predict_out_and_augment_out_into_a_full_disk_are_one_line(command, run, data, tmp_path):
+    (tmp_path / "small").mkdir()
+    out = tmp_path / "small" / {"scan": "report.csv", "predict": "predictions.csv", "augment": "grid.png"}[command]
+    arguments = {"scan": ["scan", "--data", data / "data", "--report", out, "--no-cache"],
+                 "predict": ["predict", "--model", run, "--out", out, "--quiet", data / "data"],
+                 "augment": ["augment", "--data", data / "data", "--out", out, "--image-size", "256"]}[command]
+    # The disk is full before the command starts.
+    fill = f"(head -c 1M /dev/zero > {tmp_path / 'small' / 'fill'} 2>/dev/null || true)"
+    done = tltoolkit([tmpfs(tmp_path / "small", "8k"), fill], *arguments, after=f"echo LEFT; ls -A {tmp_path / 'small'}")
+    assert "no space left on device" in one_line_error(done)
+    assert done.stdout.split("LEFT")[-1].split() == ["fill"]  # nothing half-written, no temporary left
