@@ -199,3 +199,20 @@ def test_files_written_atomically_honour_the_umask(tmp_path, umask, mode):
         os.umask(old)
     files = [cache.folder / "spec.json", cache.folder / "manifest.parquet", *cache.folder.glob("shard-*.npy")]
     assert {f.stat().st_mode & 0o777 for f in files} == {mode}
+
+
+def test_a_manifest_of_100k_rows_is_read_as_arrow_columns_not_python_objects(tmp_path):
+    # The bookkeeping a million-image folder reads on every command: no per-row Python strings (pandas 3's
+    # default string dtype is Arrow-backed; under pandas 2 this fails: object columns, ~500 bytes a row).
+    n = 100_000
+    sha256s = hashes(n)
+    cache = FeatureCache(SPEC, tmp_path, shard_size=25_000)
+    with cache.writer() as writer:
+        for start in range(0, n, 25_000):
+            chunk = sha256s[start:start + 25_000]
+            writer.add(chunk, [f"/data/c{i % 10}/img_{start + i:07d}.png" for i in range(len(chunk))],
+                       [f"c{i % 10}" for i in range(len(chunk))], np.zeros((len(chunk), 1), "float32"))
+    manifest = cache.manifest()
+    assert len(manifest) == n and not (manifest.dtypes == object).any(), manifest.dtypes
+    assert manifest.memory_usage(deep=True).sum() / n < 300  # bytes a row: the strings' own bytes and offsets
+    assert cache.missing(sha256s[:10] + hashes(2, start=n)) == hashes(2, start=n)
