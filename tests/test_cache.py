@@ -203,7 +203,7 @@ def test_files_written_atomically_honour_the_umask(tmp_path, umask, mode):
 
 def test_a_manifest_of_100k_rows_is_read_as_arrow_columns_not_python_objects(tmp_path):
     # The bookkeeping a million-image folder reads on every command: no per-row Python strings (pandas 3's
-    # default string dtype is Arrow-backed; under pandas 2 this fails: object columns, ~500 bytes a row).
+    # default string dtype is Arrow-backed; under pandas 2 the strings are object columns and this fails).
     n = 100_000
     sha256s = hashes(n)
     cache = FeatureCache(SPEC, tmp_path, shard_size=25_000)
