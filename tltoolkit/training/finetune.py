@@ -354,8 +354,8 @@ class _Training:
                f"phase 1's cost at ~{epoch_seconds:.1f} s an epoch, at least {MIN_POLICY_EPOCHS} where they take under "
                f"{MAX_FLOOR_SECONDS:.0f} s): "
                f"{scores}" + (f"; not tried: {', '.join(skipped)}" if skipped else "") +
-               f" -> {best['until']}: the cheapest whose {monitor} no costlier candidate beat by more than "
-               "the standard error of the paired per-image difference without a lower val_accuracy")
+               f" -> {best['until']} (a costlier candidate replaces the best so far only when its per-image {monitor} "
+               "beats it by more than the standard error of the paired difference, at no lower val_accuracy)")
         self.decision = resolve_freeze(best["until"], self.spec, self.extractor.base, why)
         self.entry.update(decision=self.decision.freeze_until, trained_stages=list(self.decision.trained_stages))
         self._note(f"policy: {self.decision.reason}")
