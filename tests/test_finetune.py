@@ -477,6 +477,18 @@ def test_force_starts_an_incompatible_run_over(tmp_path):
     assert keras.models.load_model(out / "model.keras", compile=False).output.shape == (None, 3)
 
 
+def test_a_new_run_scans_its_data_once(tmp_path, monkeypatch):
+    # The scan is read again only when --force cleared the earlier run whose class index and splits it
+    # followed; a first run has none (on a million images a second scan costs its time and memory again).
+    import tltoolkit.data
+
+    scans, real = [], tltoolkit.data.scan
+    monkeypatch.setattr(tltoolkit.data, "scan", lambda *args, **kwargs: scans.append(args) or real(*args, **kwargs))
+    make_images(tmp_path / "data", 4)
+    finetune(settings(tmp_path, data=str(tmp_path / "data"), out=str(tmp_path / "run")), plan=True, echo=quiet)
+    assert len(scans) == 1
+
+
 def test_a_second_writer_of_a_run_directory_is_refused_in_one_line(cli_data, capsys):
     import fcntl
 

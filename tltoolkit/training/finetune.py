@@ -69,12 +69,13 @@ def finetune(config, plan: bool = False, force: bool = False, progress: bool = T
         state.check_compatible(config.to_json(), IDENTITY, base_id)
 
     # The previous runs' splits win: images seen before never change split, small classes included.
-    snapshot = state.out / "snapshot.parquet"
-    result = scan(config.data, config.val_split, class_index=state.old_class_index() or None,
-                  splits_from=snapshot if snapshot.exists() else None, **scan_cache(config))
+    old_index, snapshot = state.old_class_index(), state.out / "snapshot.parquet"
+    splits_from = snapshot if snapshot.exists() else None
+    result = scan(config.data, config.val_split, class_index=old_index or None, splits_from=splits_from,
+                  **scan_cache(config))
     if distribute.is_chief():
         state.check_classes(result.source_classes)
-    if not state.runs:  # --force may have cleared the folder: scan again without the old index
+    if not state.runs and (old_index or splits_from):  # --force cleared the run that scan followed: again without
         result = scan(config.data, config.val_split, **scan_cache(config))
     with state:  # releases the run directory's lock, which run() takes before writing
         return _Training(config, spec, size, base_id, state, result, strategy, progress, echo).run(plan)
