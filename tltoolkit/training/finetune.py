@@ -75,7 +75,7 @@ def finetune(config, plan: bool = False, force: bool = False, progress: bool = T
                   **scan_cache(config))
     if distribute.is_chief():
         state.check_classes(result.source_classes)
-    if not state.runs and (old_index or splits_from):  # --force cleared the run that scan followed: again without
+    if not state.runs and (old_index or splits_from):  # --force cleared the run whose index and splits it followed
         result = scan(config.data, config.val_split, **scan_cache(config))
     with state:  # releases the run directory's lock, which run() takes before writing
         return _Training(config, spec, size, base_id, state, result, strategy, progress, echo).run(plan)
