@@ -203,3 +203,24 @@ def test_frozen_baseline_pools_feature_maps_and_needs_two_images():
     assert baseline == {"knn_accuracy": round(accuracy, 4), "knn_k": k, "logme": round(logme(pooled[:30], labels[:30]), 4),
                         "images": 30}
     assert frozen_baseline(maps[:1], labels[:1]) is None
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_nearest_neighbours_memory_is_bounded_whatever_the_number_of_references(metric, monkeypatch):
+    import tracemalloc
+
+    from tltoolkit.features import folder
+
+    monkeypatch.setattr(folder, "BLOCK_SCORES", 1 << 20)  # 174 of these 6000 queries at a time
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6000, 8)).astype("float32")
+    brute = -((x[:, None] - x[None]) ** 2).sum(-1) if metric == "euclidean" else \
+        (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (x / np.linalg.norm(x, axis=1, keepdims=True)).T
+    np.fill_diagonal(brute, -np.inf)
+    tracemalloc.start()
+    index, _ = folder.nearest_neighbours(x, x, 5, same=True, metric=metric)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # 2048 queries at a time (before the budget) peaked at 246 MB here.
+    assert peak < 40e6, peak
+    assert (np.sort(index, 1) == np.sort(np.argsort(-brute, axis=1)[:, :5], 1)).mean() > 0.999
