@@ -318,7 +318,8 @@ class _Training:
 
     def _measure(self, head, phase1, phase1_cost) -> dict:
         """--freeze-until auto: each candidate freeze point trained and scored on validation, cheapest
-        first, until the budget is spent; the best is kept and the decision says what was measured."""
+        first, until the budget is spent; the best is kept (a costlier one only where it wins beyond the
+        validation split's noise: `_clearly_better`) and the decision says what was measured."""
         from tltoolkit.training.phases import recipe_for
 
         epoch_seconds = 3 * self._forward_seconds() * len(self.train_table)  # forward and backward

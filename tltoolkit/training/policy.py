@@ -2,7 +2,8 @@
 
 `--freeze-until auto` decides by trying (see `finetune.py`): the head alone, then the last stage, the
 last two, ... up to the whole network, each trained on the training split and scored on validation,
-within a budget; the best is kept. The budget is counted in epochs of the full model (`budget_epochs`:
+within a budget; the best is kept (a costlier candidate only where it beats the cheaper one by more than
+the validation split's noise). The budget is counted in epochs of the full model (`budget_epochs`:
 the time budget converted once, with the epoch's estimated cost), so a run tries the same candidates
 for the same epochs on a busy machine as on an idle one. Where the budget allows no trial (a very large folder), for
 `--plan` and without validation images, the course's rule of thumb decides instead, with documented
