@@ -705,8 +705,7 @@ def _clearly_better(new, old, monitor: str) -> bool:
     than the standard error of their mean paired difference, and (by val_loss) without a lower accuracy: on
     a small validation split a costlier freeze point that wins by noise, or by confidence on the images it
     gets right, loses on new images (benchmarks/transfer_table.py at 5 images a class)."""
-    column = 0 if monitor == "val_loss" else 1
-    gain = (old[column] - new[column]) if monitor == "val_loss" else (new[column] - old[column])
+    gain = old[0] - new[0] if monitor == "val_loss" else new[1] - old[1]
     if len(gain) < 2 or new[1].mean() < old[1].mean():
         return False
     return float(gain.mean()) > float(gain.std(ddof=1)) / np.sqrt(len(gain))
