@@ -241,7 +241,10 @@ class _Training:
             _load_fit(head, fit)
         elif self.previous_model is not None:
             transfer_head(self.previous_model, head)
-        score = _score(head, val_x, val_y) if self.has_val else None
+        from tltoolkit.training.phases import mean_scores
+
+        self.phase1_per_image = _per_image(head, val_x, val_y) if self.has_val else None  # auto compares with it
+        score = mean_scores(self.phase1_per_image) if self.has_val else None
         seconds = fit.seconds if fit else 0.0
         cost = self._forward_seconds() * len(self.train_table) + seconds
         summary = _phase_line(1, "head on cached features", score, seconds)
@@ -324,8 +327,7 @@ class _Training:
 
         epoch_seconds = 3 * self._forward_seconds() * len(self.train_table)  # forward and backward
         budget = left = budget_epochs(self.config.policy_budget, phase1_cost, epoch_seconds)
-        _, _, _, val_x, val_y, _ = self._head_fit
-        best = {"until": HEAD, "score": phase1, "per_image": _per_image(head, val_x, val_y), "weights": None,
+        best = {"until": HEAD, "score": phase1, "per_image": self.phase1_per_image, "weights": None,
                 "seconds": phase1_cost, "recipe": "-"}
         tried, skipped = [best], []
         points = candidates(self.spec.stage_names)[1:]
