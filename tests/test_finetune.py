@@ -263,7 +263,8 @@ def test_auto_measures_every_freeze_point_and_keeps_the_best(tmp_path, random_we
     report = (tmp_path / "run" / "report.md").read_text()
     assert "### Freeze points tried (--freeze-until auto)" in report and "| conv2 |" in report
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
-    assert set(metrics.loc[metrics["phase"] == 2, "trial"]) == {"conv4", "conv3", "conv2", "none"}
+    refit = {"refit"} if entry["kept"] != "head" else set()  # a kept phase 2 trains once more on all images
+    assert set(metrics.loc[metrics["phase"] == 2, "trial"]) == {"conv4", "conv3", "conv2", "none"} | refit
 
 
 def test_a_costlier_freeze_point_must_win_by_more_than_the_noise_of_validation():
@@ -305,9 +306,27 @@ def test_phase_2_improves_or_holds_validation_accuracy(two_phases):
     # No augmentation: phase 2 trained conv4 + head on the cached output of conv3.
     assert any("phase 2 (conv4) trains from the cached output of conv3_block3_out" in note
                for note in two_phases["notes"])
-    phase1, phase2 = two_phases["phases"]
+    phase1, phase2, _ = two_phases["phases"]
     assert phase2["val_accuracy"] >= phase1["val_accuracy"]
     assert phase2["val_accuracy"] >= 0.8 and phase2["kept"]
+
+
+@pytest.mark.slow
+def test_a_kept_phase_2_trains_again_on_training_and_validation_for_its_best_epochs(two_phases, tmp_path):
+    phase2, refit = two_phases["phases"][1:]
+    assert refit["trial"] == "refit" and refit["kept"] and "val_accuracy" not in refit
+    best = phase2["best_epoch"]
+    assert refit["stopped"].startswith(f"trained {best} epochs, the validated fit's best, on the 48 training and "
+                                       "validation images together")
+    out = Path(two_phases["config"]["out"])
+    metrics = pd.read_csv(out / "metrics.csv")
+    refit_rows = metrics[metrics["trial"] == "refit"]
+    assert list(refit_rows["epoch"]) == list(range(best)) and refit_rows["val_loss"].isna().all()
+    assert "calibration" in two_phases  # fitted on validation, before the refit saw it
+    assert f"- {refit['summary']}" in (out / "report.md").read_text()
+    no_refit = finetune({**two_phases["config"], "refit": False, "out": str(tmp_path / "run")}, progress=False,
+                        echo=quiet)
+    assert [p["trial"] for p in no_refit["phases"]] == ["head", "conv4"]
 
 
 @pytest.mark.slow
@@ -336,7 +355,7 @@ def test_killed_phase_2_resumes_at_its_epoch(tmp_path):
     assert entry["run"] == 1 and any("resuming run 1" in note for note in entry["notes"])
     assert entry["phases"][1]["first_epoch"] >= saved_epochs  # not epoch 0
     rows = pd.read_csv(metrics)
-    assert sorted(rows.loc[rows["phase"] == 2, "epoch"]) == list(range(12))
+    assert sorted(rows.loc[(rows["phase"] == 2) & (rows["trial"] != "refit"), "epoch"]) == list(range(12))
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -45,5 +45,7 @@ def run(args) -> int:
     kept = next(p for p in entry["phases"] if p["kept"])
     score = f"val_accuracy {kept['val_accuracy']:.3f}" if "val_accuracy" in kept else "no validation images"
     what = "the head" if kept["phase"] == 1 else f"phase 2, {kept['trial']}"
+    if any(p["trial"] == "refit" for p in entry["phases"]):
+        what += ", refit on the training and validation images"
     print(f"run {entry['run']} finished: {score} ({what}); report: {entry['config']['out']}/report.md")
     return 0

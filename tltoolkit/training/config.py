@@ -95,6 +95,9 @@ class FinetuneConfig:
     monitor: str = _setting("val_loss", "val_loss (default) or val_accuracy: early stopping and every choice")
     augment: str = _setting("standard", "augmentation in phase 2: none, light, standard (default), strong or "
                                         "layer names")
+    refit: bool = _setting(True, "phase 2, when a model from it is kept: train it once more, the same way, on the "
+                                 "training and validation images together for as many epochs as its best took "
+                                 "(default on; the scores reported and the calibration stay validation's)")
     val_split: float = _setting(0.2, "validation fraction, by content hash: stable as the folder grows "
                                      "(default 0.2)")
     # -- calibration and rejection, on validation

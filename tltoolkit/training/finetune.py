@@ -133,7 +133,10 @@ class _Training:
                       f"{self.num_classes} classes (smallest class: {int(self.train_counts.min())} training images)",
                       f"policy: {self.decision.reason}"]
         if self.decision.trained_stages or measure:
-            self.notes.append(f"phase 2: {self.recipe.describe()}: {self.recipe.why}")
+            self.notes.append(f"phase 2: {self.recipe.describe()}: {self.recipe.why}"
+                              + ("; a phase-2 model that is kept trains once more on the training and validation "
+                                 "images together for its best epochs (--no-refit: not)" if config.refit and self.has_val
+                                 else ""))
         if self.new_classes:
             self.notes.append(f"new classes {', '.join(self.new_classes)}: the head grows from "
                               f"{len(self.old_classes)} to {self.num_classes} outputs, the old classes keep their weights")
@@ -176,10 +179,13 @@ class _Training:
             best = self._measure(head, phase1, phase1_cost)
         elif self.decision.trained_stages and config.fine_tune_epochs > 0:
             result = self._phase2(head, self.decision)
-            if _better(result["score"], phase1, config.monitor):
+            # Phase 2 is what was asked for (--freeze-until, or the from-scratch recipe): it is kept unless
+            # phase 1 beats it beyond validation's noise, the policy's rule the other way round.
+            if not self.has_val or not _clearly_better(self.phase1_per_image, result["per_image"], config.monitor):
                 best = result
             else:
-                self.entry["phases"][-1]["summary"] += "; worse than phase 1 on validation: phase 1's model is kept"
+                self.entry["phases"][-1]["summary"] += ("; phase 1 is clearly better on validation: phase 1's model "
+                                                        "is kept")
         for phase in self.entry["phases"]:
             phase["kept"] = phase.get("trial", HEAD) == best["until"]
         self._finish(head, best)
@@ -365,10 +371,12 @@ class _Training:
         self._note(f"policy: {self.decision.reason}")
         return best
 
-    def _phase2(self, head, decision: Decision, recipe=None, epochs: int | None = None) -> dict:
+    def _phase2(self, head, decision: Decision, recipe=None, epochs: int | None = None, refit: bool = False) -> dict:
         """The full model from the phase-1 head with `decision`'s stages unfrozen, trained with `recipe`
         (default: the run's) for at most `epochs` (default: the recipe's; the policy gives its trials a
-        share of its budget); returns {until, recipe, score, weights (the classifier's), seconds, epochs,
+        share of its budget) on the training images, early-stopped on validation; or (`refit`) for exactly
+        `epochs` on the training and validation images together. Returns {until, recipe, trained
+        (decision, recipe), score, per_image, weights (the classifier's), seconds, epochs, best_epoch,
         stopped}."""
         import keras
 
@@ -382,6 +390,8 @@ class _Training:
         config, strategy, until = self.config, self.strategy, decision.freeze_until
         recipe = recipe or self.recipe
         epochs = epochs or recipe.epochs
+        table = self.usable if refit else self.train_table
+        validate = self.has_val and not refit
         tic = time.perf_counter()
         # The scratch recipe starts a fresh head (no standardisation, no L2), as a plain training loop
         # does: features trained in batch-statistics mode move far from those the phase-1 head was fit on.
@@ -407,34 +417,36 @@ class _Training:
             ranges = _ranges(base, self.spec)
             multipliers = (phases.stage_multipliers(base, ranges, decision.trained_stages, recipe.stage_lr_decay)
                            if recipe.stage_lr_decay else None)
-            steps = max(1, -(-len(self.train_table) // int(config.batch_size)))
+            steps = max(1, -(-len(table) // int(config.batch_size)))
             # The cosine decays over the epochs this fit may run, so a trial cut to its share still anneals.
             schedule = phases.warmup_cosine(recipe.learning_rate, steps * epochs, steps * recipe.warmup_epochs)
             blockers = phases.compile_model(training, schedule, config.label_smoothing, config.jit, multipliers)
         if blockers and not any(note.startswith("--jit") for note in self.notes):
             self._note(f"--jit: phase 2 trains without XLA: {', '.join(blockers)} cannot be compiled by it "
                        f"(--augment none or flip compiles)")
-        trial = until if self.decision.freeze_until == AUTO else ""
+        trial = "refit" if refit else until if self.decision.freeze_until == AUTO else ""
         backup = (self.out / "checkpoints" / f"run{self.number}-phase2{'-' + trial if trial else ''}" if self.chief
                   else Path(tempfile.mkdtemp(prefix="tltoolkit-worker-")) / "backup")
         log_dir = self.out / "logs" / f"run{self.number}-phase2{'-' + trial if trial else ''}" if self.chief else None
-        callbacks = phases.training_callbacks(self.has_val, recipe.patience, config.monitor, self._recorder(2, trial),
-                                              log_dir, backup)
-        self.echo(f"phase 2: {' + '.join(decision.trained_stages)} + head, {recipe.describe()}")
+        callbacks = phases.training_callbacks(validate, None if refit else recipe.patience, config.monitor,
+                                              self._recorder(2, trial), log_dir, backup)
+        what = f"{' + '.join(decision.trained_stages)} + head, {recipe.name} recipe"
+        self.echo(f"phase 2 refit: {what}, {epochs} epochs on the {len(table)} training and validation images" if refit
+                  else f"phase 2: {' + '.join(decision.trained_stages)} + head, {recipe.describe()}")
         cut = self._cut_cache(base, decision) if self._can_cut(decision) else None
         if cut is None:
             model = training
-            train = self._prepared(self._images(self.train_table, shuffle=True))
-            val = self._prepared(self._images(self.val_table, shuffle=False)) if self.has_val else None
+            train = self._prepared(self._images(table, shuffle=True))
+            val = self._prepared(self._images(self.val_table, shuffle=False)) if validate else None
         else:
             cut_cache, cut_layer, cut_stats = cut
             with strategy.scope():
                 model, tail_head = _tail_on_cut(base, cut_layer, classifier, self.num_classes, options)
                 phases.compile_model(model, schedule, config.label_smoothing, config.jit, multipliers)
-            train = self._prepared(cached_dataset(cut_cache, self.train_table, config.batch_size, shuffle=True,
+            train = self._prepared(cached_dataset(cut_cache, table, config.batch_size, shuffle=True,
                                                   seed=config.seed))
             val = (self._prepared(cached_dataset(cut_cache, self.val_table, config.batch_size, shuffle=False))
-                   if self.has_val else None)
+                   if validate else None)
             self._note(f"phase 2 ({until}) trains from the cached output of {cut_layer} (no augmentation: the frozen "
                        f"stages give the same output every epoch); computed {cut_stats.computed} of "
                        f"{cut_stats.images} images")
@@ -443,18 +455,24 @@ class _Training:
         if cut is not None:
             copy_head_weights(tail_head, classifier)  # the stages are shared; the head is a copy
         seconds = time.perf_counter() - tic
-        per_image = phases.per_image_scores(inference, self._val_images()) if self.has_val else None
+        per_image = phases.per_image_scores(inference, self._val_images()) if validate else None
         score = phases.mean_scores(per_image) if per_image is not None else None
-        stopped = phases.stop_reason(history, callbacks, epochs, config.monitor, budgeted=epochs < recipe.epochs)
-        what = f"{' + '.join(decision.trained_stages)} + head, {recipe.name} recipe"
-        summary = f"{_phase_line(2, what, score, seconds, len(history.epoch))}; {stopped}"
-        self.entry["phases"].append({"phase": 2, "trial": until, "seconds": round(seconds, 2), **_scores(score),
-                                     "first_epoch": history.epoch[0] if history.epoch else None, "stopped": stopped,
+        if refit:
+            stopped = (f"trained {epochs} epochs, the validated fit's best, on the {len(table)} training and "
+                       f"validation images together (the scores above are the validated fit's)")
+            summary = f"phase 2 refit: {what}, {seconds:.1f} s; {stopped}"
+        else:
+            stopped = phases.stop_reason(history, callbacks, epochs, config.monitor, budgeted=epochs < recipe.epochs)
+            summary = f"{_phase_line(2, what, score, seconds, len(history.epoch))}; {stopped}"
+        best_epoch = epochs if refit else phases.best_epoch(history, callbacks)
+        self.entry["phases"].append({"phase": 2, "trial": trial or until, "seconds": round(seconds, 2),
+                                     **_scores(score), "first_epoch": history.epoch[0] if history.epoch else None,
+                                     "best_epoch": best_epoch, "stopped": stopped,
                                      "trainable_params": trainable_count(model), "summary": summary})
         self.echo(summary)
-        return {"until": until, "recipe": recipe.name, "score": score, "per_image": per_image, "seconds": seconds,
-                "stopped": stopped,
-                "epochs": (history.epoch[-1] + 1) if history.epoch else 0,
+        return {"until": until, "recipe": recipe.name, "trained": (decision, recipe), "score": score,
+                "per_image": per_image, "seconds": seconds, "stopped": stopped,
+                "epochs": (history.epoch[-1] + 1) if history.epoch else 0, "best_epoch": best_epoch,
                 "weights": [w.copy() for w in classifier.get_weights()]}
 
     def _can_cut(self, decision: Decision) -> bool:
@@ -531,11 +549,13 @@ class _Training:
         else:
             copy_head_weights(head, classifier)
         # One pass over the validation images: the confusion matrix, the temperature and the rejection
-        # threshold, taken before a kept head's refit sees them.
+        # threshold, taken before a refit sees them.
         truth, logits = self._val_logits(inference) if self.has_val else (np.zeros(0), np.zeros((0, 0)))
         predicted = logits.argmax(-1) if len(logits) else np.zeros(0)
         fit = self._calibrate(logits, truth) if self.has_val else None
-        if not base_trained and self._refit_head(head):
+        if base_trained and self._refit_phase2(head, best):
+            classifier.set_weights(best["weights"])
+        elif not base_trained and self._refit_head(head):
             copy_head_weights(head, classifier)
         if fit is not None:
             inference = with_rejection(inference, **settings(fit), scored=False)
@@ -582,6 +602,17 @@ class _Training:
         self._note(f"unknown inputs: predict answers unknown below {fit['score']} score {fit['threshold']:.4g}, "
                    f"which keeps {fit['coverage']:.0%} of the validation images (stored in the model)")
         return fit
+
+    def _refit_phase2(self, head, best: dict) -> bool:
+        """When a phase-2 model is kept: the same fit again on the training and validation images together,
+        for the epochs the validated fit's best took, replacing `best`'s weights (a fifth more images is
+        worth most where there are fewest). Its calibration stays the validated model's."""
+        if not (self.config.refit and self.has_val):
+            return False
+        decision, recipe = best["trained"]
+        best["weights"] = self._phase2(head, decision, recipe, epochs=best["best_epoch"], refit=True)["weights"]
+        self.entry["phases"][-1]["kept"] = True
+        return True
 
     def _refit_head(self, head) -> bool:
         """When the head alone is kept: the sweep again on the training and validation images together,
@@ -711,15 +742,6 @@ def _clearly_better(new, old, monitor: str) -> bool:
     if len(gain) < 2 or new[1].mean() < old[1].mean():
         return False
     return float(gain.mean()) > float(gain.std(ddof=1)) / np.sqrt(len(gain))
-
-
-def _better(new, old, monitor: str) -> bool:
-    """Whether `new` (val_loss, val_accuracy) holds `old` (always, without validation)."""
-    if new is None or old is None:
-        return True
-    if monitor == "val_accuracy":
-        return new[1] > old[1] or (new[1] == old[1] and new[0] <= old[0])
-    return new[0] <= old[0] or new[1] > old[1]
 
 
 def scan_cache(config) -> dict:

@@ -93,20 +93,32 @@ def stop_reason(history, callbacks, epochs: int, monitor: str, budgeted: bool = 
     """Why a phase-2 fit ended, in words, from its history and callbacks; `budgeted`: `epochs` was the
     policy's share for the trial, below the recipe's maximum."""
     ran = len(history.epoch)
-    stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
-    values = history.history.get(stopping.monitor) or []
-    best = (int(np.argmax(values)) if stopping.monitor.endswith("accuracy") else int(np.argmin(values))) + 1 \
-        if values else ran
+    stopping = _early_stopping(callbacks)
+    best = best_epoch(history, callbacks)
     first = history.epoch[0] if history.epoch else 0  # > 0 when BackupAndRestore resumed
     if first + ran >= epochs and budgeted:
-        return f"trained its share of the policy's budget, {epochs} epochs (best epoch {first + best})"
+        return f"trained its share of the policy's budget, {epochs} epochs (best epoch {best})"
     if first + ran >= epochs:
-        still = best == ran and ran > 1
+        still = best == first + ran and ran > 1
         return (f"reached the maximum of {epochs} epochs" +
                 (f" with {stopping.monitor} still improving: raise --fine-tune-epochs" if still else
-                 f" (best epoch {first + best})"))
+                 f" (best epoch {best})"))
     return f"early stopping: {stopping.monitor} did not improve for {stopping.patience} epochs " \
-           f"(best epoch {first + best} of {first + ran})"
+           f"(best epoch {best} of {first + ran})"
+
+
+def best_epoch(history, callbacks) -> int:
+    """The 1-based epoch whose weights early stopping restored at the end of the fit."""
+    stopping = _early_stopping(callbacks)
+    values = history.history.get(stopping.monitor) or []
+    first = history.epoch[0] if history.epoch else 0  # > 0 when BackupAndRestore resumed
+    if not values:
+        return first + len(history.epoch)
+    return first + 1 + int(np.argmax(values) if stopping.monitor.endswith("accuracy") else np.argmin(values))
+
+
+def _early_stopping(callbacks):
+    return next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
 
 
 def stage_multipliers(base, ranges, trained_stages, decay: float) -> dict[str, float]:
@@ -199,14 +211,17 @@ class EpochLog(keras.callbacks.Callback):
         self._record(epoch, logs)
 
 
-def training_callbacks(has_validation: bool, patience: int, monitor: str, record, log_dir=None, backup_dir=None):
-    """Early stopping with best-weights restore (on validation when there is one), the metrics log,
-    TensorBoard and, for resumable phases, BackupAndRestore."""
+def training_callbacks(has_validation: bool, patience: int | None, monitor: str, record, log_dir=None,
+                       backup_dir=None):
+    """Early stopping with best-weights restore (on validation when there is one; none for `patience`
+    None: a fit of a known length), the metrics log, TensorBoard and, for resumable phases,
+    BackupAndRestore."""
     monitor = monitor if has_validation else monitor.removeprefix("val_")
     mode = "max" if monitor.endswith("accuracy") else "min"
-    callbacks = [EpochLog(record),
-                 keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
-                                               restore_best_weights=True)]
+    callbacks = [EpochLog(record)]
+    if patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
+                                                       restore_best_weights=True))
     if log_dir is not None and tensorboard_installed():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False))
     if backup_dir is not None:
