@@ -447,9 +447,10 @@ class _Training:
                                                   seed=config.seed))
             val = (self._prepared(cached_dataset(cut_cache, self.val_table, config.batch_size, shuffle=False))
                    if validate else None)
-            self._note(f"phase 2 ({until}) trains from the cached output of {cut_layer} (no augmentation: the frozen "
-                       f"stages give the same output every epoch); computed {cut_stats.computed} of "
-                       f"{cut_stats.images} images")
+            if not refit:  # the refit reuses the validated fit's cache: one note for both
+                self._note(f"phase 2 ({until}) trains from the cached output of {cut_layer} (no augmentation: the "
+                           f"frozen stages give the same output every epoch); computed {cut_stats.computed} of "
+                           f"{cut_stats.images} images")
         history = phases.fit(model, strategy, train, validation_data=val, epochs=epochs, callbacks=callbacks,
                              class_weight=self._class_weights(), verbose=1 if self.progress else 0)
         if cut is not None:
