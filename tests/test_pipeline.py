@@ -215,3 +215,66 @@ def test_decoders_planned_from_the_scan_give_what_per_image_decisions_give(tmp_p
             decided, _ = first_batch(per_image.loc[rows.index], 32, batch_size=len(rows), resize=policy,
                                      deterministic=True)
             np.testing.assert_array_equal(planned, decided, err_msg=policy)
+
+
+def test_images_over_the_pixel_limit_are_quarantined_by_the_scan_and_refused_by_the_pipeline(tmp_path):
+    """A 9000x8000 PNG is 72 M pixels (over MAX_DECODED_PIXELS) in ~100 kB on disk. The scan and the
+    pipeline read its header only: neither decodes it (each step would take seconds and 200 MB)."""
+    import subprocess
+    import sys
+
+    from images import write_good_images
+
+    from tltoolkit.data import scan
+    from tltoolkit.data.probe import MAX_DECODED_PIXELS
+
+    huge = tmp_path / "data" / "a" / "huge.png"
+    huge.parent.mkdir(parents=True)
+    Image.new("L", (9000, 8000)).save(huge)
+    assert 9000 * 8000 > MAX_DECODED_PIXELS and huge.stat().st_size < 1e6
+    write_good_images(tmp_path / "data" / "a", 2)
+    write_good_images(tmp_path / "data" / "b", 2, seed=1)
+    row = scan(tmp_path / "data", cache_dir=tmp_path / "cache").table.set_index("path").loc[str(huge)]
+    assert row["status"] == "quarantined" and row["reason"] == "too many pixels"
+    assert "9000x8000 decodes to 72000000 pixels, more than MAX_DECODED_PIXELS" in row["detail"]
+    with pytest.raises(TltoolkitError, match=r"huge.png: too many pixels: 9000x8000 .* downscale it"):
+        image_dataset(table([str(huge)]), 32)  # a table without the scan's facts: its header is read
+    # A large JPEG counts at the DCT scale that decodes it: 9000x8000 at 1/8 for 224 passes.
+    photo = str(tmp_path / "photo.jpg")
+    Image.new("RGB", (9000, 8000), RED).save(photo, quality=50)
+    script = ("import sys, resource; from tltoolkit.pipeline import image_dataset; import pandas as pd\n"
+              "images = next(iter(image_dataset(pd.DataFrame({'path': [sys.argv[1]]}), 224, 1, with_labels=False)))\n"
+              "print(images.shape[1], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    small = solid(tmp_path / "small.jpg", RED, size=(300, 300))
+    peaks = []
+    for path in (small, photo):
+        done = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        side, peak_mb = map(int, done.stdout.split())
+        assert side == 224
+        peaks.append(peak_mb)
+    assert peaks[1] - peaks[0] < 100, peaks  # decoded in full: 216 MB, and 864 MB more as float32
+
+
+def test_large_images_decode_fewer_at_once(monkeypatch):
+    """Peak memory ~ parallel decodes x their pixels: with images near the limit, at most
+    MAX_PIXELS_IN_FLIGHT pixels decode at once however many cores there are."""
+    from tltoolkit import pipeline
+
+    frame = pd.DataFrame({"path": ["a.png"] * 3, "label_id": [0] * 3, "format": ["PNG"] * 3,
+                          "width": [8000] * 3, "height": [8000] * 3})
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
+    maps = [d for d in _inputs(image_dataset(frame, 32)) if type(d).__name__ == "_ParallelMapDataset"]
+    assert int(maps[0]._num_parallel_calls) == pipeline.MAX_PIXELS_IN_FLIGHT // (8000 * 8000) == 4
+    small = frame.assign(width=640, height=480)
+    maps = [d for d in _inputs(image_dataset(small, 32)) if type(d).__name__ == "_ParallelMapDataset"]
+    assert int(maps[0]._num_parallel_calls) == tf.data.AUTOTUNE  # one per core
+
+
+def _inputs(dataset):
+    while True:
+        yield dataset
+        inputs = dataset._inputs()
+        if not inputs:
+            return
+        dataset = inputs[0]

@@ -17,19 +17,31 @@ downsample. The final resize is antialiased where it shrinks an image 2x or more
 made ahead of time, in NumPy, from the scan's facts (`format`, `width`, `height`), and the graph holds
 only the decoders the table needs: a folder of small images pays nothing for them, and keeps pace with
 `keras.utils.image_dataset_from_directory` (`benchmarks/pipeline.py`). Tables without those facts
-read each JPEG's header in the graph instead, with the same result.
+(not from a scan) have each file's header read first, with Pillow, which decodes nothing.
+
+Memory is bounded ahead of time too: no image decodes to more than `MAX_DECODED_PIXELS` (the table
+is refused, naming the file, before anything is decoded; the scan quarantines such files), and fewer
+images decode in parallel when they are large, so that at most `MAX_PIXELS_IN_FLIGHT` are decoded at
+once (peak memory ~ parallel decodes x their pixels).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import os
+from concurrent.futures import ThreadPoolExecutor
 
-from tltoolkit.errors import TltoolkitError
+import numpy as np
+from PIL import Image
+
+from tltoolkit.data.probe import MAX_DECODED_PIXELS, TOO_MANY_PIXELS, header_facts, too_many_pixels
+from tltoolkit.errors import TltoolkitError, one_line
 
 RESIZE_POLICIES = ("center_crop", "stretch", "pad")
 DECODERS = ("tf", "pil")
 DTYPES = ("uint8", "float32")
 JPEG_SCALES = (1, 2, 4, 8)  # the DCT scale denominators libjpeg supports
+# Four of the largest images at once (~4 GiB with the resize's float32 copies); as many photos as cores.
+MAX_PIXELS_IN_FLIGHT = 4 * MAX_DECODED_PIXELS
 
 
 def image_dataset(table, image_size, batch_size: int = 32, resize: str = "center_crop", shuffle: bool = False,
@@ -52,7 +64,11 @@ def image_dataset(table, image_size, batch_size: int = 32, resize: str = "center
     if batch_size < 1:
         raise TltoolkitError(f"batch_size must be at least 1, got {batch_size}")
     columns = _columns(table, with_labels)
+    table = _with_header_facts(table)
     routes = _routes(table, size)
+    largest = _check_pixels(table, _decoded_pixels(table, size, routes))
+    cores = os.cpu_count() or 1  # what AUTOTUNE gives without the autotuner (`dataset_options`)
+    parallel = tf.data.AUTOTUNE if largest * cores <= MAX_PIXELS_IN_FLIGHT else max(1, MAX_PIXELS_IN_FLIGHT // largest)
     used = np.unique(routes)  # the graph holds only the decoders this table needs
     if len(used) > 1:
         columns["route"] = np.searchsorted(used, routes).astype("int32")
@@ -81,7 +97,7 @@ def image_dataset(table, image_size, batch_size: int = 32, resize: str = "center
             image = tf.clip_by_value(image, 0.0, 255.0)
         return (image, row["label"]) if with_labels else image
 
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    dataset = dataset.map(load, num_parallel_calls=parallel, deterministic=deterministic)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.with_options(dataset_options(deterministic))
     if tf.config.list_logical_devices("GPU"):
@@ -140,9 +156,60 @@ def _columns(table, with_labels: bool) -> dict:
     return {"path": table["path"].astype(str).to_numpy(), "label": labels}
 
 
-# How each row is decoded, decided in NumPy from the scan's facts (`decoder`, `format`, `width`,
-# `height`) so that per-image work in the graph is only the decode itself. Rows without those facts
-# read the JPEG header in the graph instead.
+def _with_header_facts(table):
+    """`table` with `format`, `width` and `height` read from the header of each file whose row lacks
+    them, so that its decode is planned and bounded; animated GIFs decode with PIL (TensorFlow's
+    decoder decodes every frame before keeping the first)."""
+    facts = {"format", "width", "height"} <= set(table.columns)
+    unknown = ~((table["width"] > 0) & (table["height"] > 0)).to_numpy() if facts else np.ones(len(table), bool)
+    if not unknown.any():
+        return table
+    paths = table["path"].astype(str).to_numpy()[unknown]
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # file reads release the GIL
+        try:
+            headers = list(pool.map(header_facts, paths))
+        except Image.DecompressionBombError as error:  # Pillow's own limit: far over MAX_DECODED_PIXELS
+            raise TltoolkitError(f"{TOO_MANY_PIXELS} in an image of the table: {one_line(error)}; downscale it "
+                                 f"or scan the files first (the scan quarantines such images)") from None
+    table = table.copy()
+    decoders = np.array(table["decoder"].fillna("tf") if "decoder" in table.columns else ["tf"] * len(table), object)
+    decoders[unknown] = np.where([animated for *_, animated in headers], "pil", decoders[unknown])
+    table["decoder"] = decoders
+    for position, column in enumerate(("format", "width", "height")):
+        values = table[column].to_numpy().copy() if facts else np.zeros(len(table), object if column == "format" else int)
+        values[unknown] = [header[position] for header in headers]
+        table[column] = values
+    return table
+
+
+def _decoded_pixels(table, size, routes) -> np.ndarray:
+    """The pixels each row decodes to: its route's DCT scale applied (PIL's draft mode scales JPEGs
+    too, keeping `max(size)` per side); `MAX_DECODED_PIXELS` where its size is unknown."""
+    if not {"format", "width", "height"} <= set(table.columns):
+        return np.full(len(table), MAX_DECODED_PIXELS)
+    height, width = table["height"].to_numpy().astype(np.int64), table["width"].to_numpy().astype(np.int64)
+    draft = sum((np.minimum(height, width) // max(size) >= s).astype(int) for s in JPEG_SCALES[1:])
+    scale = np.where(routes == PIL, draft, np.where(routes < PROBE, routes, FULL))
+    ratio = np.where(table["format"].isin(("JPEG", "MPO")).to_numpy(), np.array(JPEG_SCALES)[scale], 1)
+    pixels = -(-height // ratio) * -(-width // ratio)
+    return np.where(routes == PROBE, MAX_DECODED_PIXELS, pixels)
+
+
+def _check_pixels(table, pixels: np.ndarray) -> int:
+    """The most pixels a row decodes to; a one-line error naming the first row over the limit."""
+    over = np.flatnonzero(pixels > MAX_DECODED_PIXELS)
+    if len(over):
+        row = table.iloc[over[0]]
+        more = f" (and {len(over) - 1} more)" if len(over) > 1 else ""
+        raise TltoolkitError(f"{row['path']}{more}: {TOO_MANY_PIXELS}: "
+                             f"{too_many_pixels((row['width'], row['height']), int(pixels[over[0]]))} "
+                             f"or leave it out (the scan quarantines such images)")
+    return int(pixels.max())
+
+
+# How each row is decoded, decided in NumPy from the facts (`decoder`, `format`, `width`, `height`)
+# so that per-image work in the graph is only the decode itself. Rows whose header could not be
+# read (`PROBE`) read the JPEG header in the graph; Pillow reads every format TF does, so their decode fails.
 FULL, JPEG_HALF, JPEG_QUARTER, JPEG_EIGHTH, PROBE, PIL = range(6)
 
 

@@ -40,6 +40,11 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
 # the scan records the size and quarantines what Pillow refuses, so the warning says nothing to users.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MAX_FILE_BYTES = 1 << 30  # larger files are quarantined unread: no image a classifier takes is 1 GiB
+# At most this many pixels are decoded per image (8192x8192: 192 MiB of uint8 RGB, ~1 GiB with the
+# resize's float32 copies); the scan quarantines larger images and the pipeline refuses them, since a
+# PNG or GIF of 3 MB on disk can decode to gigabytes. JPEGs count at the DCT scale that decodes them.
+MAX_DECODED_PIXELS = 1 << 26
+TOO_MANY_PIXELS = "too many pixels"
 
 
 def _tf_decodes_webp() -> bool:
@@ -98,8 +103,14 @@ def probe_bytes(data: bytes) -> dict:
         if data.startswith(_IMAGE_MAGIC):
             return quarantined("unreadable", "image header is damaged", len(data), sha256)
         return quarantined("not an image", "no known image signature", len(data), sha256)
+    except Image.DecompressionBombError as error:
+        return quarantined(TOO_MANY_PIXELS, one_line(error), len(data), sha256)
     except Exception as error:  # Pillow raises many types for hostile headers
         return quarantined(_failure_reason(error), one_line(error), len(data), sha256)
+    # Before anything is decoded; JPEGs at 1/8 scale, the least the pipeline may decode of them.
+    pixels = decoded_pixels(image.format, *image.size, ratio=8)
+    if pixels > MAX_DECODED_PIXELS:
+        return quarantined(TOO_MANY_PIXELS, too_many_pixels(image.size, pixels), len(data), sha256)
     try:
         conversions, needs_pil = _plan(image, data)
         width, height = image.size if _orientation(image) < 5 else image.size[::-1]  # before draft shrinks it
@@ -116,6 +127,19 @@ def probe_bytes(data: bytes) -> dict:
     return {"sha256": sha256, "size": len(data), "status": "converted" if conversions else "ok",
             "reason": ",".join(conversions), "detail": "", "decoder": "pil" if needs_pil else "tf",
             "format": image.format or "", "width": width, "height": height}
+
+
+def decoded_pixels(fmt, width, height, ratio: int = 1) -> int:
+    """The pixels of an image's decode: a JPEG's at DCT scale 1/`ratio` (libjpeg rounds up), others' in full."""
+    if fmt not in ("JPEG", "MPO"):
+        ratio = 1
+    return -(-width // ratio) * -(-height // ratio)
+
+
+def too_many_pixels(size, pixels: int) -> str:
+    """Why an image is refused, and the fix, for a detail column or an error message."""
+    return (f"{size[0]}x{size[1]} decodes to {pixels} pixels, more than MAX_DECODED_PIXELS ({MAX_DECODED_PIXELS}, "
+            f"tltoolkit.data.probe); downscale it")
 
 
 def _plan(image: Image.Image, data: bytes) -> tuple[list[str], bool]:
@@ -187,6 +211,18 @@ def load_rgb(path, min_side: int | None = None) -> np.ndarray:
         if min_side:
             image.draft(image.mode, (min_side, min_side))
         return np.asarray(to_rgb(image))
+
+
+def header_facts(path: str) -> tuple[str, int, int, bool]:
+    """(format, width, height, animated) from a file's header, decoding nothing; ("", 0, 0, False)
+    when it has none Pillow reads. Pillow's own bomb check raises `Image.DecompressionBombError`."""
+    try:
+        with Image.open(path) as image:
+            return image.format or "", image.width, image.height, bool(getattr(image, "is_animated", False))
+    except Image.DecompressionBombError:
+        raise
+    except Exception:  # the decode will say what is wrong with it
+        return "", 0, 0, False
 
 
 def _failure_reason(error: Exception) -> str:
