@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import os
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 
 from tltoolkit.data.class_index import extend_class_index, load_class_index
@@ -23,6 +25,8 @@ USABLE = ("ok", "converted")
 COLUMNS = ["path", "label", "label_id", "sha256", "size", "status", "reason", "detail", "split",
            "decoder", "format", "width", "height"]
 _PROBED = ["sha256", "size", "status", "reason", "detail", "decoder", "format", "width", "height"]
+_PROBED_TYPES = {column: "int64" if column in ("size", "width", "height") else "str" for column in _PROBED}
+PROBE_BATCH = 4096  # files probed at a time: their futures and result dicts are the only per-file Python objects
 CACHE_VERSION = 1  # bump when probe results change meaning: old cache files are then ignored
 
 
@@ -138,12 +142,12 @@ def scan(source, val_split: float = 0.2, *, data_dir=None, cache: bool = True, c
     rows = listing.rows
     cache_file = cache_dir / "scans" / f"{hashlib.sha256(listing.location.encode()).hexdigest()[:20]}-v{CACHE_VERSION}.parquet"
     listed = rows["reason"] == ""  # the others are unusable before any file is read
-    paths = sorted(set(rows.loc[listed, "path"]))
+    # Each distinct path is probed once; `where` is each listed row's path among them (a manifest may repeat one).
+    where, paths = rows.loc[listed, "path"].factorize()
     probes, files_read = _probe_all(paths, cache_file if cache else None, workers)
-    facts = pd.concat([probes.reindex(rows.loc[listed, "path"]).set_axis(rows.index[listed]),
-                       pd.DataFrame([quarantined(reason) for reason in rows.loc[~listed, "reason"]],
-                                    columns=_PROBED, index=rows.index[~listed])]).sort_index()
-    table = pd.concat([rows[["path", "label", "split"]], facts.astype({c: int for c in ("size", "width", "height")})], axis=1)
+    facts = pd.concat([probes.take(where).set_axis(rows.index[listed]),
+                       _facts((quarantined(reason) for reason in rows.loc[~listed, "reason"]), rows.index[~listed])]).sort_index()
+    table = pd.concat([rows[["path", "label", "split"]], facts], axis=1)
     table.loc[table["status"] == "quarantined", "split"] = ""
     _mark_duplicates(table)
 
@@ -183,31 +187,38 @@ def _earlier_splits(splits_from) -> Mapping[str, str]:
     return dict(zip(frame["sha256"], frame["split"]))
 
 
-def _probe_all(paths: list[str], cache_file: Path | None, workers: int | None) -> tuple[pd.DataFrame, int]:
-    """Probe results indexed by path, and how many files had to be read (the others' size and
-    mtime matched the cache). Vectorised, so a re-scan of 100k unchanged files costs their stat calls."""
-    stats = []
-    for path in paths:
-        try:
+def _probe_all(paths: pd.Index, cache_file: Path | None, workers: int | None) -> tuple[pd.DataFrame, int]:
+    """The probe results of `paths` (distinct), in their order, and how many files had to be read (the
+    others' size and mtime matched the cache). Vectorised, so a re-scan of 100k unchanged files costs
+    their stat calls; per file, memory holds Arrow strings and NumPy numbers, not Python objects."""
+    sizes, mtimes = np.full(len(paths), -1, "int64"), np.full(len(paths), -1, "int64")  # -1: probed below, as `missing` or `unreadable`
+    for i, path in enumerate(paths):
+        with contextlib.suppress(OSError):
             info = os.stat(path)
-            stats.append((path, info.st_size, info.st_mtime_ns))
-        except OSError:
-            stats.append((path, -1, -1))  # probed below, as `missing` or `unreadable`
-    stats = pd.DataFrame(stats, columns=["path", "file_size", "mtime_ns"])
-    hits = pd.DataFrame(columns=["path", "file_size", "mtime_ns", *_PROBED])
+            sizes[i], mtimes[i] = info.st_size, info.st_mtime_ns
+    stats = pd.DataFrame({"path": paths, "file_size": sizes, "mtime_ns": mtimes})
+    hits = stats.iloc[:0].join(_facts([], stats.index[:0]))
     if cache_file is not None and cache_file.exists():
         try:
-            hits = stats.merge(pd.read_parquet(cache_file), on=["path", "file_size", "mtime_ns"])
+            hits = stats.reset_index().merge(pd.read_parquet(cache_file), on=["path", "file_size", "mtime_ns"]).set_index("index")
         except Exception:  # a damaged or outdated cache is only a cache: rebuild it
             pass
-    todo = stats[~stats["path"].isin(hits["path"])]
+    todo = stats[~stats.index.isin(hits.index)]
+    probed = []
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # Pillow and hashlib release the GIL
-        probed = pd.DataFrame(list(pool.map(probe_file, todo["path"], chunksize=16)), columns=_PROBED, index=todo.index)
-    results = pd.concat([hits, pd.concat([todo, probed], axis=1)], ignore_index=True) if len(todo) else hits
+        for start in range(0, len(todo), PROBE_BATCH):  # one batch of futures and result dicts at a time
+            batch = todo.iloc[start:start + PROBE_BATCH]
+            probed.append(batch.join(_facts(pool.map(probe_file, batch["path"]), batch.index)))
+    results = pd.concat([hits, *probed]).sort_index()
     if cache_file is not None and len(todo):
         with atomic_path(cache_file) as temporary:
             results[results["file_size"] >= 0].to_parquet(temporary, index=False)
-    return results.set_index("path")[_PROBED], len(todo)
+    return results[_PROBED].reset_index(drop=True), len(todo)
+
+
+def _facts(probes, index: pd.Index) -> pd.DataFrame:
+    """Probe results (dicts of `_PROBED`) as typed columns, strings Arrow-backed even when there are none."""
+    return pd.DataFrame(list(probes), columns=_PROBED, index=index).astype(_PROBED_TYPES)
 
 
 def _mark_duplicates(table: pd.DataFrame) -> None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
@@ -27,6 +29,7 @@ from tltoolkit.data.splits import TRAIN, VALIDATION
 from tltoolkit.errors import TltoolkitError, one_line
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
+LISTING_BATCH = 8192  # rows held as Python tuples at a time while a listing is built
 _SPLIT_NAMES = {"train": TRAIN, "training": TRAIN, "validation": VALIDATION, "val": VALIDATION, "valid": VALIDATION}
 
 
@@ -55,8 +58,15 @@ def list_source(source, data_dir=None, cache_dir=None) -> Listing:
     raise TltoolkitError(f"--data {text} does not exist; give a folder of class subfolders, a .csv/.parquet manifest or tfds:NAME")
 
 
-def _frame(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["path", "label", "split", "reason"], dtype=str)
+def _frame(rows: Iterable[tuple[str, str, str, str]]) -> pd.DataFrame:
+    """The rows as Arrow-backed string columns, built a batch at a time: a million paths held as Python
+    tuples and strings would cost about 200 bytes each, the columns cost the paths' own bytes."""
+    columns = ["path", "label", "split", "reason"]
+    rows = iter(rows)
+    frames = []
+    while batch := list(itertools.islice(rows, LISTING_BATCH)):
+        frames.append(pd.DataFrame(batch, columns=columns, dtype=str))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns, dtype=str)
 
 
 def _is_image_name(name: str) -> bool:
@@ -65,30 +75,33 @@ def _is_image_name(name: str) -> bool:
 
 def list_folder(root: Path) -> Listing:
     root = Path(os.path.abspath(root))
-    rows, ignored, classes = [], [], []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name.startswith("."):
-            ignored.append(entry.path)
-        elif entry.is_dir() and not _utf8(entry.name):  # a class name must go into Parquet and labels.txt
-            label = _readable(entry.name)
-            rows.extend((_readable(path), label, "", "class folder name is not UTF-8")
-                        for path, _ in _walk_files(entry.path))
-        elif entry.is_dir():
-            classes.append(entry.name)
-            for path, outside in _walk_files(entry.path):
-                if not _utf8(path):  # kept readable in reports and Parquet; never read
-                    rows.append((_readable(path), entry.name, "", "file name is not UTF-8"))
-                elif outside:
-                    rows.append((path, entry.name, "", "link outside its class folder"))
-                elif os.path.basename(path).startswith(".") or not _is_image_name(path):
-                    ignored.append(path)
-                else:
-                    rows.append((path, entry.name, "", ""))
-        elif _is_image_name(entry.name):
-            rows.append((entry.path, "", "", "no label"))  # not inside a class folder
-        else:
-            ignored.append(entry.path)
-    return Listing(_frame(rows), classes, ignored, str(root))
+    ignored, classes = [], []
+
+    def rows():
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            if entry.name.startswith("."):
+                ignored.append(entry.path)
+            elif entry.is_dir() and not _utf8(entry.name):  # a class name must go into Parquet and labels.txt
+                label = _readable(entry.name)
+                for path, _ in _walk_files(entry.path):
+                    yield _readable(path), label, "", "class folder name is not UTF-8"
+            elif entry.is_dir():
+                classes.append(entry.name)
+                for path, outside in _walk_files(entry.path):
+                    if not _utf8(path):  # kept readable in reports and Parquet; never read
+                        yield _readable(path), entry.name, "", "file name is not UTF-8"
+                    elif outside:
+                        yield path, entry.name, "", "link outside its class folder"
+                    elif os.path.basename(path).startswith(".") or not _is_image_name(path):
+                        ignored.append(path)
+                    else:
+                        yield path, entry.name, "", ""
+            elif _is_image_name(entry.name):
+                yield entry.path, "", "", "no label"  # not inside a class folder
+            else:
+                ignored.append(entry.path)
+
+    return Listing(_frame(rows()), classes, ignored, str(root))
 
 
 def _utf8(path: str) -> bool:
@@ -148,22 +161,24 @@ def list_manifest(manifest: Path) -> Listing:
     bad_splits = sorted(set(splits) - set(_SPLIT_NAMES) - {""})
     if bad_splits:
         raise TltoolkitError(f"manifest {manifest.name} has split values {', '.join(map(repr, bad_splits))}; use train or validation, or leave it empty to split by content hash")
-    rows = []
-    for number, (path, label, split) in enumerate(zip(paths, labels, splits), start=1):
-        if not path:
-            raise TltoolkitError(f"manifest {manifest.name} row {number} has an empty path")
-        if "\0" in path:
-            rows.append((path.replace("\0", "\\0"), label, "", "NUL byte in the path"))
-            continue
-        full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
-        if os.path.commonpath([base, full]) != base:
-            raise TltoolkitError(f"manifest {manifest.name} row {number}: path {path!r} is outside the manifest's folder {base}; keep images under it (or move the manifest up)")
-        real_base = os.path.realpath(base)
-        leaves = os.path.commonpath([real_base, os.path.realpath(full)]) != real_base  # through a link
-        reason = "link outside the manifest's folder" if leaves else "" if label else "no label"
-        rows.append((full, label, _SPLIT_NAMES.get(split, ""), reason))
+
+    def rows():
+        for number, (path, label, split) in enumerate(zip(paths, labels, splits), start=1):
+            if not path:
+                raise TltoolkitError(f"manifest {manifest.name} row {number} has an empty path")
+            if "\0" in path:
+                yield path.replace("\0", "\\0"), label, "", "NUL byte in the path"
+                continue
+            full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+            if os.path.commonpath([base, full]) != base:
+                raise TltoolkitError(f"manifest {manifest.name} row {number}: path {path!r} is outside the manifest's folder {base}; keep images under it (or move the manifest up)")
+            real_base = os.path.realpath(base)
+            leaves = os.path.commonpath([real_base, os.path.realpath(full)]) != real_base  # through a link
+            reason = "link outside the manifest's folder" if leaves else "" if label else "no label"
+            yield full, label, _SPLIT_NAMES.get(split, ""), reason
+
     classes = sorted({label for label in labels if label})
-    return Listing(_frame(rows), classes, [], str(manifest))
+    return Listing(_frame(rows()), classes, [], str(manifest))
 
 
 def list_tfds(spec: str, data_dir=None, cache_dir=None) -> Listing:

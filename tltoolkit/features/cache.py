@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from tltoolkit.data.files import atomic_path, default_cache_dir
 from tltoolkit.errors import TltoolkitError
@@ -95,7 +97,7 @@ class FeatureCache:
         with self._lock(exclusive=False):
             manifest = self._read_manifest()[0]
         if sha256s is not None:
-            manifest = manifest[manifest["sha256"].isin(set(sha256s))]
+            manifest = manifest[_isin(manifest["sha256"], _strings(sha256s))]
             rows = manifest["shard"].value_counts()
             shards = manifest.drop_duplicates("shard")
             bad = [name for name, checksum in zip(shards["shard"], shards["checksum"])
@@ -156,11 +158,9 @@ class FeatureCache:
 
     def missing(self, sha256s) -> list[str]:
         """The distinct hashes of `sha256s` (in order) that lack any of their views."""
-        sha256s = list(sha256s)
-        manifest = self.manifest(sha256s)
-        counts = manifest.groupby("sha256").size()
-        complete = set(counts.index[counts >= self.spec.view_count])
-        return [h for h in dict.fromkeys(sha256s) if h not in complete]
+        wanted = _strings(sha256s).drop_duplicates()
+        counts = self.manifest(wanted)["sha256"].value_counts()
+        return wanted[~_isin(wanted, counts.index[counts >= self.spec.view_count])].tolist()
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -217,6 +217,18 @@ class FeatureCache:
         """`locate(table)` and the features of its rows, in memory (for small tables and tests)."""
         located = self.locate(table)
         return located, self.gather(located["shard"], located["row"])
+
+
+def _isin(column: pd.Series, values) -> np.ndarray:
+    """`column.isin(values)` for string columns, computed by Arrow: pandas' isin makes a Python string of
+    every value (~180 bytes a row for a million hashes)."""
+    return pc.is_in(pa.array(column), value_set=pa.array(values)).to_numpy(zero_copy_only=False)
+
+
+def _strings(values) -> pd.Series:
+    """`values` as an Arrow-backed string column: a million hashes as a Python set or list cost ~150
+    bytes each, as Arrow strings their 64 bytes and an offset."""
+    return values if isinstance(values, pd.Series) and values.dtype == "str" else pd.Series(list(values), dtype="str")
 
 
 class ShardWriter:
