@@ -12,9 +12,8 @@ from tltoolkit.reports import confusion_figure, save_figure
 
 def test_cjk_class_names_are_saved_without_glyph_warnings(tmp_path):
     names = ["猫", "狗", "cat"]  # CJK: DejaVu Sans, matplotlib's own font, has none of these glyphs
-    figure = confusion_figure(np.eye(3), names, "验证集混淆矩阵")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        path = save_figure(figure, tmp_path / "confusion.png")
+        path = save_figure(confusion_figure(np.eye(3), names, "验证集混淆矩阵"), tmp_path / "confusion.png")
     assert not [str(w.message) for w in caught if "Glyph" in str(w.message)]
     assert Image.open(path).size[0] > 100

@@ -123,7 +123,6 @@ def reliability_diagram(probabilities: dict[str, np.ndarray] | np.ndarray, label
                  label=f"{name} (ECE {ece:.3f})")
     axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy", title=title)
     axis.legend(loc="upper left", fontsize=8)
-    figure.tight_layout()
     save_figure(figure, path)
     return ece
 

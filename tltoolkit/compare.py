@@ -113,5 +113,4 @@ def comparison_figure(table: pd.DataFrame):
                     fontsize=8, color="dimgray")
     axes.margins(0.15)
     axes.grid(alpha=0.3)
-    figure.tight_layout()
     return figure

@@ -159,5 +159,4 @@ def _figure(frame: pd.DataFrame):
     accuracy.legend(fontsize=8)
     evidence.set_ylabel("LogME (per image)")
     figure.suptitle("frozen features: score against extraction cost")
-    figure.tight_layout()
     return figure

@@ -34,8 +34,9 @@ FALLBACK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", 
 
 
 def save_figure(figure, path) -> Path:
-    """Every figure tltoolkit writes: a PNG, atomically. A glyph no installed font has is drawn as a box
-    without matplotlib's per-glyph warning reaching the user."""
+    """Every figure tltoolkit writes: laid out (here, once its fonts are final) and saved as a PNG,
+    atomically. A glyph no installed font has is drawn as a box without matplotlib's per-glyph warning
+    reaching the user."""
     from matplotlib.text import Text
 
     fallback = _installed_fallback_fonts()
@@ -44,6 +45,8 @@ def save_figure(figure, path) -> Path:
             text.set_fontfamily([*text.get_fontfamily(), *fallback])
     with atomic_path(path) as temporary, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        if figure.get_layout_engine() is None:  # a figure made with its own (constrained) layout keeps it
+            figure.tight_layout()
         figure.savefig(temporary, format="png", dpi=100)
     return Path(path)
 
@@ -89,7 +92,6 @@ def confusion_figure(matrix: np.ndarray, class_names, title: str, normalize: boo
         for (row, column), value in np.ndenumerate(matrix):
             axes.text(column, row, f"{value:.2f}" if normalize else str(value), ha="center", va="center",
                       fontsize=8, color="white" if value > threshold else "black")
-    figure.tight_layout()
     return figure
 
 
@@ -113,7 +115,6 @@ def contact_sheet(rows: pd.DataFrame, title: str, columns: int = 4, images=None)
         wrong = row.label != row.predicted
         axes.set_title(f"true: {row.label}\npred: {row.predicted} ({row.probability:.2f})", fontsize=9,
                        color="tab:red" if wrong else "black")
-    figure.tight_layout()
     return figure
 
 
@@ -139,5 +140,4 @@ def curves_figure(metrics: pd.DataFrame):
         axis.set_xlabel("epoch (all phases and runs)")
         axis.set_title(metric)
         axis.legend(fontsize=8)
-    figure.tight_layout()
     return figure

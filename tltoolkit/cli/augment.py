@@ -102,5 +102,4 @@ def _write_grid(out: Path, originals, variants, names, policy: str) -> None:
                 axis.set_title("original" if col == 0 else f"variant {col}", fontsize=9)
         axes[row, 0].set_ylabel(names[row], fontsize=8)
     figure.suptitle(f"augmentation policy: {policy}", fontsize=10)
-    figure.tight_layout()
     save_figure(figure, out)

@@ -27,7 +27,7 @@ COLUMNS = ["path", "label", "label_id", "sha256", "size", "status", "reason", "d
 _PROBED = ["sha256", "size", "status", "reason", "detail", "decoder", "format", "width", "height"]
 _PROBED_TYPES = {column: "int64" if column in ("size", "width", "height") else "str" for column in _PROBED}
 PROBE_BATCH = 4096  # files probed at a time: their futures and result dicts are the only per-file Python objects
-CACHE_VERSION = 1  # bump when probe results change meaning: old cache files are then ignored
+CACHE_VERSION = 2  # bump when probe results change meaning: old cache files are then ignored (2: "too many pixels")
 
 
 @dataclasses.dataclass
