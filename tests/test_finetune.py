@@ -282,6 +282,9 @@ def test_a_costlier_freeze_point_must_win_by_more_than_the_noise_of_validation()
     swapped[right], swapped[wrong] = 0, 1  # two images gained, one lost: higher accuracy, by noise
     assert swapped.mean() > hits.mean() and not _clearly_better((losses, swapped), (losses, hits), "val_accuracy")
     assert _clearly_better((losses, np.ones(40)), (losses, hits), "val_accuracy")
+    # by val_loss, more images right beyond noise wins too, where the loss is no higher (within noise or not)
+    assert _clearly_better((losses - 0.01 + noise, np.ones(40)), (losses, hits), "val_loss")
+    assert not _clearly_better((losses + 0.01 + noise, np.ones(40)), (losses, hits), "val_loss")
 
 
 @pytest.mark.slow
