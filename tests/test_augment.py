@@ -1,6 +1,7 @@
 """Augmentation: PCA colour statistics and layer, the crop layer, presets, composition, batch mixing and
 the `augment` preview CLI."""
 
+import os
 import subprocess
 import sys
 
@@ -189,3 +190,25 @@ def test_augment_cli_writes_a_preview_and_refuses_to_overwrite(tmp_path):
     assert again.returncode == 2 and "exists; pass --force" in again.stderr
     assert subprocess.run(command + ["--force"], capture_output=True).returncode == 0
     assert [p.name for p in tmp_path.iterdir() if p.suffix != ""] == ["preview.png"]  # no temp files left
+
+
+def test_the_preview_reads_only_what_a_scan_would_use(tmp_path):
+    from images import write_good_images
+
+    from tltoolkit.cli.augment import _preview_table
+
+    data = tmp_path / "data"
+    write_good_images(data / "a", 2)
+    write_good_images(data / "b", 2, seed=1)
+    Image.new("L", (9000, 8000)).save(data / "a" / "0huge.png")  # 72M pixels: quarantined, never decoded
+    os.mkfifo(data / "a" / "0pipe.png")  # blocked forever before
+    os.symlink("/dev/zero", data / "b" / "0zero.png")  # read without end before
+    (data / "b" / "0broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    table = _preview_table(data, 3)
+    assert [os.path.relpath(p, data) for p in table["path"]] == ["a/img_0_0.png", "b/img_1_0.png", "a/img_0_1.png"]
+    assert list(table["decoder"]) == ["tf"] * 3 and (table["width"] > 0).all()
+    assert image_dataset(table, 16, batch_size=3, with_labels=False).element_spec.shape[1:] == (16, 16, 3)
+    (tmp_path / "none" / "a").mkdir(parents=True)
+    os.mkfifo(tmp_path / "none" / "a" / "pipe.png")
+    with pytest.raises(TltoolkitError, match="no usable images in .*`tltoolkit scan --data"):
+        _preview_table(tmp_path / "none", 1)

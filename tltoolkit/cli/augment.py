@@ -4,13 +4,11 @@ PCA colour statistics, where the policy uses them, are fitted on the previewed i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tltoolkit.cli.output import check_output_file
 from tltoolkit.errors import TltoolkitError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
-
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("augment", help="preview an augmentation policy as a PNG grid",
@@ -43,45 +41,44 @@ def run(args) -> int:
                                      with_labels=False)))
     block = augmentation(args.policy, args.image_size, pca=fit_pca_color(images.numpy()), seed=args.seed)
     variants = [block(images, training=True).numpy() for _ in range(args.variants)]
-    _write_grid(out, images.numpy(), variants, [str(Path(p).relative_to(args.data)) for p in table["path"]], args.policy)
+    names = [os.path.relpath(p, os.path.abspath(args.data)) for p in table["path"]]  # the listing's paths are absolute
+    _write_grid(out, images.numpy(), variants, names, args.policy)
     print(f"wrote {out}: {len(table)} images x {args.variants} variants, policy {args.policy}")
     return 0
 
 
 def _preview_table(folder: Path, count: int):
-    """Up to `count` decodable images of `folder`, taken in turn from each class subfolder."""
+    """Up to `count` usable images of `folder`, taken in turn from each class subfolder (or from the
+    folder itself), listed and probed as the scan does: links that leave a class folder, FIFOs and
+    devices, oversized files and images of too many pixels are passed over, never read or decoded."""
     import pandas as pd
 
-    from tltoolkit.pipeline import decode_image_file
+    from tltoolkit.data.probe import IMAGE_EXTENSIONS, probe_file
+    from tltoolkit.data.scan import USABLE
+    from tltoolkit.data.sources import list_folder
 
     if not folder.is_dir():
         raise TltoolkitError(f"--data {folder} is not a folder")
-    by_class: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*")):
-        parts = path.relative_to(folder).parts
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in parts):
-            by_class.setdefault(parts[0] if len(parts) > 1 else "", []).append(path)
-    chosen: list[str] = []
-    queues = [iter(paths) for paths in by_class.values()]
-    while queues and len(chosen) < count:
+    listing = list_folder(folder).rows
+    listing = listing[listing["reason"].isin(["", "no label"])]  # loose images preview too
+    def usable(paths):
+        for path in paths:
+            if (probe := probe_file(path))["status"] in USABLE:
+                yield {"path": path, "label_id": 0, **{k: probe[k] for k in ("decoder", "format", "width", "height")}}
+
+    queues = [usable(group["path"]) for _, group in listing.groupby("label", sort=True)]
+    chosen: list[dict] = []
+    while queues and len(chosen) < count:  # one usable image of each class in turn
         for queue in list(queues):
-            path = next(queue, None)
-            if path is None:
+            row = next(queue, None) if len(chosen) < count else None
+            if row is None:
                 queues.remove(queue)
-            elif len(chosen) < count and _decodes(decode_image_file, path):
-                chosen.append(str(path))
+            else:
+                chosen.append(row)
     if not chosen:
-        raise TltoolkitError(f"no decodable images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    # PIL decoding applies EXIF orientation and colour conversions without needing a scan.
-    return pd.DataFrame({"path": chosen, "label_id": 0, "decoder": "pil"})
-
-
-def _decodes(decode, path) -> bool:
-    try:
-        decode(path, "pil")
-        return True
-    except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated, empty and non-image files
-        return False
+        raise TltoolkitError(f"no usable images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}; "
+                             f"`tltoolkit scan --data {folder}` says why each file is passed over)")
+    return pd.DataFrame(chosen)
 
 
 def _write_grid(out: Path, originals, variants, names, policy: str) -> None:
