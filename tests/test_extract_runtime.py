@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.cpu import TOLERANCE, reduced_precision
 from tltoolkit.cli import main
 from tltoolkit.features.extractor import FeatureSpec
-from tltoolkit.runtimes import INSTALL
+from tltoolkit.runtimes import INFERENCE_PRECISIONS, INSTALL
 
 # Keys computed on main before runtimes were wired in (d4274d5): the default runtime must keep them.
 OLD_KEYS = {
@@ -82,20 +83,22 @@ def test_openvino_fp32_matches_tensorflow_in_its_own_cache_entry(digits, capsys)
     assert "computed 0 of 21 image(s)" in capsys.readouterr().err
 
 
-def test_bf16_records_its_fidelity_and_keys_apart_from_fp32(digits, capsys):
-    assert extract(digits, "bf16", "--runtime", "openvino", "--precision", "bf16") == 0
+def test_a_reduced_precision_records_its_fidelity_and_keys_apart_from_fp32(digits, capsys):
+    precision = reduced_precision()
+    assert extract(digits, precision, "--runtime", "openvino", "--precision", precision) == 0
     err = capsys.readouterr().err
-    _, features, meta = features_and_metadata(digits, "bf16")
-    assert meta["runtime"]["precision"] == "bf16" and meta["runtime"]["inference_precision"] == "bf16"
+    _, features, meta = features_and_metadata(digits, precision)
+    assert meta["runtime"]["precision"] == precision
+    assert meta["runtime"]["inference_precision"] == INFERENCE_PRECISIONS[precision]
     assert meta["fidelity"] in err and meta["fidelity"].startswith("features vs TensorFlow fp32 on 21 images")
     cosine_mean = float(re.search(r"cosine mean ([0-9.]+)", meta["fidelity"]).group(1))
     assert 0.99 < cosine_mean <= 1.0
     assert extract(digits, "tf") == 0
     _, tf_features, tf_meta = features_and_metadata(digits, "tf")
     assert meta["cache_key"] != tf_meta["cache_key"]
-    # bf16 keeps 8 bits of mantissa: close to fp32, not equal to it.
+    # Close to fp32, not equal to it.
     assert not np.array_equal(features, tf_features)
-    np.testing.assert_allclose(features, tf_features, atol=0.05 * np.abs(tf_features).max())
+    np.testing.assert_allclose(features, tf_features, atol=TOLERANCE[precision] * np.abs(tf_features).max())
 
 
 def test_a_missing_openvino_is_one_line_naming_the_extra(digits, capsys, monkeypatch):
@@ -117,23 +120,24 @@ def test_refusals_are_one_line_and_write_nothing(digits, capsys):
 def test_the_ray_engine_runs_the_drivers_runtime_in_each_actor(digits, capsys):
     import ray
 
-    bf16 = ("--runtime", "openvino", "--precision", "bf16")
-    assert extract(digits, "local", *bf16) == 0
+    precision = reduced_precision()
+    reduced = ("--runtime", "openvino", "--precision", precision)
+    assert extract(digits, "local", *reduced) == 0
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:  # its own cache: the actors compute every image
         assert main(["extract", "--base", ARCH, "--weights", BACKBONE, "--data", str(digits / "data"), "--out",
                      str(digits / "ray"), "--cache-dir", str(digits / "ray-cache"), "--batch-size", "8", "--quiet",
-                     "--engine", "ray", "--workers", "2", *bf16]) == 0
+                     "--engine", "ray", "--workers", "2", *reduced]) == 0
     finally:
         ray.shutdown()
     assert "computed 21 of 21 image(s)" in capsys.readouterr().err
     local_rows, local_features, local_meta = features_and_metadata(digits, "local")
     ray_rows, ray_features, ray_meta = features_and_metadata(digits, "ray")
     assert list(local_rows["sha256"]) == list(ray_rows["sha256"])
-    # The same compiled bf16 model in each actor: the local engine's bf16 features, not fp32's.
+    # The same compiled model in each actor: the local engine's reduced-precision features, not fp32's.
     np.testing.assert_allclose(ray_features, local_features, rtol=1e-6, atol=1e-6)
     assert ray_meta["engine"] == "ray" and ray_meta["runtime"] == local_meta["runtime"]
-    assert ray_meta["cache_key"] == local_meta["cache_key"] and ray_meta["runtime"]["inference_precision"] == "bf16"
+    assert ray_meta["cache_key"] == local_meta["cache_key"] and ray_meta["runtime"]["precision"] == precision
     assert extract(digits, "tf") == 0
     assert not np.allclose(features_and_metadata(digits, "tf")[1], ray_features, rtol=1e-6, atol=1e-6)
 

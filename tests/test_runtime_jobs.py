@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cpu import reduced_precision
 from tests.processes import kill_9_when
 from tltoolkit.cli import main
 from tltoolkit.runtimes import CAPABILITIES_VARIABLE
@@ -128,42 +129,44 @@ def test_finetune_extracts_phase_1_and_the_cut_cache_on_its_runtime_and_reports_
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("TLTOOLKIT_TF_LOGS", "1")
+    precision = reduced_precision()
     data = digit_folder(tmp_path / "data", 16)
     common = dict(base=ARCH, weights=BACKBONE, data=str(data), cache_dir=str(tmp_path / "cache"), batch_size=8,
                   freeze_until="conv4", epochs=30, fine_tune_epochs=1, augment="none", seed=0)
     fp32 = finetune({**common, "out": str(tmp_path / "fp32")}, progress=False, echo=lambda line: None)
     assert main(["finetune", "--base", ARCH, "--weights", BACKBONE, "--data", str(data), "--out",
-                 str(tmp_path / "bf16"), "--cache-dir", str(tmp_path / "cache"), "--batch-size", "8",
+                 str(tmp_path / "reduced"), "--cache-dir", str(tmp_path / "cache"), "--batch-size", "8",
                  "--freeze-until", "conv4", "--epochs", "30", "--fine-tune-epochs", "1", "--augment", "none",
-                 "--runtime", "openvino", "--precision", "bf16", "--quiet"]) == 0
-    bf16 = json.loads((tmp_path / "bf16" / "state.json").read_text())["runs"][-1]
-    assert bf16["config"]["runtime"] == "openvino" and bf16["config"]["precision"] == "bf16"
+                 "--runtime", "openvino", "--precision", precision, "--quiet"]) == 0
+    reduced = json.loads((tmp_path / "reduced" / "state.json").read_text())["runs"][-1]
+    assert reduced["config"]["runtime"] == "openvino" and reduced["config"]["precision"] == precision
     # Its own cache entries: every image computed again, for phase 1 and for the cut cache.
-    assert any(note.startswith("features: computed 80 of 80 images (0 from the cache)") for note in bf16["notes"])
-    assert any("trains from the cached output" in note and "computed 80 of 80" in note for note in bf16["notes"])
+    assert any(note.startswith("features: computed 80 of 80 images (0 from the cache)") for note in reduced["notes"])
+    assert any("trains from the cached output" in note and "computed 80 of 80" in note for note in reduced["notes"])
     runtimes = [json.loads(spec.read_text()).get("runtime", {}) for spec in (tmp_path / "cache").glob("*/spec.json")]
-    assert sorted(r.get("precision", "fp32") for r in runtimes) == ["bf16", "bf16", "fp32", "fp32"]
+    assert sorted(r.get("precision", "fp32") for r in runtimes) == sorted([precision, precision, "fp32", "fp32"])
     # The fidelity on validation images (calibration is of training images) and phase 1's accuracy.
-    note = next(note for note in bf16["notes"] if note.startswith("features on openvino bf16"))
-    assert bf16["fidelity"] in note and "features vs TensorFlow fp32 on" in note and "held out" not in note
-    accuracy = bf16["phases"][0]["val_accuracy"]
+    note = next(note for note in reduced["notes"] if note.startswith(f"features on openvino {precision}"))
+    assert reduced["fidelity"] in note and "features vs TensorFlow fp32 on" in note and "held out" not in note
+    accuracy = reduced["phases"][0]["val_accuracy"]
     assert f"phase 1 val_accuracy {accuracy:.3f}" in note
     assert abs(accuracy - fp32["phases"][0]["val_accuracy"]) <= 0.1
-    assert note in (tmp_path / "bf16" / "report.md").read_text()
+    assert note in (tmp_path / "reduced" / "report.md").read_text()
     assert "fidelity" not in fp32 and not any(n.startswith("features on") for n in fp32["notes"])
 
 
-@pytest.mark.slow  # compiles four runtimes, int8 calibrated
+@pytest.mark.slow  # compiles every runtime this CPU has, int8 calibrated
 def test_each_precision_keys_its_own_cache_entry(tmp_path, monkeypatch):
     from tltoolkit.data import scan
     from tltoolkit.features.extractor import feature_extractor, runtime_arguments
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     table = scan(digit_folder(tmp_path / "data", 2)).usable()
+    openvino = ["fp32", "bf16", "int8"] if reduced_precision() == "bf16" else ["fp32", "int8"]  # bf16: native only
     specs = {(runtime, precision): feature_extractor(ARCH, weights=BACKBONE, **runtime_arguments(
         runtime, precision, table, 4, progress=False)).spec
-             for runtime, precision in [("tf", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]}
-    assert len({spec.key() for spec in specs.values()}) == 4
+             for runtime, precision in [("tf", "fp32"), *(("openvino", p) for p in openvino)]}
+    assert len({spec.key() for spec in specs.values()}) == len(specs)
     assert specs["tf", "fp32"].runtime is None  # the default keeps the keys made before runtimes existed
-    assert [specs["openvino", p].runtime["precision"] for p in ("fp32", "bf16", "int8")] == ["fp32", "bf16", "int8"]
+    assert [specs["openvino", p].runtime["precision"] for p in openvino] == openvino
     assert sorted(specs["openvino", "int8"].runtime["calibration"]) == sorted(table["sha256"])
