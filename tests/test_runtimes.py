@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tltoolkit.errors import TltoolkitError
-from tltoolkit.runtimes import INSTALL, check_native, compare_features, compile_runtime, fidelity
+from tltoolkit.runtimes import INSTALL, check_native, compare_features, compile_runtime, cpu_capabilities, fidelity
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONE = ROOT / "data" / "backbone" / "digits04_resnet20_cifar.weights.h5"
@@ -44,9 +44,7 @@ def images():
 
 @pytest.fixture(scope="module")
 def capabilities():
-    import openvino
-
-    return openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return cpu_capabilities()
 
 
 @pytest.fixture(scope="module")
